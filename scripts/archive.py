@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Archive a data set or experiment with a manifest of hashes, check a copy, unpack elsewhere.
+
+    python scripts/archive.py pack experiment ft1 --out ft1.tar.gz
+    python scripts/archive.py unpack ft1.tar.gz --data-root /scratch/data
+    python scripts/archive.py check /scratch/data/experiments/ft1
+"""
+from coremax.archive import main
+
+if __name__ == "__main__":
+    main()

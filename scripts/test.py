@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Evaluate an experiment on its held-out test cores: python scripts/test.py --experiment exp1."""
+import argparse
+
+from coremax.cli import guard
+
+
+@guard
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--experiment", required=True, help="experiment name under <data-root>/experiments/")
+    p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="rows to evaluate (default: test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    args = p.parse_args(argv)
+    import pandas as pd
+
+    from coremax.eval.run import test_experiment
+    from coremax.experiment import Experiment
+
+    metrics = test_experiment(args.data_root, args.experiment, args.split, args.device)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(metrics.round(4).to_string(index=False))
+    print(f"results written to {Experiment.open(args.data_root, args.experiment).results}")
+
+
+if __name__ == "__main__":
+    main()

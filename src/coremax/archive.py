@@ -1,0 +1,103 @@
+"""Pack a data set or an experiment into a tar file with a manifest of hashes, and check copies against it.
+
+The tar holds paths relative to the data root (`experiments/<name>/...`, `datasets/<name>/...`) plus
+`<kind>/<name>/MANIFEST.toml`, so unpacking it into any data root gives a working copy there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tarfile
+from pathlib import Path
+
+from coremax.cli import guard
+from coremax.errors import UserError
+from coremax.experiment import file_sha256, utc_now
+from coremax.io import atomic_path, read_toml, write_toml
+from coremax.paths import check_name
+
+MANIFEST = "MANIFEST.toml"
+KINDS = {"experiment": "experiments", "dataset": "datasets"}
+
+
+def _folder(data_root, kind: str, name: str) -> Path:
+    if kind not in KINDS:
+        raise UserError(f"Unknown kind {kind!r}; use experiment or dataset.")
+    folder = Path(data_root) / KINDS[kind] / check_name(name, kind)
+    if not folder.is_dir():
+        raise UserError(f"No {kind} named {name!r} under {Path(data_root) / KINDS[kind]}; check the name and --data-root.")
+    return folder
+
+
+def manifest(folder: Path) -> dict:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {"files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}}
+
+
+def pack(data_root, kind: str, name: str, out: str | Path) -> Path:
+    folder = _folder(data_root, kind, name)
+    man = {"kind": kind, "name": name, "created_utc": utc_now(), **manifest(folder)}
+    write_toml(folder / MANIFEST, man)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(folder, arcname=f"{KINDS[kind]}/{name}")
+    return out
+
+
+def check(folder: str | Path) -> list[str]:
+    """Files that are missing or differ from the manifest of `folder` (empty list = intact)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise UserError(f"{folder} has no {MANIFEST}; pack it with scripts/archive.py pack first.")
+    expected = read_toml(folder / MANIFEST)["files"]
+    actual = manifest(folder)["files"]
+    problems = [f"missing: {f}" for f in expected if f not in actual]
+    problems += [f"changed: {f}" for f in expected if f in actual and actual[f] != expected[f]]
+    problems += [f"extra: {f}" for f in actual if f not in expected]
+    return problems
+
+
+def unpack(tar_path: str | Path, data_root) -> Path:
+    """Extract into a data root (refusing links and paths that leave it), then check the manifest."""
+    root = Path(data_root)
+    with tarfile.open(tar_path, "r:*") as tar:
+        members = tar.getmembers()
+        tops = {Path(m.name).parts[:2] for m in members}
+        if len(tops) != 1 or next(iter(tops))[0] not in KINDS.values():
+            raise UserError(f"{tar_path} is not a CoreMAX archive (one experiments/<name> or datasets/<name> folder).")
+        target = root.joinpath(*next(iter(tops)))
+        if target.exists():
+            raise UserError(f"{target} already exists; unpack into another --data-root or remove it first.")
+        tar.extractall(root, filter="data")
+    problems = check(target)
+    if problems:
+        raise UserError(f"The unpacked copy at {target} does not match its manifest ({problems[0]}, "
+                        f"{len(problems)} problem(s)); the archive is damaged.")
+    return target
+
+
+@guard
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack", help="pack a data set or experiment into a .tar.gz")
+    a.add_argument("kind", choices=list(KINDS))
+    a.add_argument("name")
+    a.add_argument("--out", required=True)
+    a.add_argument("--data-root", default="data")
+    c = sub.add_parser("check", help="check a folder against its manifest")
+    c.add_argument("folder")
+    u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
+    u.add_argument("archive")
+    u.add_argument("--data-root", default="data")
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        print(f"wrote {pack(args.data_root, args.kind, args.name, args.out)}")
+    elif args.cmd == "check":
+        problems = check(args.folder)
+        print("\n".join(problems) if problems else f"{args.folder}: all files match the manifest")
+        if problems:
+            raise SystemExit(1)
+    else:
+        print(f"unpacked and checked {unpack(args.archive, args.data_root)}")

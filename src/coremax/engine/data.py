@@ -1,0 +1,119 @@
+"""A prepared data set held in memory as tensors; batches are index slices, never per-sample file reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coremax.data.dataset import load_info, load_split, spectra_array, spectrum_columns
+from coremax.data.transforms import TargetScaler, make_transform
+from coremax.errors import UserError
+
+
+@dataclass
+class ArrayData:
+    x: torch.Tensor            # (n, L) raw counts, float32
+    y: torch.Tensor | None     # (n, T) normalised targets; NaN = not measured
+    frame: pd.DataFrame        # metadata (and raw targets) aligned with x
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None, rank: int = 0,
+                world: int = 1) -> Iterator[torch.Tensor]:
+        """Index batches of this process's share. Shuffled when a generator is given; every process gets
+        the same number of rows (the permutation wraps) so distributed steps stay in lockstep."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        if world > 1:
+            total = math.ceil(n / world) * world
+            order = torch.cat([order, order[: total - n]])[rank::world]
+        for start in range(0, len(order), batch_size):
+            yield order[start:start + batch_size]
+
+    def num_batches(self, batch_size: int, world: int = 1) -> int:
+        return math.ceil(math.ceil(len(self) / world) / batch_size)
+
+
+@dataclass
+class Prepared:
+    train: ArrayData
+    val: ArrayData
+    targets: list[str]
+    scaler: TargetScaler | None
+    transform_name: str
+    channel_stats: tuple[torch.Tensor, torch.Tensor] | None
+    augment: bool
+    augment_min_fraction: float
+    info: dict
+
+    def transform(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        stats = [s.to(device) for s in self.channel_stats] if self.channel_stats else (None, None)
+        return make_transform(self.transform_name, *stats)
+
+
+def frame_to_arrays(df: pd.DataFrame, targets: list[str], spectrum_length: int,
+                    scaler: TargetScaler | None) -> ArrayData:
+    """Spectra (and normalised targets) of a data frame as tensors."""
+    if len(spectrum_columns(df)) != spectrum_length:
+        raise UserError(f"The data set has {len(spectrum_columns(df))} channels but data.spectrum_length = "
+                        f"{spectrum_length}; set data.spectrum_length to match or re-run preprocess.")
+    x = torch.from_numpy(np.ascontiguousarray(spectra_array(df), dtype=np.float32))
+    y = None
+    if scaler is not None:
+        y = torch.from_numpy(np.asarray(scaler.transform(df[targets].to_numpy(np.float64)), dtype=np.float32))
+    meta = df.drop(columns=spectrum_columns(df))
+    return ArrayData(x, y, meta.reset_index(drop=True))
+
+
+def labelled(df: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
+    return df[df[targets].notna().any(axis=1)]
+
+
+def check_targets(df: pd.DataFrame, targets: list[str], dataset: str) -> None:
+    missing = [t for t in targets if t not in df.columns]
+    if missing or not targets:
+        raise UserError(f"data.targets = {targets} but the data set {dataset!r} has no column "
+                        f"{missing[0] if missing else '(none given)'}; use some of "
+                        f"{[c for c in ('CaCO3', 'TOC') if c in df.columns]}.")
+
+
+def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
+              targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
+              spectrum_length: int = 2048, max_labels: int = 0, augment: bool = False,
+              augment_min_fraction: float = 0.5) -> Prepared:
+    """Consumes the [data] section. Pretraining keeps every train row and needs no labels; fine-tuning and
+    baselines keep train rows with at least one target, optionally a seeded random `max_labels` of them."""
+    targets = list(targets)
+    info = load_info(data_root, dataset)
+    train_df, val_df = load_split(data_root, dataset, "train"), load_split(data_root, dataset, "val")
+    scaler = None
+    if stage != "pretrain":
+        check_targets(train_df, targets, dataset)
+        train_df, val_df = labelled(train_df, targets), labelled(val_df, targets)
+        if len(train_df) == 0:
+            raise UserError(f"The data set {dataset!r} has no train rows with any of {targets}; "
+                            "check the bulk file given to preprocess.")
+        if max_labels and max_labels < len(train_df):
+            rng = np.random.default_rng(seed)
+            train_df = train_df.iloc[np.sort(rng.choice(len(train_df), size=max_labels, replace=False))]
+        scaler = TargetScaler().fit(train_df[targets].to_numpy(np.float64))
+    stats = None
+    if transform == "normalize":
+        if "channel_mean" not in info or "channel_std" not in info:
+            raise UserError(f"data.transform = \"normalize\" needs channel statistics in the info.toml of "
+                            f"{dataset!r}; re-run scripts/preprocess.py.")
+        stats = (torch.tensor(info["channel_mean"], dtype=torch.float32),
+                 torch.tensor(info["channel_std"], dtype=torch.float32))
+    return Prepared(
+        train=frame_to_arrays(train_df, targets, spectrum_length, scaler),
+        val=frame_to_arrays(val_df, targets, spectrum_length, scaler),
+        targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
+        augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction, info=info,
+    )
+

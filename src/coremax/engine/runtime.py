@@ -1,0 +1,103 @@
+"""Where and how a run executes: device, mixed precision, threads, seeds, and torchrun processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from coremax.errors import UserError
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None       # None = full precision
+    scaler: torch.amp.GradScaler | None  # only for fp16
+    compile: bool
+    pin_mem: bool
+    save_every: int
+    log_interval_s: float
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def describe(self) -> str:
+        amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        return f"{self.device} amp={amp} world_size={self.world_size}"
+
+
+def setup(device: str = "auto", num_workers: int = 0, pin_mem: bool = False, amp: str = "auto",
+          compile: bool = False, save_every: int = 0, log_interval_s: float = 30.0) -> Runtime:
+    """Consumes the [runtime] section. Under torchrun (RANK/WORLD_SIZE set) it joins the process group:
+    gloo on the CPU, nccl on GPUs, one GPU per local rank."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"runtime.device = {device!r} but no CUDA GPU is visible; use runtime.device=\"cpu\" "
+                            "or \"auto\".")
+        dev = torch.device("cuda", local_rank if world_size > 1 else (torch.device(device).index or 0))
+        torch.cuda.set_device(dev)
+    elif device == "cpu":
+        dev = torch.device("cpu")
+    else:
+        raise UserError(f"runtime.device = {device!r} is not understood; use auto, cpu, cuda or cuda:N.")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if num_workers > 0:
+        torch.set_num_threads(num_workers)
+
+    amp_dtype, scaler = None, None
+    if amp == "auto":
+        amp = "off" if dev.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if amp == "bf16":
+        amp_dtype = torch.bfloat16
+    elif amp == "fp16":
+        if dev.type != "cuda":
+            raise UserError("runtime.amp = \"fp16\" needs a CUDA GPU; use \"bf16\" or \"off\" on the CPU.")
+        amp_dtype = torch.float16
+        scaler = torch.amp.GradScaler("cuda")
+    return Runtime(dev, amp_dtype, scaler, compile, pin_mem and dev.type == "cuda", save_every, log_interval_s,
+                   rank, world_size, local_rank)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def all_reduce_sum(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """Sum a tensor over processes (a no-op in a single process)."""
+    if rt.distributed:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def cleanup(rt: Runtime) -> None:
+    if rt.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,231 @@
+"""Classical baselines with one interface: fit on train rows, choose hyperparameters on validation rows.
+
+- `NmfSvr`: the published approach (Lee et al. 2022): spectra as shares of total counts, NMF weights,
+  standardised, then an RBF support-vector regressor per target.
+- `Pls`: partial least squares on log1p counts standardised per channel.
+
+Each target gets its own model, fitted on the train rows where that target is measured. The grid point
+with the lowest RMSE on the measured validation rows wins; that model (fitted on train rows only) is kept,
+so test rows never influence anything and the validation rows stay free of training for calibration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.decomposition import NMF
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR
+
+from coremax.errors import UserError
+from coremax.io import atomic_path, read_pickle
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2)))
+
+
+def _plain(v):
+    """numpy scalars -> python types so selected_params() logs and serialises cleanly."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+class Baseline:
+    """Common fit/predict/save logic; subclasses supply the features and the per-target grid."""
+
+    method = ""
+
+    def __init__(self, channels: int = 0):
+        self.channels = int(channels)   # use the first N channels; 0 = all
+        self.targets: list[str] = []
+        self.models: list = []
+        self.selected: dict[str, dict] = {}
+        self.n_channels = 0             # width of the spectra seen by fit, checked again by predict
+
+    # -- to be supplied by subclasses --------------------------------------------------------------------
+    def _fit_features(self, x: np.ndarray) -> np.ndarray:
+        """Fit the feature transform on train spectra and return their features."""
+        raise NotImplementedError
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _grid(self, n_train: int, n_features: int) -> list[dict]:
+        raise NotImplementedError
+
+    def _fit_one(self, f: np.ndarray, y: np.ndarray, params: dict):
+        """A fitted model for one target; must have `.predict(features) -> (n,)`."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    def _cut(self, x) -> np.ndarray:
+        """The channel window the model uses (`channels`), checked against the width seen at fit."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise UserError(f"The {self.method} baseline expects spectra as a 2-D array (rows, channels), "
+                            f"got shape {x.shape}; pass one spectrum per row.")
+        width = self.channels or x.shape[1]
+        if x.shape[1] < width or (self.n_channels and width != self.n_channels):
+            raise UserError(f"The {self.method} baseline needs {self.n_channels or width} channels per "
+                            f"spectrum but got {x.shape[1]}; use spectra like those it was fitted on, or "
+                            "set baseline.channels no larger than the spectrum length.")
+        return x[:, :width]
+
+    def fit(self, X_train, Y_train, X_val, Y_val, targets) -> "Baseline":
+        self.targets = [str(t) for t in targets]
+        Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
+        Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
+        if Y_train.shape[1] != len(self.targets) or Y_val.shape[1] != len(self.targets):
+            raise ValueError(f"Y has {Y_train.shape[1]}/{Y_val.shape[1]} columns for {len(self.targets)} targets")
+        self.n_channels = 0
+        x_tr = self._cut(X_train)
+        self.n_channels = x_tr.shape[1]
+        f_tr, f_va = self._fit_features(x_tr), self._features(self._cut(X_val))
+        self.models, self.selected = [], {}
+        for j, t in enumerate(self.targets):
+            tr, va = ~np.isnan(Y_train[:, j]), ~np.isnan(Y_val[:, j])
+            if tr.sum() < 3 or va.sum() < 1:
+                raise UserError(f"The target {t!r} has {int(tr.sum())} measured train rows and {int(va.sum())} "
+                                "measured validation rows; the baseline needs at least 3 and 1, so add "
+                                "labelled cores to the data set.")
+            best = None
+            for params in self._grid(int(tr.sum()), f_tr.shape[1]):
+                model = self._fit_one(f_tr[tr], Y_train[tr, j], params)
+                score = _rmse(np.ravel(model.predict(f_va[va])), Y_val[va, j])
+                if best is None or score < best[0]:
+                    best = (score, params, model)
+            score, params, model = best
+            self.models.append(model)
+            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        if not self.models:
+            raise UserError(f"The {self.method} baseline has not been fitted; run the baseline stage first.")
+        f = self._features(self._cut(X))
+        return np.column_stack([np.ravel(m.predict(f)) for m in self.models]).reshape(len(f), len(self.models))
+
+    def selected_params(self) -> dict:
+        """Per target: the hyperparameters the validation rows chose and their validation RMSE."""
+        return {t: dict(p) for t, p in self.selected.items()}
+
+    def save(self, path) -> Path:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return Path(path)
+
+    @classmethod
+    def load(cls, root, path) -> "Baseline":
+        """Load a saved baseline; only from under the data root, since unpickling can run code."""
+        try:
+            obj = read_pickle(root, path)
+        except FileNotFoundError:
+            raise UserError(f"The baseline file {str(path)!r} does not exist; run the baseline stage "
+                            "first.") from None
+        if not isinstance(obj, cls):
+            raise UserError(f"The file {str(path)!r} does not hold a {cls.__name__} baseline; check the path.")
+        return obj
+
+
+class _TargetScaled:
+    """A regressor fitted on standardised targets that predicts in the original units."""
+
+    def __init__(self, model, y: np.ndarray, f: np.ndarray):
+        self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
+        self.model = model.fit(f, (y - self.mean) / self.scale)
+
+    def predict(self, f: np.ndarray) -> np.ndarray:
+        return np.ravel(self.model.predict(f)) * self.scale + self.mean
+
+
+class NmfSvr(Baseline):
+    """NMF weights of total-count-normalised spectra, standardised, then an RBF SVR per target."""
+
+    method = "nmf_svr"
+
+    def __init__(self, n_components: int = 10, channels: int = 0, C=(1.0, 10.0, 100.0),
+                 gamma=(0.01, 0.03, 0.1, 0.3, 1.0), epsilon=(0.05, 0.2), max_iter: int = 1000):
+        super().__init__(channels)
+        self.n_components = int(n_components)
+        # gamma values are multiples of 1/n_components, the "scale" default for standardised features;
+        # C stops at 100 because C=1000 fits can take 20 s each on 1,500 rows
+        self.grid = {"C": tuple(C), "gamma": tuple(gamma), "epsilon": tuple(epsilon)}
+        self.max_iter = int(max_iter)
+
+    @staticmethod
+    def _shares(x: np.ndarray) -> np.ndarray:
+        x = np.clip(x, 0.0, None)
+        return x / np.maximum(x.sum(axis=1, keepdims=True), 1.0)
+
+    def _fit_features(self, x):
+        self.nmf = NMF(n_components=self.n_components, init="nndsvda", max_iter=self.max_iter, tol=1e-4,
+                       random_state=0)
+        with warnings.catch_warnings():
+            # a loose NMF fit is still a usable feature map; the SVR grid on val rows judges the result
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            w = self.nmf.fit_transform(self._shares(x))
+        self.scaler = StandardScaler().fit(w)
+        return self.scaler.transform(w)
+
+    def _features(self, x):
+        return self.scaler.transform(self.nmf.transform(self._shares(x)))
+
+    def _grid(self, n_train, n_features):
+        keys = list(self.grid)
+        return [dict(zip(keys, v)) for v in itertools.product(*self.grid.values())]
+
+    def _fit_one(self, f, y, params):
+        svr = SVR(kernel="rbf", C=params["C"], gamma=params["gamma"] / f.shape[1], epsilon=params["epsilon"])
+        return _TargetScaled(svr, y, f)
+
+
+class Pls(Baseline):
+    """PLS regression on log1p counts standardised per channel with train statistics."""
+
+    method = "pls"
+
+    def __init__(self, channels: int = 0, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20), n_components=None):
+        # n_components is the NMF setting of the shared [baseline] config section; PLS chooses its own
+        super().__init__(channels)
+        self.components = tuple(int(k) for k in components)
+
+    @staticmethod
+    def _log(x: np.ndarray) -> np.ndarray:
+        return np.log1p(np.clip(x, 0.0, None))
+
+    def _fit_features(self, x):
+        self.scaler = StandardScaler().fit(self._log(x))
+        return self._features(x)
+
+    def _features(self, x):
+        return self.scaler.transform(self._log(x))
+
+    def _grid(self, n_train, n_features):
+        limit = min(n_train - 1, n_features)
+        ks = sorted({min(k, limit) for k in self.components if k >= 1})
+        return [{"n_components": k} for k in ks]
+
+    def _fit_one(self, f, y, params):
+        return PLSRegression(n_components=params["n_components"], scale=False).fit(f, y)
+
+
+METHODS = {"nmf_svr": NmfSvr, "pls": Pls}
+
+
+def make_baseline(method: str, **params) -> Baseline:
+    """A fresh baseline by config name (`baseline.method`), e.g. make_baseline("pls", channels=520)."""
+    if method not in METHODS:
+        raise UserError(f"The baseline.method {method!r} is not known; use one of {', '.join(METHODS)}.")
+    return METHODS[method](**params)
+
+
+def load_baseline(root, path) -> Baseline:
+    """A baseline saved by `Baseline.save`, of any method; only from under the data root."""
+    return Baseline.load(root, path)

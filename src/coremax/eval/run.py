@@ -1,0 +1,222 @@
+"""Evaluation of an experiment on held-out cores, and the baseline stage.
+
+Fine-tuned regressors and classical baselines share one path: a `Predictor` maps raw counts to wt%, and
+everything after it (conformal intervals, metrics, figures, pickles) is the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coremax import logs
+from coremax.data.dataset import load_info, load_split, spectra_array
+from coremax.engine import checkpoint as ckpt
+from coremax.engine.data import Prepared, labelled
+from coremax.errors import UserError
+from coremax.eval import figures
+from coremax.eval.baselines import load_baseline, make_baseline
+from coremax.eval.conformal import conformal_quantile
+from coremax.eval.metrics import metrics_table
+from coremax.experiment import Experiment
+
+PRED_BATCH = 256
+BASELINE_FILE = "baseline.pkl"
+
+
+@dataclass
+class Predictor:
+    targets: list[str]
+    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> wt% (n, T)
+    embed: Callable[[np.ndarray], np.ndarray]     # raw counts (n, L) -> features for distribution checks
+
+
+# -- the baseline stage -------------------------------------------------------------------------------------
+def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
+    """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
+    b = config["baseline"]
+    model = make_baseline(b["method"], n_components=b["n_components"], channels=b["channels"])
+    x_tr, x_va = data.train.x.numpy(), data.val.x.numpy()
+    y_tr = data.train.frame[data.targets].to_numpy(np.float64)
+    y_va = data.val.frame[data.targets].to_numpy(np.float64)
+    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets)
+    model.save(exp.checkpoints / BASELINE_FILE)
+    pred = model.predict(x_va)
+    row = {"epoch": 1, **{f"val_rmse_{t}": float(np.sqrt(np.nanmean((pred[:, j] - y_va[:, j]) ** 2)))
+                          for j, t in enumerate(data.targets)}}
+    exp.write_result("history", pd.DataFrame([row]))
+    log.info("baseline_done", selected=model.selected_params(), **row)
+
+
+# -- loading a trained experiment ------------------------------------------------------------------------------
+def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
+    """A fine-tuned regressor or a fitted baseline of an experiment folder, ready to predict."""
+    cfg = exp.config()
+    stage = cfg["experiment"]["stage"]
+    if stage == "baseline":
+        model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
+        return Predictor(list(model.targets), model.predict, _log_total_features)
+    if stage != "finetune":
+        raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
+                        "baseline experiment.")
+    model, transform, state = load_network(exp, device)
+    from coremax.data.transforms import TargetScaler
+
+    scaler = TargetScaler.from_state(state["target_scaler"])
+
+    def run(x: np.ndarray, fn) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(x), PRED_BATCH):
+                xb = transform(torch.as_tensor(x[start:start + PRED_BATCH], dtype=torch.float32, device=device))
+                out.append(fn(xb).float().cpu().numpy())
+        width = out[0].shape[1] if out else 0
+        return np.concatenate(out) if out else np.zeros((0, width))
+
+    return Predictor(list(state["targets"]), lambda x: np.asarray(scaler.inverse(run(x, model))),
+                     lambda x: run(x, model.features))
+
+
+def load_network(exp: Experiment, device: str = "cpu"):
+    """The network of a pretrain or finetune experiment from best-model.pth, its input transform and state."""
+    from coremax.stages import build_model
+
+    cfg = exp.config()
+    state = ckpt.load(exp.checkpoints / "best-model.pth", map_location=device)
+    model = build_model(cfg["experiment"]["stage"], len(state.get("targets", [])), cfg["data"]["spectrum_length"],
+                        **cfg["model"])
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    stats = None
+    if cfg["data"]["transform"] == "normalize":
+        info = load_info(exp.data_root, cfg["data"]["dataset"])
+        stats = (torch.tensor(info["channel_mean"], device=device), torch.tensor(info["channel_std"], device=device))
+    from coremax.data.transforms import make_transform
+
+    return model, make_transform(cfg["data"]["transform"], *(stats or (None, None))), state
+
+
+def _log_total_features(x: np.ndarray) -> np.ndarray:
+    """Features of a baseline experiment for distribution checks: log of count shares per channel."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.log1p(x / np.maximum(x.sum(axis=1, keepdims=True), 1.0) * 1e4)
+
+
+# -- distribution checks ---------------------------------------------------------------------------------------
+@dataclass
+class Distance:
+    """Standardised distance of embeddings from the training rows; threshold = a percentile on val rows."""
+    mean: np.ndarray
+    std: np.ndarray
+    threshold: float
+
+    @classmethod
+    def fit(cls, train_emb: np.ndarray, val_emb: np.ndarray, percentile: float = 99.0) -> "Distance":
+        d = cls(train_emb.mean(0), train_emb.std(0) + 1e-6, np.inf)
+        d.threshold = float(np.percentile(d(val_emb), percentile)) if len(val_emb) else np.inf
+        return d
+
+    def __call__(self, emb: np.ndarray) -> np.ndarray:
+        return np.sqrt((((emb - self.mean) / self.std) ** 2).mean(axis=1))
+
+
+# -- evaluation on a split -----------------------------------------------------------------------------------
+def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFrame:
+    """One row per spectrum: core, depth, each target's measurement, prediction (0-100 wt%) and interval."""
+    out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
+    p = np.clip(pred.predict(spectra_array(df)), 0.0, 100.0)
+    for j, t in enumerate(pred.targets):
+        out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
+        out[f"{t}_pred"] = p[:, j]
+        out[f"{t}_lo"] = np.clip(p[:, j] - q[j], 0.0, 100.0)
+        out[f"{t}_hi"] = np.clip(p[:, j] + q[j], 0.0, 100.0)
+    return out
+
+
+def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndarray:
+    """Split-conformal half-widths per target from the absolute residuals on the validation rows."""
+    val_df = labelled(val_df, pred.targets)
+    p = np.clip(pred.predict(spectra_array(val_df)), 0.0, 100.0)
+    return np.array([conformal_quantile(np.abs(val_df[t].to_numpy(np.float64) - p[:, j]), alpha=1 - interval)
+                     for j, t in enumerate(pred.targets)])
+
+
+def test_experiment(data_root, name: str, split: str = "test", device: str = "cpu") -> pd.DataFrame:
+    """Evaluate an experiment on a split (the held-out test cores by default); writes results/ and logs."""
+    if split not in ("test", "val"):
+        raise UserError(f"--split {split!r} is not test or val.")
+    exp = Experiment.open(data_root, name)
+    cfg = exp.config()
+    stage = cfg["experiment"]["stage"]
+    df = load_split(data_root, cfg["data"]["dataset"], split)
+    logs.configure(exp.log_file)
+    logs.bind(experiment=exp.name)
+    log = logs.get_logger()
+    try:
+        if stage == "pretrain":
+            metrics = _test_pretrain(exp, df, split, device)
+        else:
+            metrics = _test_regression(exp, cfg, df, split, device)
+        log.info("test", split=split, rows=len(df), metrics=metrics.to_dict(orient="records"))
+    finally:
+        logs.close()
+    return metrics
+
+
+def _test_regression(exp, cfg, df, split, device) -> pd.DataFrame:
+    pred = load_predictor(exp, device)
+    val_df = load_split(exp.data_root, cfg["data"]["dataset"], "val")
+    q = calibrate(pred, val_df, cfg["eval"]["interval"])
+    frame = predict_frame(pred, df, q)
+    metrics = metrics_table(frame, pred.targets)
+    metrics.insert(0, "split", split)
+    metrics["half_width"] = metrics["target"].map(dict(zip(pred.targets, q)))
+    exp.write_result(f"{split}-predictions", frame)
+    exp.write_result(f"{split}-metrics", metrics)
+    overall = metrics[metrics["scope"] == "all"]
+    figures.plot_pred_vs_measured(frame, pred.targets, overall, exp.results / f"{split}-pred-vs-measured.png")
+    measured = frame.dropna(subset=pred.targets, how="all")
+    for core in frame["core"].unique():
+        figures.plot_profiles(frame[frame["core"] == core], measured[measured["core"] == core], pred.targets,
+                              exp.results / f"{split}-profile-{core}.png", core)
+    return metrics
+
+
+def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
+    """Reconstruction error on masked and on all patches, R^2 of the reconstruction, and a figure."""
+    model, transform, state = load_network(exp, device)
+    sums = np.zeros(4)  # squared error masked, count masked, squared error all, count all
+    ss_tot = np.zeros(2)
+    shown = None
+    gen = torch.Generator(device=device).manual_seed(0)
+    x_all = spectra_array(df)
+    with torch.no_grad():
+        for start in range(0, len(x_all), PRED_BATCH):
+            x = transform(torch.as_tensor(x_all[start:start + PRED_BATCH], device=device))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                _, pred, mask = model(x)
+            target = model.target(x) if hasattr(model, "target") else model.encoder.patchify(x)
+            err = (pred.float() - target) ** 2
+            dev = (target - target.mean(dim=(1, 2), keepdim=True)) ** 2
+            m = mask.unsqueeze(-1).expand_as(err)
+            sums += [float(err[m.bool()].sum()), float(m.sum()), float(err.sum()), float(err.numel())]
+            ss_tot += [float(dev[m.bool()].sum()), float(dev.sum())]
+            if shown is None:
+                shown = (x[:4].cpu(), model.encoder.unpatchify(pred[:4].float()).cpu(), mask[:4].cpu())
+    metrics = pd.DataFrame([{
+        "split": split, "n": len(df),
+        "mse_masked": sums[0] / max(sums[1], 1), "mse_all": sums[2] / max(sums[3], 1),
+        "r2_masked": 1 - sums[0] / max(ss_tot[0], 1e-12), "r2_all": 1 - sums[2] / max(ss_tot[1], 1e-12),
+    }])
+    exp.write_result(f"{split}-metrics", metrics)
+    if shown is not None:
+        figures.plot_reconstructions(*shown, model.encoder.patch_embed_size if hasattr(
+            model.encoder, "patch_embed_size") else exp.config()["model"]["patch_size"],
+            exp.results / f"{split}-reconstructions.png")
+    return metrics

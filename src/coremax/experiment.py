@@ -1,0 +1,256 @@
+"""The experiment folder: naming, frozen config, provenance, structured logs, results pickles.
+
+<data-root>/experiments/<name>/
+    config.toml       fully resolved config (pass it back with --config to repeat the run)
+    provenance.toml   command, times, status, code version, library versions, machine, data, parent
+    code.patch        uncommitted changes of the code when the run started from a dirty tree
+    checkpoints/      best-model.pth, last.pth, checkpoint-epoch-<N>.pth
+    logs/events.jsonl one JSON event per line
+    results/          pandas pickles (history.pkl, test outputs) and figures
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from coremax import logs
+from coremax.errors import UserError
+from coremax.io import read_pickle, read_toml, write_pickle, write_text, write_toml
+from coremax.paths import check_name, experiment_dir
+
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def code_version() -> tuple[dict, str]:
+    """Commit, branch and dirty flag of the repository the package runs from, and its uncommitted diff."""
+    here = Path(__file__).resolve().parent
+    top = _git("rev-parse", "--show-toplevel", cwd=here)
+    if top is None:
+        return {"commit": "unknown", "branch": "unknown", "dirty": False}, ""
+    top = Path(top.strip())
+    commit = (_git("rev-parse", "HEAD", cwd=top) or "unknown").strip()
+    branch = (_git("rev-parse", "--abbrev-ref", "HEAD", cwd=top) or "unknown").strip()
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=top) or ""
+    patch = (_git("diff", "HEAD", "--binary", cwd=top) or "") if status.strip() else ""
+    return {"commit": commit, "branch": branch, "dirty": bool(status.strip())}, patch
+
+
+def device_info(device: str = "cpu") -> dict:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        return {"type": "cuda", "name": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda or "",
+                "count": torch.cuda.device_count()}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"type": "cpu", "name": cpu, "cores": os.cpu_count() or 1}
+
+
+def environment() -> dict:
+    import numpy
+    import torch
+
+    return {
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": numpy.__version__, "pandas": pd.__version__},
+        "platform": {"os": platform.platform(), "host": socket.gethostname()},
+    }
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the run ends as `interrupted` with its files intact."""
+
+
+class Experiment:
+    def __init__(self, data_root: str | os.PathLike, name: str):
+        self.data_root = Path(data_root)
+        self.name = check_name(name, "experiment")
+        self.path = experiment_dir(self.data_root, name)
+
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    logs_dir = property(lambda self: self.path / "logs")
+    results = property(lambda self: self.path / "results")
+    log_file = property(lambda self: self.path / "logs" / "events.jsonl")
+    config_file = property(lambda self: self.path / "config.toml")
+    provenance_file = property(lambda self: self.path / "provenance.toml")
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, data_root, name: str) -> "Experiment":
+        """An existing experiment (for testing, prediction, resuming)."""
+        exp = cls(data_root, name)
+        if not exp.config_file.is_file():
+            raise UserError(f"No experiment named {name!r} under {exp.path.parent}; check the name "
+                            "(ls that folder) or pass the right --data-root.")
+        return exp
+
+    @classmethod
+    def create(cls, data_root, name: str, config: dict, resume: bool = False, command=None) -> "Experiment":
+        """Make the folder and freeze the config. Never overwrites an experiment unless resuming it."""
+        if not name:
+            name = unique_name(data_root, config.get("experiment", {}).get("stage", "run"))
+        exp = cls(data_root, name)
+        if resume:
+            if not exp.config_file.is_file():
+                raise UserError(f"Cannot resume {name!r}: there is no experiment at {exp.path}; "
+                                "drop --resume to start it, or check --name and --data-root.")
+        elif exp.path.exists():
+            raise UserError(f"The experiment {name!r} already exists at {exp.path}; choose another --name, "
+                            "or pass --resume to continue it.")
+        for folder in (exp.checkpoints, exp.logs_dir, exp.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        config = {**config, "experiment": {**config.get("experiment", {}), "name": name}}
+        write_toml(exp.config_file, config)
+        exp._start_provenance(config, resume, command if command is not None else sys.argv)
+        return exp
+
+    # -- config and provenance -----------------------------------------------------------------------------
+    def config(self) -> dict:
+        return read_toml(self.config_file)
+
+    def provenance(self) -> dict:
+        return read_toml(self.provenance_file) if self.provenance_file.is_file() else {}
+
+    def record(self, **fields) -> None:
+        """Merge fields into provenance.toml (rewritten atomically)."""
+        prov = self.provenance()
+        prov.update(fields)
+        write_toml(self.provenance_file, prov)
+
+    def _start_provenance(self, config: dict, resume: bool, command) -> None:
+        git, patch = code_version()
+        if patch:
+            write_text(self.path / "code.patch", patch)
+        prov = self.provenance() if resume else {}
+        runs = prov.get("resumed_utc", [])
+        if resume:
+            runs.append(utc_now())
+        dataset = config.get("data", {}).get("dataset", "")
+        info = self.data_root / "datasets" / dataset / "info.toml" if dataset else None
+        prov.update({
+            "experiment": self.name,
+            "command": shlex.join(str(c) for c in command),
+            "started_utc": prov.get("started_utc", utc_now()),
+            "ended_utc": "",
+            "status": "running",
+            "stage": config.get("experiment", {}).get("stage", ""),
+            "seed": config.get("experiment", {}).get("seed", 0),
+            "git": {**git, "patch": "code.patch" if patch else ""},
+            **environment(),
+            "dataset": {"name": dataset,
+                        "info_sha256": file_sha256(info) if info is not None and info.is_file() else ""},
+        })
+        if resume:
+            prov["resumed_utc"] = runs
+        write_toml(self.provenance_file, prov)
+
+    def set_status(self, status: str) -> None:
+        assert status in STATUSES
+        self.record(status=status, ended_utc="" if status == "running" else utc_now())
+
+    # -- results -------------------------------------------------------------------------------------------
+    def write_result(self, name: str, df: pd.DataFrame) -> Path:
+        path = self.results / f"{name}.pkl"
+        write_pickle(path, df)
+        return path
+
+    def read_result(self, name: str) -> pd.DataFrame:
+        return read_pickle(self.data_root, self.results / f"{name}.pkl")
+
+    def relpath(self, path) -> str:
+        """A path as stored in config/provenance: relative to the data root."""
+        from coremax.paths import relative_to_root
+
+        return relative_to_root(self.data_root, path)
+
+    # -- running -------------------------------------------------------------------------------------------
+    @contextmanager
+    def run(self, main_process: bool = True):
+        """Log to this experiment and keep its status true: completed, failed (with the traceback in the
+        log) or interrupted (Ctrl-C, SIGTERM). Everything written before an error stays as it was."""
+        if main_process:
+            logs.configure(self.log_file)
+        else:
+            logs.configure(None, level="warning")
+        logs.bind(experiment=self.name)
+        log = logs.get_logger()
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def on_term(signum, frame):
+            raise _Terminated()
+
+        try:
+            signal.signal(signal.SIGTERM, on_term)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
+            if main_process:
+                log.info("run_started", path=str(self.path))
+            yield log
+        except KeyboardInterrupt:
+            if main_process:
+                log.warning("run_interrupted", exc_info=True)
+                self.set_status("interrupted")
+            raise
+        except BaseException:
+            if main_process:
+                log.error("run_failed", exc_info=True)
+                self.set_status("failed")
+            raise
+        else:
+            if main_process:
+                self.set_status("completed")
+                log.info("run_completed", path=str(self.path))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            logs.close()
+
+
+def unique_name(data_root, stage: str) -> str:
+    """A timestamped name that does not exist yet, e.g. pretrain-20261123-101500."""
+    base = f"{stage}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    name, i = base, 1
+    while experiment_dir(data_root, name).exists():
+        i += 1
+        name = f"{base}-{i}"
+    return name

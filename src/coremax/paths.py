@@ -1,0 +1,48 @@
+"""Names and paths under the data root: nothing a user types may escape its folder."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from coremax.errors import UserError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def check_name(name: str, kind: str = "experiment") -> str:
+    """Return `name` if it is a safe folder name (letters, digits, '-', '_', '.'), else raise UserError."""
+    if not isinstance(name, str) or not name:
+        raise UserError(f"The {kind} name is empty; give one made of letters, digits, '-', '_' or '.'.")
+    if os.path.isabs(name) or "/" in name or "\\" in name or ".." in name or name.startswith(".") \
+            or not _NAME.match(name):
+        raise UserError(
+            f"The {kind} name {name!r} is not allowed; use only letters, digits, '-', '_' and '.' "
+            "(no slashes, no '..', not starting with '.')."
+        )
+    return name
+
+
+def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "path") -> Path:
+    """Resolve `path` (relative to `root` unless absolute) and refuse it unless it lies under `root`."""
+    root_r = Path(root).resolve()
+    p = Path(path)
+    full = (p if p.is_absolute() else root_r / p).resolve()
+    if full != root_r and root_r not in full.parents:
+        raise UserError(f"The {what} {str(path)!r} lies outside the data root {str(root_r)!r}; "
+                        "move it under the data root or pass --data-root.")
+    return full
+
+
+def relative_to_root(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """Path as stored in config/provenance files: relative to the data root, with forward slashes."""
+    return inside(root, path).relative_to(Path(root).resolve()).as_posix()
+
+
+def dataset_dir(root: str | os.PathLike, name: str) -> Path:
+    return Path(root) / "datasets" / check_name(name, "dataset")
+
+
+def experiment_dir(root: str | os.PathLike, name: str) -> Path:
+    return Path(root) / "experiments" / check_name(name, "experiment")

@@ -1,0 +1,134 @@
+"""The stages behind scripts/train.py: pretrain (MSM), finetune (regressor), baseline (classical).
+
+Each config section is consumed by one function whose keyword defaults are the lowest level of the
+config hierarchy: [data] -> load_data, [model] -> build_model, [optim] -> fit, [runtime] -> setup.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from coremax import config as configlib
+from coremax.cli import experiment_parser, guard, resolve_args
+from coremax.engine import checkpoint as ckpt
+from coremax.engine.data import load_data
+from coremax.engine.runtime import cleanup, seed_everything, setup
+from coremax.engine.trainer import TASKS, fit
+from coremax.errors import UserError
+from coremax.experiment import Experiment, file_sha256
+from coremax.models import build_max, build_regressor, load_encoder
+from coremax.paths import experiment_dir, inside
+
+
+def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
+                patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
+                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1) -> torch.nn.Module:
+    """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
+    if stage == "pretrain":
+        return build_max(size=size, spectrum_length=spectrum_length, patch_size=patch_size,
+                         mask_ratio=mask_ratio, loss_on=loss_on, norm_pix_loss=norm_pix_loss, drop_path=drop_path)
+    return build_regressor(num_targets, size=size, spectrum_length=spectrum_length, patch_size=patch_size,
+                           global_pool=global_pool, drop_path=drop_path)
+
+
+# [experiment], [finetune], [baseline] and [eval] are read directly, so their lowest level is the default file.
+SECTION_FUNCTIONS = {"data": load_data, "model": build_model, "optim": fit, "runtime": setup}
+
+
+def function_defaults() -> dict:
+    out = {}
+    for section, func in SECTION_FUNCTIONS.items():
+        # TOML has no tuples.
+        out[section] = {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in configlib.signature_defaults(func).items()}
+    return out
+
+
+def resolve_parent(data_root, source: str) -> tuple[Path, str]:
+    """finetune.from: a pretrain experiment's name (its best-model.pth) or a checkpoint path under the root."""
+    candidate = experiment_dir(data_root, source) if "/" not in source and ".." not in source else None
+    if candidate is not None and candidate.is_dir():
+        return candidate / "checkpoints" / "best-model.pth", source
+    path = inside(data_root, source, "finetune.from checkpoint")
+    if not path.is_file():
+        raise UserError(f"finetune.from = {source!r} is neither an experiment under "
+                        f"{Path(data_root) / 'experiments'} nor a checkpoint file; give a pretrain experiment name.")
+    return path, ""
+
+
+def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Experiment:
+    """Train one experiment from a resolved config (a plain dict); returns its folder."""
+    stage = config["experiment"]["stage"]
+    seed = config["experiment"]["seed"]
+    rt = setup(**config["runtime"])
+    try:
+        seed_everything(seed)
+        # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
+        data = load_data(data_root, stage, seed, **config["data"])
+        parent = resolve_parent(data_root, config["finetune"]["from"]) \
+            if stage == "finetune" and config["finetune"]["from"] else None
+        if stage == "baseline":
+            from coremax.eval.run import run_baseline  # sklearn is only needed here
+
+            exp = Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
+            with exp.run() as log:
+                run_baseline(exp, data, config, log)
+            return exp
+        exp = _create_on_all_ranks(data_root, config, resume, command, rt)
+        with exp.run(main_process=rt.main) as log:
+            model = build_model(stage, len(data.targets), config["data"]["spectrum_length"], **config["model"])
+            extra = {}
+            if data.scaler is not None:
+                extra["target_scaler"] = data.scaler.state_dict()
+                extra["targets"] = data.targets
+            if parent is not None and not (resume and (exp.checkpoints / "last.pth").exists()):
+                _init_from_parent(model, parent, exp, log, rt.main)
+            if stage == "finetune" and config["finetune"]["mode"] == "linear_probe":
+                for p in model.encoder.parameters():
+                    p.requires_grad_(False)
+            fit(TASKS[stage](data, rt), model, exp, rt, log, config, seed, resume, extra, **config["optim"])
+        return exp
+    finally:
+        cleanup(rt)
+
+
+def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
+    """Rank 0 makes the folder (and a name when none was given); the other ranks open the same one."""
+    if not rt.distributed:
+        return Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
+    import torch.distributed as dist
+
+    holder = [None]
+    if rt.main:
+        holder[0] = Experiment.create(data_root, config["experiment"]["name"], config, resume, command).name
+    dist.broadcast_object_list(holder, src=0)
+    return Experiment.open(data_root, holder[0])
+
+
+def _init_from_parent(model, parent: tuple[Path, str], exp: Experiment, log, main: bool) -> None:
+    path, name = parent
+    state = ckpt.load(path)
+    report = load_encoder(model, state["model"])
+    log.info("encoder_loaded", checkpoint=exp.relpath(path), missing=report["missing"],
+             unexpected=report["unexpected"])
+    parent_transform = state.get("config", {}).get("data", {}).get("transform")
+    if parent_transform and parent_transform != exp.config()["data"]["transform"]:
+        log.warning("transform_differs", parent=parent_transform, this=exp.config()["data"]["transform"])
+    if main:
+        exp.record(parent={"experiment": name, "checkpoint": exp.relpath(path), "sha256": file_sha256(path)})
+
+
+@guard
+def train_main(argv=None) -> None:
+    parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
+    args = parser.parse_args(argv)
+    cfg = resolve_args(args, function_defaults())
+    if args.print_config:
+        print(cfg.describe())
+        return
+    exp = run_stage(cfg.to_dict(), args.data_root, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"experiment written to {exp.path}")

@@ -1,0 +1,59 @@
+"""Shared fixtures: one small synthetic data set and tiny trained experiments, built once per session.
+
+Models use patch_size 64 (32 tokens) so that a few epochs on a few hundred spectra take seconds on 2 cores.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from coremax import config as configlib  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["model.patch_size=64", "optim.batch_size=32", 'runtime.device="cpu"', "runtime.log_interval_s=0.0",
+        "optim.warmup_epochs=1.0"]
+
+
+def resolved(*overrides, config_file=None) -> dict:
+    from coremax.stages import function_defaults
+
+    return configlib.resolve(config_file, list(FAST) + list(overrides),
+                             function_defaults=function_defaults()).to_dict()
+
+
+def train(data_root, name, stage, *overrides, resume=False):
+    from coremax.stages import run_stage
+
+    cfg = resolved(f'experiment.stage="{stage}"', f'experiment.name="{name}"', *overrides)
+    return run_stage(cfg, data_root, resume=resume, command=["pytest", name])
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A data root with a small synthetic archive and its prepared data set 'synthetic'."""
+    from coremax.data.dataset import build_dataset
+    from coremax.data.simulate import simulate_archive
+
+    root = tmp_path_factory.mktemp("root")
+    source = root / "datasets" / "external" / "synthetic"
+    simulate_archive(source, **SMALL_ARCHIVE)
+    build_dataset(root, "synthetic", raw=source / "raw", bulk=source / "bulk.csv", split=0.8, seed=0)
+    return root
+
+
+SMALL_ARCHIVE = dict(seed=1, cores=4, spacing_mm=25.0)
+
+
+@pytest.fixture(scope="session")
+def pretrained(data_root) -> str:
+    train(data_root, "pre", "pretrain", "optim.epochs=3", "optim.blr=1e-3")
+    return "pre"
+
+
+@pytest.fixture(scope="session")
+def finetuned(data_root, pretrained) -> str:
+    train(data_root, "ft", "finetune", "optim.epochs=3", "optim.blr=1e-3", f'finetune.from="{pretrained}"')
+    return "ft"

@@ -1,0 +1,162 @@
+"""Training stages end to end on the small synthetic data set (CPU, tiny models)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, resolved, train
+from coremax.engine import checkpoint as ckpt
+from coremax.engine import trainer
+from coremax.errors import UserError
+from coremax.experiment import Experiment, file_sha256
+from coremax.models import build_regressor, load_encoder
+
+
+def history(root, name) -> pd.DataFrame:
+    return Experiment.open(root, name).read_result("history")
+
+
+def test_pretraining_loss_falls_and_outputs_exist(data_root, pretrained):
+    h = history(data_root, pretrained)
+    assert list(h["epoch"]) == [1, 2, 3]
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    exp = Experiment.open(data_root, pretrained)
+    assert exp.provenance()["status"] == "completed"
+    for f in ("best-model.pth", "last.pth"):
+        assert (exp.checkpoints / f).is_file()
+    state = ckpt.load(exp.checkpoints / "last.pth")
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config"} <= state.keys()
+    assert state["epoch"] == 3 and state["config"]["experiment"]["name"] == pretrained
+    events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
+
+
+def test_finetune_starts_from_the_pretrained_encoder(data_root, pretrained, finetuned):
+    exp = Experiment.open(data_root, finetuned)
+    prov = exp.provenance()
+    best = data_root / "experiments" / pretrained / "checkpoints" / "best-model.pth"
+    assert prov["parent"]["experiment"] == pretrained
+    assert prov["parent"]["sha256"] == file_sha256(best)
+    assert prov["parent"]["checkpoint"] == f"experiments/{pretrained}/checkpoints/best-model.pth"
+    assert "val_nrmse" in history(data_root, finetuned).columns
+    # Loading alone (before any training) copies the encoder exactly.
+    state = ckpt.load(best)
+    model = build_regressor(2, size="tiny", patch_size=64)
+    report = load_encoder(model, state["model"])
+    assert report["missing"] == [] and report["unexpected"] == []
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, state["model"][f"encoder.{k}"]), k
+
+
+def test_shape_mismatch_is_refused(data_root, pretrained):
+    with pytest.raises(UserError, match="shape"):
+        train(data_root, "ft-bad", "finetune", "optim.epochs=1", "model.patch_size=32",
+              f'finetune.from="{pretrained}"')
+
+
+def test_missing_parent_is_a_clear_error(data_root):
+    with pytest.raises(UserError, match="finetune.from"):
+        train(data_root, "ft-none", "finetune", "optim.epochs=1", 'finetune.from="nope"')
+    assert not (data_root / "experiments" / "ft-none").exists()
+
+
+def test_resume_equals_an_uninterrupted_run(data_root, monkeypatch):
+    args = ("optim.epochs=3", "optim.blr=1e-3", "experiment.seed=3")
+    train(data_root, "whole", "pretrain", *args)
+    calls = {"n": 0}
+    original = trainer.PretrainTask.validate
+
+    def stop_in_third_epoch(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(trainer.PretrainTask, "validate", stop_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_root, "cut", "pretrain", *args)
+    assert Experiment.open(data_root, "cut").provenance()["status"] == "interrupted"
+    assert len(history(data_root, "cut")) == 2
+    monkeypatch.setattr(trainer.PretrainTask, "validate", original)
+    train(data_root, "cut", "pretrain", *args, resume=True)
+    a, b = history(data_root, "whole"), history(data_root, "cut")
+    assert list(b["epoch"]) == [1, 2, 3]
+    np.testing.assert_array_equal(a["train_loss"].to_numpy(), b["train_loss"].to_numpy())
+    np.testing.assert_array_equal(a["val_loss"].to_numpy(), b["val_loss"].to_numpy())
+    prov = Experiment.open(data_root, "cut").provenance()
+    assert prov["status"] == "completed" and len(prov["resumed_utc"]) == 1
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_root, monkeypatch):
+    original = trainer.PretrainTask.loss
+    calls = {"n": 0}
+    steps_per_epoch = math.ceil(len(pd.read_pickle(data_root / "datasets/synthetic/train.pkl")) / 32)
+
+    def nan_later(self, model, x, y):
+        calls["n"] += 1
+        loss = original(self, model, x, y)
+        return loss * float("nan") if calls["n"] > steps_per_epoch + 1 else loss
+
+    monkeypatch.setattr(trainer.PretrainTask, "loss", nan_later)
+    with pytest.raises(trainer.TrainingDiverged, match=rf"epoch 2, step {steps_per_epoch + 2}"):
+        train(data_root, "nan", "pretrain", "optim.epochs=3")
+    exp = Experiment.open(data_root, "nan")
+    assert exp.provenance()["status"] == "failed"
+    assert ckpt.load(exp.checkpoints / "last.pth")["epoch"] == 1
+
+
+def test_linear_probe_freezes_the_encoder_and_max_labels(data_root, pretrained):
+    train(data_root, "probe", "finetune", "optim.epochs=2", 'finetune.mode="linear_probe"', "data.max_labels=40",
+          "runtime.save_every=1", f'finetune.from="{pretrained}"')
+    exp = Experiment.open(data_root, "probe")
+    before = ckpt.load(data_root / "experiments" / pretrained / "checkpoints" / "best-model.pth")["model"]
+    after = ckpt.load(exp.checkpoints / "last.pth")["model"]
+    for k, v in after.items():
+        if k.startswith("encoder."):
+            assert torch.equal(v, before[k]), k
+    assert (exp.checkpoints / "checkpoint-epoch-1.pth").is_file()
+    assert (exp.checkpoints / "checkpoint-epoch-2.pth").is_file()
+    events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
+    assert next(e for e in events if e["event"] == "training")["rows"] == 40
+
+
+def test_frozen_config_repeats_the_run_exactly_on_cpu(data_root):
+    from coremax.stages import train_main
+
+    train(data_root, "rep-a", "finetune", "optim.epochs=2", "data.max_labels=60")
+    frozen = data_root / "experiments" / "rep-a" / "config.toml"
+    train_main(["--config", str(frozen), "--name", "rep-b", "--data-root", str(data_root)])
+    pd.testing.assert_frame_equal(history(data_root, "rep-a").drop(columns="seconds"),
+                                  history(data_root, "rep-b").drop(columns="seconds"))
+
+
+def test_missing_dataset_and_bad_target_leave_nothing(data_root):
+    with pytest.raises(UserError, match="preprocess"):
+        train(data_root, "no-data", "pretrain", 'data.dataset="absent"')
+    with pytest.raises(UserError, match="data.targets"):
+        train(data_root, "bad-target", "finetune", 'data.targets=["Sr"]')
+    assert not (data_root / "experiments" / "no-data").exists()
+    assert not (data_root / "experiments" / "bad-target").exists()
+
+
+def test_torchrun_two_processes_on_cpu(data_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(ROOT / "scripts" / "train.py"), "--stage", "pretrain", "--name", "ddp", "--data-root", str(data_root),
+           "optim.epochs=2", "model.patch_size=64", "optim.batch_size=32", 'runtime.device="cpu"']
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exp = Experiment.open(data_root, "ddp")
+    assert exp.provenance()["status"] == "completed"
+    assert sorted(p.name for p in exp.checkpoints.iterdir()) == ["best-model.pth", "last.pth"]
+    events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
+    assert "world_size=2" in next(e for e in events if e["event"] == "training")["runtime"]
+    assert out.stdout.count("experiment written to") == 1
