@@ -44,7 +44,7 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-SMALL_ARCHIVE = dict(seed=1, cores=4, spacing_mm=25.0)
+SMALL_ARCHIVE = dict(seed=1, cores=5, spacing_mm=20.0)
 
 
 @pytest.fixture(scope="session")

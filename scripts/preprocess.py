@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test pickles and info.toml).
+
+    python scripts/preprocess.py --split=0.8                     # the embedded synthetic data (generated if needed)
+    python scripts/preprocess.py --raw path/to/raw --bulk bulk.csv --name mycores --test-cores A,B --split-by section
+"""
+import argparse
+import sys
+
+from coremax.cli import guard
+
+
+@guard
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
+    p.add_argument("--raw", help="folder of <core>/<run folder>/*.spe (default: the synthetic archive)")
+    p.add_argument("--bulk", help="CSV of core, depth_mm, CaCO3, TOC (default: bulk.csv beside --raw)")
+    p.add_argument("--name", help="data set name (default: synthetic, or the raw folder's parent name)")
+    p.add_argument("--kv", type=float, default=10.0, help="tube voltage of the run to read (default: 10)")
+    p.add_argument("--match-mm", type=float, default=5.0, help="max depth distance of a bulk sample (default: 5)")
+    p.add_argument("--split", type=float, default=0.8, help="train fraction of the non-test rows (default: 0.8)")
+    p.add_argument("--split-by", default="row", choices=("row", "section", "core"),
+                   help="split rows, whole sections or whole cores (default: row)")
+    p.add_argument("--test-cores", help="comma-separated cores held out whole for testing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spectrum-length", type=int, default=2048)
+    p.add_argument("--on-error", default="fail", choices=("fail", "skip"), help="what a bad .spe file does")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set of the same name")
+    p.add_argument("--workers", type=int, default=2, help="processes reading files (default: 2)")
+    args = p.parse_args(argv)
+    from pathlib import Path
+
+    from coremax.data.dataset import build_dataset, load_info
+
+    name = args.name or ("synthetic" if args.raw is None else Path(args.raw).resolve().parent.name)
+    path = build_dataset(args.data_root, name, raw=args.raw, bulk=args.bulk, split=args.split, split_by=args.split_by,
+                         test_cores=args.test_cores.split(",") if args.test_cores else None, kv=args.kv,
+                         match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite, seed=args.seed,
+                         spectrum_length=args.spectrum_length, workers=args.workers, command=sys.argv)
+    info = load_info(args.data_root, name)
+    c = info["counts"]
+    print(f"data set {name!r} written to {path}")
+    print(f"  files read {c['files_read']}, skipped {c['files_skipped']}, bulk samples unmatched {c['bulk_unmatched']}"
+          f", negative values clipped {c['bulk_negative_clipped']}")
+    for split in ("train", "val", "test"):
+        print(f"  {split:5}: {c[f'rows_{split}']:6d} spectra, {c[f'labelled_{split}']:5d} labelled, "
+              f"cores {', '.join(info['cores'][split])}")
+    for s in info["skipped"][:10]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+    for u in info["unmatched"][:10]:
+        print(f"  unmatched bulk sample {u['core']} at {u['depth_mm']} mm: {u['reason']}")
+    if len(info["unmatched"]) > 10:
+        print(f"  ... {len(info['unmatched']) - 10} more unmatched samples listed in {path / 'info.toml'}")
+
+
+if __name__ == "__main__":
+    main()

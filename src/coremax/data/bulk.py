@@ -1,0 +1,105 @@
+"""Bulk lab measurements (CaCO3, TOC wt%) joined to the spectrum of the same core nearest in depth."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coremax.errors import UserError
+
+TARGETS = ("CaCO3", "TOC")
+_DEPTH = ("depth_mm", "mid_depth_mm")
+
+
+def _canonical(column: str) -> str | None:
+    """`CaCO3%`, `CaCO3 (wt%)`, `toc_wt%` ... -> the target name; None for other columns."""
+    base = re.sub(r"[\s_]*(\(.*\)|%|wt%|wt)$", "", column.strip(), flags=re.IGNORECASE).strip(" _%")
+    for t in TARGETS:
+        if base.lower() == t.lower():
+            return t
+    return None
+
+
+def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
+    """Columns core, depth_mm and the targets present (NaN = not measured)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"The bulk file {str(path)!r} does not exist; pass --bulk with a CSV of core, depth_mm, "
+                        "CaCO3, TOC.")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"The bulk file {path} cannot be read as CSV ({str(e).splitlines()[0]}); fix it.") from None
+    rename = {}
+    for c in df.columns:
+        if c.strip().lower() in _DEPTH:
+            rename[c] = "depth_mm"
+        elif c.strip().lower() == "core":
+            rename[c] = "core"
+        elif _canonical(c):
+            rename[c] = _canonical(c)
+    df = df.rename(columns=rename)
+    missing = [c for c in ("core", "depth_mm") if c not in df.columns]
+    targets = [t for t in TARGETS if t in df.columns]
+    if missing or not targets:
+        raise UserError(f"The bulk file {path} needs columns core, depth_mm (or mid_depth_mm) and CaCO3 and/or TOC; "
+                        f"it has {list(df.columns)}.")
+    out = df[["core", "depth_mm", *targets]].copy()
+    out["core"] = out["core"].astype(str).str.strip()
+    for c in ["depth_mm", *targets]:
+        values = pd.to_numeric(out[c].astype(str).str.replace(",", ".", regex=False).replace({"nan": None, "": None}),
+                               errors="coerce")
+        bad = values.isna() & out[c].notna() & (out[c].astype(str).str.strip() != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            raise UserError(f"The bulk file {path}, line {row}: {c} = {out[c].iloc[row - 2]!r} is not a number; "
+                            "fix it or leave the cell empty.")
+        out[c] = values
+    if out["depth_mm"].isna().any():
+        row = int(np.flatnonzero(out["depth_mm"].isna().to_numpy())[0]) + 2
+        raise UserError(f"The bulk file {path}, line {row}: depth_mm is empty; every sample needs its depth.")
+    return out
+
+
+def match_bulk(meta: pd.DataFrame, bulk: pd.DataFrame, tolerance_mm: float = 5.0):
+    """Join each bulk sample to the spectrum of its core nearest in composite depth within the tolerance.
+
+    Returns (targets per spectrum row (NaN where none), unmatched samples, number of negative values clipped).
+    When two samples pick the same spectrum, the nearer one wins and the other is reported unmatched."""
+    targets = [t for t in TARGETS if t in bulk.columns]
+    out = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS))
+    clipped = int((bulk[targets] < 0).sum().sum())
+    bulk = bulk.copy()
+    bulk[targets] = bulk[targets].clip(lower=0)
+    unmatched, best = [], {}
+    for core, samples in bulk.groupby("core", sort=False):
+        rows = meta.index[meta["core"] == core]
+        if len(rows) == 0:
+            unmatched += [{**s, "reason": "no spectra of this core"} for s in samples.to_dict("records")]
+            continue
+        depths = meta.loc[rows, "depth_mm"].to_numpy()
+        order = np.argsort(depths)
+        d_sorted = depths[order]
+        for s in samples.to_dict("records"):
+            i = np.searchsorted(d_sorted, s["depth_mm"])
+            cand = [j for j in (i - 1, i) if 0 <= j < len(d_sorted)]
+            j = min(cand, key=lambda k: abs(d_sorted[k] - s["depth_mm"]))
+            dist = abs(d_sorted[j] - s["depth_mm"])
+            if dist > tolerance_mm:
+                unmatched.append({**s, "reason": f"nearest spectrum {dist:.1f} mm away"})
+                continue
+            row = rows[order[j]]
+            if row in best and best[row][0] <= dist:
+                unmatched.append({**s, "reason": "another sample is nearer to the same spectrum"})
+                continue
+            if row in best:
+                unmatched.append({**best[row][1], "reason": "another sample is nearer to the same spectrum"})
+            best[row] = (dist, s)
+    for row, (_, s) in best.items():
+        for t in targets:
+            out.at[row, t] = s[t]
+    return out, pd.DataFrame(unmatched, columns=["core", "depth_mm", *targets, "reason"]), clipped

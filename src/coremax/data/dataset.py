@@ -1,0 +1,200 @@
+"""Prepared data sets: `<data-root>/datasets/<name>/{train,val,test}.pkl` and `info.toml`.
+
+One row per spectrum: metadata columns (core, depth_mm, scanner settings, source file), target columns
+(CaCO3, TOC; NaN = no bulk sample matched) and the spectrum channels as integer-labelled columns 0..L-1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coremax.data.bulk import TARGETS, match_bulk, read_bulk
+from coremax.data.raw import read_folder
+from coremax.errors import UserError
+from coremax.experiment import file_sha256, utc_now
+from coremax.io import read_pickle, read_toml, write_toml
+from coremax.paths import check_name, dataset_dir
+
+SPLITS = ("train", "val", "test")
+META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
+                "live_time_s", "real_time_s", "filter", "scanner", "total_cps", "spectrum_length", "slit_dc_mm",
+                "slit_cc_mm", "date", "source_file"]
+SYNTHETIC = Path("datasets") / "external" / "synthetic"
+
+
+def spectrum_columns(df: pd.DataFrame) -> list:
+    return [c for c in df.columns if isinstance(c, (int, np.integer))]
+
+
+def spectra_array(df: pd.DataFrame) -> np.ndarray:
+    return df[spectrum_columns(df)].to_numpy(np.float32)
+
+
+def load_split(data_root, name: str, split: str) -> pd.DataFrame:
+    if split not in SPLITS:
+        raise UserError(f"Unknown split {split!r}; use train, val or test.")
+    path = dataset_dir(data_root, name) / f"{split}.pkl"
+    if not path.is_file():
+        raise UserError(f"The data set {name!r} has no {split}.pkl under {path.parent}; build it with "
+                        "scripts/preprocess.py (or check --data-root and data.dataset).")
+    return read_pickle(data_root, path)
+
+
+def load_info(data_root, name: str) -> dict:
+    path = dataset_dir(data_root, name) / "info.toml"
+    if not path.is_file():
+        raise UserError(f"No data set named {name!r} under {Path(data_root) / 'datasets'}; build it with "
+                        "scripts/preprocess.py (or check --data-root and data.dataset).")
+    return read_toml(path)
+
+
+def info_hash(data_root, name: str) -> str:
+    return file_sha256(dataset_dir(data_root, name) / "info.toml")
+
+
+def default_synthetic(data_root) -> Path:
+    """The embedded default: generate the synthetic raw archive under the data root if it is not there."""
+    from coremax.data.simulate import simulate_archive
+
+    source = Path(data_root) / SYNTHETIC
+    if not (source / "manifest.toml").is_file():
+        print(f"generating the synthetic XRF archive in {source} ...", file=sys.stderr)
+        simulate_archive(source)
+    return source
+
+
+def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.ndarray:
+    """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores."""
+    if not 0.0 < split < 1.0:
+        raise UserError(f"--split {split} must lie strictly between 0 and 1 (the fraction of rows for training).")
+    rng = np.random.default_rng(seed)
+    if split_by == "row":
+        keys = np.arange(len(df))
+    elif split_by == "section":
+        keys = pd.factorize(df["core"].astype(str) + "/" + df["section"].astype(str))[0]
+    elif split_by == "core":
+        keys = pd.factorize(df["core"])[0]
+    else:
+        raise UserError(f"--split-by {split_by!r} is not row, section or core.")
+    groups = rng.permutation(np.unique(keys))
+    n_train = int(round(split * len(groups)))
+    if len(groups) > 1:
+        n_train = min(max(n_train, 1), len(groups) - 1)
+    return np.isin(keys, groups[:n_train])
+
+
+def _stats(values: pd.Series) -> dict:
+    v = values.dropna()
+    if v.empty:
+        return {"count": 0}
+    return {"count": int(len(v)), "mean": float(v.mean()), "std": float(v.std(ddof=0)), "min": float(v.min()),
+            "max": float(v.max())}
+
+
+def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
+                  split_by: str = "row", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
+                  on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
+                  workers: int = 2, command=None) -> Path:
+    """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically."""
+    data_root = Path(data_root)
+    target = dataset_dir(data_root, check_name(name, "dataset"))
+    if target.exists() and not overwrite:
+        raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
+                        "choose another --name.")
+    manifest = {}
+    if raw is None:
+        source = default_synthetic(data_root)
+        raw, bulk = source / "raw", source / "bulk.csv"
+        manifest = read_toml(source / "manifest.toml")
+    raw = Path(raw)
+    if bulk is None and (raw.parent / "bulk.csv").is_file():
+        bulk = raw.parent / "bulk.csv"
+    meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
+    if bulk is not None:
+        targets, unmatched, clipped = match_bulk(meta, read_bulk(bulk), match_mm)
+    else:
+        targets, unmatched, clipped = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS)), pd.DataFrame(), 0
+    cores = sorted(meta["core"].unique())
+    if test_cores is None:
+        test_cores = manifest.get("test_cores")
+    if test_cores is None:  # real data without --test-cores: hold out a seeded ~15 % of the labelled cores
+        labelled_cores = sorted(meta.loc[targets.notna().any(axis=1), "core"].unique())
+        k = max(1, round(0.15 * len(labelled_cores))) if len(labelled_cores) > 2 else 0
+        test_cores = sorted(np.random.default_rng(seed).choice(labelled_cores, size=k, replace=False).tolist())
+    unknown = [c for c in test_cores if c not in cores]
+    if unknown:
+        raise UserError(f"--test-cores names {unknown[0]!r}, which has no spectra under {raw}; cores found: "
+                        f"{', '.join(cores[:10])}{' ...' if len(cores) > 10 else ''}.")
+    for col in META_COLUMNS:
+        if col not in meta.columns:
+            meta[col] = np.nan
+    table = pd.concat([meta[META_COLUMNS].reset_index(drop=True), targets.reset_index(drop=True),
+                       pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
+    is_test = table["core"].isin(test_cores).to_numpy()
+    rest = table[~is_test].reset_index(drop=True)
+    is_train = _split_rows(rest, split, split_by, seed)
+    parts = {"train": rest[is_train].reset_index(drop=True), "val": rest[~is_train].reset_index(drop=True),
+             "test": table[is_test].reset_index(drop=True)}
+    train_counts = counts[~is_test][is_train]
+    file_hashes = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
+                                           sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
+    try:
+        source_text = Path(raw).resolve().relative_to(data_root.resolve()).as_posix()
+    except ValueError:
+        source_text = str(Path(raw).resolve())
+    info = {
+        "name": name, "created_utc": utc_now(),
+        "command": " ".join(command) if command else "",
+        "source": {"raw": source_text, "bulk": str(bulk) if bulk is not None else "", "files_sha256": file_hashes,
+                   "synthetic": bool(manifest)},
+        "kv": float(kv), "spectrum_length": int(spectrum_length),
+        "original_lengths": sorted(int(v) for v in meta["spectrum_length"].unique()),
+        "split": {"fraction": split, "by": split_by, "seed": seed},
+        "counts": {"files_read": int(len(meta)), "files_skipped": len(skipped), "bulk_unmatched": int(len(unmatched)),
+                   "bulk_negative_clipped": clipped,
+                   **{f"rows_{k}": int(len(v)) for k, v in parts.items()},
+                   **{f"labelled_{k}": int(v[list(TARGETS)].notna().any(axis=1).sum()) for k, v in parts.items()}},
+        "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
+        "test_cores": list(test_cores),
+        "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in TARGETS},
+        "live_time_s": _stats(meta["live_time_s"]),
+        "scanners": sorted(meta["scanner"].unique().tolist()),
+        "skipped": skipped,
+        # TOML has no null: a target that was not measured is simply left out of the record.
+        "unmatched": [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
+                      for r in unmatched.to_dict("records")],
+        "channel_mean": [float(v) for v in train_counts.mean(axis=0)] if len(train_counts) else [],
+        "channel_std": [float(v) for v in train_counts.std(axis=0)] if len(train_counts) else [],
+    }
+    _write_atomically(target, parts, info)
+    return target
+
+
+def _write_atomically(target: Path, parts: dict, info: dict) -> None:
+    """Write into a temporary folder beside the target and rename it into place, so that a failure never
+    leaves a half-written data set (and an overwritten one is replaced only once the new one is complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for split, df in parts.items():
+            df.to_pickle(tmp / f"{split}.pkl")
+        write_toml(tmp / "info.toml", info)
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

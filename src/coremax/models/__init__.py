@@ -1,0 +1,60 @@
+"""Models by name: max_<size> (MSM autoencoder) and the regressor, both on the one vitx encoder."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from coremax.errors import UserError
+from coremax.models.max import MaX
+from coremax.models.regressor import Regressor, masked_mse
+from coremax.models.vitx import VitX
+
+SIZES = {
+    "tiny": dict(embed_dim=192, depth=6, num_heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, decoder_dim=256, decoder_depth=4, decoder_heads=8),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+}
+ENCODER_KEYS = ("embed_dim", "depth", "num_heads")
+
+
+def _size(size: str) -> dict:
+    if size not in SIZES:
+        raise UserError(f"model.size = {size!r} is not known; use one of {', '.join(SIZES)}.")
+    return SIZES[size]
+
+
+def build_max(size: str = "tiny", spectrum_length: int = 2048, patch_size: int = 16, mask_ratio: float = 0.4,
+              loss_on: str = "masked", norm_pix_loss: bool = False, drop_path: float = 0.0) -> MaX:
+    return MaX(spectrum_length, patch_size, **_size(size), mask_ratio=mask_ratio, loss_on=loss_on,
+               norm_pix_loss=norm_pix_loss, drop_path=drop_path)
+
+
+def build_regressor(num_targets: int, size: str = "tiny", spectrum_length: int = 2048, patch_size: int = 16,
+                    global_pool: bool = True, drop_path: float = 0.0) -> Regressor:
+    enc = {k: _size(size)[k] for k in ENCODER_KEYS}
+    return Regressor(num_targets, spectrum_length, patch_size, **enc, global_pool=global_pool, drop_path=drop_path)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def load_encoder(model: nn.Module, state_dict: dict) -> dict:
+    """Copy the `encoder.*` weights of a MaX or Regressor state dict into `model.encoder`.
+    Reports missing and unexpected encoder keys; refuses any shape mismatch."""
+    prefix = "encoder."
+    source = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    own = model.encoder.state_dict()
+    for key, value in source.items():
+        if key in own and own[key].shape != value.shape:
+            raise UserError(f"The checkpoint's encoder.{key} has shape {tuple(value.shape)} but this model's has "
+                            f"{tuple(own[key].shape)}; use the same model.size, model.patch_size and "
+                            "data.spectrum_length as the pretrain experiment.")
+    result = model.encoder.load_state_dict(source, strict=False)
+    return {"missing": [prefix + k for k in result.missing_keys],
+            "unexpected": [prefix + k for k in result.unexpected_keys]}
+
+
+__all__ = ["MaX", "Regressor", "VitX", "SIZES", "build_max", "build_regressor", "count_parameters",
+           "load_encoder", "masked_mse"]

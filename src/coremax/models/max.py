@@ -1,0 +1,81 @@
+"""max: Masked Autoencoder for XRF spectra (Masked Spectrum Modelling).
+
+Random patches are hidden; the vitx encoder sees only the visible ones; a light decoder with mask tokens
+predicts the channels of every patch; the loss is taken on the masked patches (or all)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from coremax.errors import UserError
+from coremax.models.vitx import Block, VitX, init_weights, sincos_positions
+
+
+class MaX(nn.Module):
+    def __init__(self, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
+                 num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
+                 mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
+                 norm_pix_loss: bool = False, drop_path: float = 0.0):
+        super().__init__()
+        if loss_on not in ("masked", "all"):
+            raise UserError(f"model.loss_on = {loss_on!r} is not masked or all.")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise UserError(f"model.mask_ratio = {mask_ratio} must be in [0, 1).")
+        self.mask_ratio, self.loss_on, self.norm_pix_loss = mask_ratio, loss_on, norm_pix_loss
+        self.encoder = VitX(spectrum_length, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        n = self.encoder.num_patches
+        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer("decoder_pos_embed", sincos_positions(n, decoder_dim)[None], persistent=True)
+        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, mlp_ratio) for _ in range(decoder_depth))
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(decoder_dim, patch_size)
+        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+            m.apply(init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
+        """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""
+        n = self.encoder.num_patches
+        keep = int(round(n * (1 - mask_ratio)))
+        noise = torch.rand(batch, n, device=device, generator=generator)
+        ids_shuffle = noise.argsort(dim=1)
+        ids_restore = ids_shuffle.argsort(dim=1)
+        mask = torch.ones(batch, n, device=device)
+        mask[:, :keep] = 0
+        return ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the decoder learns to output, per patch: the channels, optionally normalised per patch."""
+        t = self.encoder.patchify(x)
+        if self.norm_pix_loss:
+            t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
+        return t
+
+    def forward(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
+        """Returns (loss, prediction (B, N, P), mask (B, N) with 1 = masked)."""
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        tokens = self.encoder.embed(x)
+        ids_keep, ids_restore, mask = self.random_masking(x.shape[0], ratio, x.device, generator)
+        visible = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
+        latent = self.encoder.encode(visible)
+        pred = self.decode(latent, ids_restore)
+        return self.loss(x, pred, mask), pred, mask
+
+    def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        y = self.decoder_embed(latent)
+        b, n = ids_restore.shape
+        fill = self.mask_token.expand(b, n + 1 - y.shape[1], -1)
+        patches = torch.cat([y[:, 1:], fill], dim=1)
+        patches = torch.gather(patches, 1, ids_restore[..., None].expand(-1, -1, y.shape[-1]))
+        y = torch.cat([y[:, :1], patches], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            y = block(y)
+        return self.decoder_pred(self.decoder_norm(y))[:, 1:]
+
+    def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        per_patch = ((pred.float() - self.target(x).float()) ** 2).mean(-1)
+        if self.loss_on == "all" or mask.sum() == 0:
+            return per_patch.mean()
+        return (per_patch * mask).sum() / mask.sum()

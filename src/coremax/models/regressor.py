@@ -1,0 +1,39 @@
+"""The regressor: the vitx encoder (same class as in MSM pretraining) with a head per target."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from coremax.models.vitx import VitX, init_weights
+
+
+class Regressor(nn.Module):
+    def __init__(self, num_targets: int, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192,
+                 depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, global_pool: bool = True,
+                 drop_path: float = 0.0):
+        super().__init__()
+        self.global_pool = global_pool
+        self.encoder = VitX(spectrum_length, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        # Pooled patch tokens have not passed the encoder's final norm as a group: they get their own.
+        self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if global_pool else nn.Identity()
+        self.head = nn.Linear(embed_dim, num_targets)
+        self.fc_norm.apply(init_weights)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled embedding the head reads, (B, D)."""
+        tokens = self.encoder(x)
+        return self.fc_norm(tokens[:, 1:].mean(dim=1)) if self.global_pool else tokens[:, 0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the measured entries only: a NaN target (not measured) adds no loss and no
+    gradient. All-NaN batches give a zero that still carries a graph."""
+    measured = ~torch.isnan(target)
+    diff = torch.where(measured, pred - torch.nan_to_num(target), torch.zeros_like(pred))
+    return (diff ** 2).sum() / measured.sum().clamp(min=1)

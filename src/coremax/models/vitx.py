@@ -1,0 +1,123 @@
+"""vitx: a Vision-Transformer encoder for 1-D spectra. The one encoder used by MSM pretraining and regression."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coremax.errors import UserError
+
+
+def sincos_positions(num: int, dim: int, cls_token: bool = True) -> torch.Tensor:
+    """Fixed 1-D sine-cosine position embedding, (1 + num, dim) with a zero row for the class token."""
+    if dim % 2:
+        raise ValueError("embedding dim must be even for sine-cosine positions")
+    pos = torch.arange(num, dtype=torch.float64)[:, None]
+    freq = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = pos * freq[None, :]
+    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).float()
+    return torch.cat([torch.zeros(1, dim), emb]) if cls_token else emb
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch for whole samples during training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise UserError(f"embedding dim {dim} is not divisible by {heads} heads; pick a listed model.size.")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class VitX(nn.Module):
+    """Patch embedding of a (B, L) spectrum, class token, fixed positions, transformer blocks, final norm."""
+
+    def __init__(self, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
+                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        if patch_size < 1 or spectrum_length % patch_size:
+            raise UserError(f"data.spectrum_length = {spectrum_length} is not divisible by model.patch_size = "
+                            f"{patch_size}; choose a patch size that divides it.")
+        self.spectrum_length, self.patch_size = spectrum_length, patch_size
+        self.num_patches = spectrum_length // patch_size
+        self.embed_dim, self.depth = embed_dim, depth
+        self.patch_embed = nn.Linear(patch_size, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.register_buffer("pos_embed", sincos_positions(self.num_patches, embed_dim)[None], persistent=True)
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.apply(init_weights)
+        nn.init.normal_(self.cls_token, std=0.02)
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, N, P)."""
+        return x.reshape(x.shape[0], self.num_patches, self.patch_size)
+
+    def unpatchify(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, N, P) -> (B, L)."""
+        return p.reshape(p.shape[0], -1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens with their positions, (B, N, D)."""
+        return self.patch_embed(self.patchify(x)) + self.pos_embed[:, 1:]
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Prepend the class token, run the blocks, normalise: (B, N', D) -> (B, 1 + N', D)."""
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.embed(x))
+

@@ -1,0 +1,154 @@
+"""Classical baselines on fabricated Poisson spectra whose targets follow a few Gaussian peak areas."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.preprocessing import StandardScaler
+
+from coremax.errors import UserError
+from coremax.eval.baselines import NmfSvr, Pls, load_baseline, make_baseline
+from coremax.eval.metrics import regression_metrics
+
+L = 256
+TARGETS = ["CaCO3", "TOC"]
+SMALL_SVR_GRID = dict(C=(1.0, 100.0), gamma=(0.1, 1.0), epsilon=(0.1,))
+
+
+def spectra(n: int, seed: int):
+    """Poisson spectra: a decaying background plus four peaks with random areas and a random count rate.
+
+    CaCO3 follows the ratio of the first two peak areas (nonlinear), TOC the third area (linear).
+    """
+    rng = np.random.default_rng(seed)
+    ch = np.arange(L)
+    areas = rng.uniform(0.2, 1.0, size=(n, 4))
+    lam = np.broadcast_to(15 * np.exp(-ch / 80.0) + 2, (n, L)).copy()
+    for k, c in enumerate([40, 70, 110, 160]):
+        lam += areas[:, [k]] * 200 * np.exp(-0.5 * ((ch - c) / 4.0) ** 2)
+    x = rng.poisson(lam * rng.uniform(0.7, 1.3, size=(n, 1))).astype(float)
+    y = np.column_stack([80 * areas[:, 0] / (areas[:, 0] + areas[:, 1]) + rng.normal(0, 1.0, n),
+                         1 + 4 * areas[:, 2] + rng.normal(0, 0.1, n)])
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def data():
+    x_tr, y_tr = spectra(300, 0)
+    x_va, y_va = spectra(100, 1)
+    x_te, y_te = spectra(200, 2)
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    x_tr, y_tr, x_va, y_va, _, _ = data
+    return {"nmf_svr": make_baseline("nmf_svr", n_components=6, channels=0).fit(x_tr, y_tr, x_va, y_va, TARGETS),
+            "pls": make_baseline("pls", n_components=10, channels=0).fit(x_tr, y_tr, x_va, y_va, TARGETS)}
+
+
+@pytest.mark.parametrize("method", ["nmf_svr", "pls"])
+def test_baselines_learn_peak_targets(fitted, data, method):
+    x_te, y_te = data[4], data[5]
+    pred = fitted[method].predict(x_te)
+    assert pred.shape == (len(x_te), 2)
+    for j in range(2):
+        assert regression_metrics(y_te[:, j], pred[:, j])["r2"] > 0.8
+    sel = fitted[method].selected_params()
+    assert set(sel) == set(TARGETS)
+    assert all(isinstance(v, (int, float, str)) and not isinstance(v, np.generic)
+               for params in sel.values() for v in params.values())
+
+
+def _pls_by_hand(x_tr, y, x_va, y_va, ks):
+    """The PLS pipeline written out: standardised log1p counts, one PLS per k, RMSE on measured val rows."""
+    sc = StandardScaler().fit(np.log1p(x_tr))
+    f_tr, f_va = sc.transform(np.log1p(x_tr)), sc.transform(np.log1p(x_va))
+    tr, va = ~np.isnan(y), ~np.isnan(y_va)
+    models = {k: PLSRegression(k, scale=False).fit(f_tr[tr], y[tr]) for k in ks}
+    rmse = {k: float(np.sqrt(np.mean((np.ravel(m.predict(f_va[va])) - y_va[va]) ** 2))) for k, m in models.items()}
+    return rmse, models, sc
+
+
+def test_pls_choice_is_argmin_of_val_error_and_ignores_nan_rows(data):
+    x_tr, y_tr, x_va, y_va, x_te, _ = data
+    y_tr, y_va = y_tr.copy(), y_va.copy()
+    rng = np.random.default_rng(5)
+    y_tr[rng.random(len(y_tr)) < 0.3, 0] = np.nan
+    y_va[rng.random(len(y_va)) < 0.3, 0] = np.nan
+    ks = (1, 2, 4, 8, 16)
+    b = Pls(components=ks).fit(x_tr, y_tr, x_va, y_va, TARGETS)
+    rmse, models, sc = _pls_by_hand(x_tr, y_tr[:, 0], x_va, y_va[:, 0], ks)
+    best = min(rmse, key=rmse.get)
+    assert b.selected_params()["CaCO3"]["n_components"] == best
+    assert b.selected_params()["CaCO3"]["val_rmse"] == pytest.approx(rmse[best])
+    expected = np.ravel(models[best].predict(sc.transform(np.log1p(x_te))))
+    np.testing.assert_allclose(b.predict(x_te)[:, 0], expected, rtol=1e-8, atol=1e-8)
+
+
+def test_svr_choice_follows_the_validation_rows_only(data):
+    x_tr, y_tr, x_va, y_va, _, _ = data
+    real = NmfSvr(n_components=6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS)
+    # same train rows; validation labels replaced by a constant: the flattest model (small C) must now win
+    flat = NmfSvr(n_components=6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, np.full_like(y_va, y_tr[:, 0].mean()),
+                                                        TARGETS)
+    assert real.selected_params()["CaCO3"]["C"] == 100.0
+    assert flat.selected_params()["CaCO3"]["C"] == 1.0
+    # the reported validation error is that of the kept model
+    pred = real.predict(x_va)[:, 0]
+    assert real.selected_params()["CaCO3"]["val_rmse"] == pytest.approx(np.sqrt(np.mean((pred - y_va[:, 0]) ** 2)))
+
+
+def test_nmf_svr_nan_rows_and_channel_window(data):
+    x_tr, y_tr, x_va, y_va, x_te, y_te = data
+    y_tr = y_tr.copy()
+    y_tr[::3, 1] = np.nan
+    b = NmfSvr(n_components=6, channels=200, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS)
+    pred = b.predict(x_te)
+    assert np.isfinite(pred).all()
+    assert regression_metrics(y_te[:, 1], pred[:, 1])["r2"] > 0.8
+    with pytest.raises(UserError, match="channels"):
+        b.predict(x_te[:, :150])
+
+
+def test_target_without_validation_labels_is_a_user_error(data):
+    x_tr, y_tr, x_va, y_va, _, _ = data
+    y_va = y_va.copy()
+    y_va[:, 1] = np.nan
+    with pytest.raises(UserError, match="TOC"):
+        Pls(components=(2,)).fit(x_tr, y_tr, x_va, y_va, TARGETS)
+
+
+def test_unknown_method_names_the_config_key():
+    with pytest.raises(UserError, match=r"baseline\.method.*nmf_svr.*pls"):
+        make_baseline("random_forest")
+
+
+@pytest.mark.parametrize("method", ["nmf_svr", "pls"])
+def test_save_load_round_trip(fitted, data, tmp_path, method):
+    model = fitted[method]
+    path = model.save(tmp_path / "exp" / "baseline.pkl")
+    assert [p.name for p in path.parent.iterdir()] == ["baseline.pkl"]  # no temp file left behind
+    loaded = load_baseline(tmp_path, "exp/baseline.pkl")
+    assert type(loaded) is type(model) and loaded.targets == TARGETS
+    np.testing.assert_array_equal(loaded.predict(data[4]), model.predict(data[4]))
+    assert loaded.selected_params() == model.selected_params()
+
+
+def test_load_refuses_outside_root_missing_and_foreign_files(fitted, tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    root.mkdir()
+    fitted["pls"].save(outside / "baseline.pkl")
+    with pytest.raises(UserError, match="outside the data root"):
+        load_baseline(root, outside / "baseline.pkl")
+    with pytest.raises(UserError, match="outside the data root"):
+        Pls.load(root, "../elsewhere/baseline.pkl")
+    with pytest.raises(UserError, match="does not exist"):
+        load_baseline(root, "missing.pkl")
+    (root / "other.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(UserError, match="does not hold"):
+        load_baseline(root, "other.pkl")
+    fitted["pls"].save(root / "pls.pkl")
+    with pytest.raises(UserError, match="NmfSvr"):
+        NmfSvr.load(root, "pls.pkl")

@@ -1,0 +1,52 @@
+"""Spectrum transforms, Poisson augmentation and target scaling."""
+
+import numpy as np
+import pytest
+import torch
+
+from coremax.data.transforms import TargetScaler, make_transform, poisson_resample
+from coremax.errors import UserError
+
+
+def test_instance_normalize_and_log():
+    x = torch.rand(4, 64) * 1000
+    z = make_transform("instance_normalize")(x)
+    assert torch.allclose(z.mean(1), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(z.std(1), torch.ones(4), atol=1e-3)
+    assert torch.allclose(make_transform("log")(x), torch.log1p(x))
+
+
+def test_channel_normalize_uses_given_statistics():
+    x = torch.rand(10, 8)
+    mean, std = x.mean(0), x.std(0)
+    z = make_transform("normalize", mean, std)(x)
+    assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5)
+    with pytest.raises(UserError, match="channel statistics"):
+        make_transform("normalize")
+
+
+def test_unknown_transform():
+    with pytest.raises(UserError, match="data.transform"):
+        make_transform("sqrt")
+
+
+def test_poisson_resample_keeps_the_mean_and_repeats_with_a_generator():
+    counts = torch.full((2000, 16), 200.0)
+    a = poisson_resample(counts, 0.5, torch.Generator().manual_seed(0))
+    b = poisson_resample(counts, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert abs(a.mean().item() - 200.0) < 1.0
+    # Thinning a constant c at fraction f and rescaling gives variance c (1 - f) / f; averaged over
+    # f ~ U[0.5, 1] that is c (2 ln 2 - 1).
+    assert a.var().item() == pytest.approx(200 * (2 * np.log(2) - 1), rel=0.1)
+
+
+def test_target_scaler_round_trip_with_nans():
+    y = np.array([[10.0, np.nan], [20.0, 1.0], [30.0, 3.0]])
+    s = TargetScaler().fit(y)
+    assert s.mean.tolist() == [20.0, 2.0]
+    z = s.transform(y)
+    assert np.isnan(z[0, 1]) and np.allclose(np.nanmean(z, axis=0), 0)
+    assert np.allclose(s.inverse(z), y, equal_nan=True)
+    t = TargetScaler.from_state(s.state_dict()).inverse(torch.tensor(z, dtype=torch.float32))
+    assert torch.allclose(t, torch.tensor(y, dtype=torch.float32), equal_nan=True)
