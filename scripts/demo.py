@@ -37,7 +37,7 @@ def main(argv=None):
     from coremax import config as configlib
     from coremax.data.dataset import build_dataset
     from coremax.paths import dataset_dir
-    from coremax.eval.run import test_experiment
+    from coremax.eval.run import evaluate_experiment
     from coremax.eval.study import STUDY_DEFAULTS, run_study, summarise
     from coremax.stages import function_defaults, run_stage
 
@@ -60,7 +60,7 @@ def main(argv=None):
         print(f"   wrote {run_stage(cfg.to_dict(), root, command=sys.argv).path}")
 
     print(f"== 4/5 test {ft!r} on the held-out test cores")
-    metrics = test_experiment(root, ft)
+    metrics = evaluate_experiment(root, ft)
     print(metrics[metrics["scope"] == "all"][["target", "n", "r2", "rmse", "mae", "bias", "coverage"]]
           .round(3).to_string(index=False))
     print(f"   figures and pickles in {root / 'experiments' / ft / 'results'}")

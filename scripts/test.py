@@ -15,10 +15,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     import pandas as pd
 
-    from coremax.eval.run import test_experiment
+    from coremax.eval.run import evaluate_experiment
     from coremax.experiment import Experiment
 
-    metrics = test_experiment(args.data_root, args.experiment, args.split, args.device)
+    metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(metrics.round(4).to_string(index=False))
     print(f"results written to {Experiment.open(args.data_root, args.experiment).results}")

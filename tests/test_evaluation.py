@@ -12,12 +12,12 @@ import pytest
 from conftest import ROOT, train
 from coremax.data.dataset import load_split
 from coremax.errors import UserError
-from coremax.eval.run import test_experiment
+from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 
 
 def test_finetune_test_outputs_only_test_cores(data_root, finetuned):
-    metrics = test_experiment(data_root, finetuned)
+    metrics = evaluate_experiment(data_root, finetuned)
     exp = Experiment.open(data_root, finetuned)
     preds = exp.read_result("test-predictions")
     test_df = load_split(data_root, "synthetic", "test")
@@ -36,12 +36,12 @@ def test_finetune_test_outputs_only_test_cores(data_root, finetuned):
         assert (exp.results / f).stat().st_size > 1000
     events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
     assert any(e["event"] == "test" for e in events)
-    again = test_experiment(data_root, finetuned)
+    again = evaluate_experiment(data_root, finetuned)
     pd.testing.assert_frame_equal(metrics, again)
 
 
 def test_pretrain_test_reports_reconstruction(data_root, pretrained):
-    m = test_experiment(data_root, pretrained).iloc[0]
+    m = evaluate_experiment(data_root, pretrained).iloc[0]
     assert m["mse_masked"] > 0 and m["mse_all"] > 0 and m["r2_all"] <= 1
     assert (Experiment.open(data_root, pretrained).results / "test-reconstructions.png").is_file()
 
@@ -71,7 +71,7 @@ def test_baselines_share_the_neural_output_format(data_root, finetuned, method):
     name = f"base-{method}"
     train(data_root, name, "baseline", f'baseline.method="{method}"', "baseline.n_components=4")
     assert Experiment.open(data_root, name).provenance()["status"] == "completed"
-    metrics = test_experiment(data_root, name)
+    metrics = evaluate_experiment(data_root, name)
     neural = Experiment.open(data_root, finetuned)
     assert list(metrics.columns) == list(neural.read_result("test-metrics").columns)
     exp = Experiment.open(data_root, name)

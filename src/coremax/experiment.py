@@ -207,11 +207,8 @@ class Experiment:
     def run(self, main_process: bool = True):
         """Log to this experiment and keep its status true: completed, failed (with the traceback in the
         log) or interrupted (Ctrl-C, SIGTERM). Everything written before an error stays as it was."""
-        if main_process:
-            logs.configure(self.log_file)
-        else:
-            logs.configure(None, level="warning")
-        logs.bind(experiment=self.name)
+        logs.push(self.log_file if main_process else None, "info" if main_process else "warning",
+                  experiment=self.name)
         log = logs.get_logger()
         previous = signal.getsignal(signal.SIGTERM)
 
@@ -243,7 +240,7 @@ class Experiment:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-            logs.close()
+            logs.pop()
 
 
 def unique_name(data_root, stage: str) -> str:

@@ -26,24 +26,19 @@ class _JsonLines:
         self.file.close()
 
 
-_sink: _JsonLines | None = None
+# Runs nest (a study runs experiments inside its own run): each level has its own file and bound fields.
+_stack: list[tuple[_JsonLines | None, str, dict]] = []
 
 
-def configure(json_path: str | Path | None = None, level: str = "info", stream=None) -> None:
-    """(Re)configure logging; `json_path=None` logs to the console only (other ranks, scripts)."""
-    global _sink
-    if _sink is not None:
-        _sink.close()
-        _sink = None
+def _apply(sink: _JsonLines | None, level: str, stream=None) -> None:
     processors = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         structlog.processors.format_exc_info,
     ]
-    if json_path is not None:
-        _sink = _JsonLines(Path(json_path))
-        processors.append(_sink)
+    if sink is not None:
+        processors.append(sink)
     processors.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=processors,
@@ -53,16 +48,28 @@ def configure(json_path: str | Path | None = None, level: str = "info", stream=N
     )
 
 
-def bind(**fields) -> None:
-    """Fields carried by every later event (the experiment name, the stage)."""
+def push(json_path: str | Path | None = None, level: str = "info", **fields) -> None:
+    """Log to `json_path` (None: console only) with `fields` on every event, until the matching pop()."""
+    sink = _JsonLines(Path(json_path)) if json_path is not None else None
+    _stack.append((sink, level, fields))
+    _apply(sink, level)
+    structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(**fields)
+
+
+def pop() -> None:
+    """Close the innermost log file and return to the enclosing one (or to the console)."""
+    sink, _, _ = _stack.pop()
+    if sink is not None:
+        sink.close()
+    structlog.contextvars.clear_contextvars()
+    if _stack:
+        sink, level, fields = _stack[-1]
+        _apply(sink, level)
+        structlog.contextvars.bind_contextvars(**fields)
+    else:
+        _apply(None, "info")
 
 
 def get_logger(**fields):
     return structlog.get_logger().bind(**fields)
-
-
-def close() -> None:
-    """Close the experiment's log file and go back to console-only logging."""
-    configure(None)
-    structlog.contextvars.clear_contextvars()

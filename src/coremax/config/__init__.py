@@ -38,11 +38,12 @@ CHOICES = {
 
 
 def signature_defaults(func: Callable) -> dict[str, Any]:
-    """Keyword defaults of `func`: the lowest level of the hierarchy for the section it consumes."""
+    """Defaults of the keyword-only parameters of `func`: the lowest level of the hierarchy for the section
+    it consumes (its other parameters are not config)."""
     return {
         name: p.default
         for name, p in inspect.signature(func).parameters.items()
-        if p.default is not inspect.Parameter.empty and not name.startswith("_")
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
     }
 
 

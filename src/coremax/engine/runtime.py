@@ -46,7 +46,7 @@ class Runtime:
         return f"{self.device} amp={amp} world_size={self.world_size}"
 
 
-def setup(device: str = "auto", num_workers: int = 0, pin_mem: bool = False, amp: str = "auto",
+def setup(*, device: str = "auto", num_workers: int = 0, pin_mem: bool = False, amp: str = "auto",
           compile: bool = False, save_every: int = 0, log_interval_s: float = 30.0) -> Runtime:
     """Consumes the [runtime] section. Under torchrun (RANK/WORLD_SIZE set) it joins the process group:
     gloo on the CPU, nccl on GPUs, one GPU per local rank."""

@@ -155,9 +155,10 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
                 sync = rt.distributed and not boundary
                 with net.no_sync() if sync else contextlib.nullcontext(), rt.autocast():
                     loss = task.loss(net, x, y)
-                    if not torch.isfinite(loss):
+                    value = loss.item()
+                    if not math.isfinite(value):
                         raise TrainingDiverged(
-                            f"The loss became {float(loss)} at epoch {epoch + 1}, step {step + 1}; the last good "
+                            f"The loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
                             f"checkpoint is {exp.relpath(last) if last.exists() else '(none yet)'}; lower "
                             "optim.blr or set optim.clip_grad.")
                     scaled = loss / accum_iter
@@ -165,8 +166,8 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
                 if boundary:
                     _step(optimizer, model, rt, clip_grad)
                     step += 1
-                loss_sum += torch.tensor([float(loss) * len(idx), len(idx)], dtype=torch.float64)
-                bar.update(loss=float(loss))
+                loss_sum += torch.tensor([value * len(idx), len(idx)], dtype=torch.float64)
+                bar.update(loss=value)
         loss_sum = all_reduce_sum(loss_sum, rt)
         net.eval()
         val = task.validate(model, data.val, batch_size)

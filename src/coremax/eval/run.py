@@ -73,7 +73,7 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         out = []
         with torch.no_grad():
             for start in range(0, len(x), PRED_BATCH):
-                xb = transform(torch.as_tensor(x[start:start + PRED_BATCH], dtype=torch.float32, device=device))
+                xb = transform(torch.tensor(x[start:start + PRED_BATCH], dtype=torch.float32, device=device))
                 out.append(fn(xb).float().cpu().numpy())
         width = out[0].shape[1] if out else 0
         return np.concatenate(out) if out else np.zeros((0, width))
@@ -146,7 +146,7 @@ def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndar
                      for j, t in enumerate(pred.targets)])
 
 
-def test_experiment(data_root, name: str, split: str = "test", device: str = "cpu") -> pd.DataFrame:
+def evaluate_experiment(data_root, name: str, split: str = "test", device: str = "cpu") -> pd.DataFrame:
     """Evaluate an experiment on a split (the held-out test cores by default); writes results/ and logs."""
     if split not in ("test", "val"):
         raise UserError(f"--split {split!r} is not test or val.")
@@ -154,8 +154,7 @@ def test_experiment(data_root, name: str, split: str = "test", device: str = "cp
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     df = load_split(data_root, cfg["data"]["dataset"], split)
-    logs.configure(exp.log_file)
-    logs.bind(experiment=exp.name)
+    logs.push(exp.log_file, experiment=exp.name)
     log = logs.get_logger()
     try:
         if stage == "pretrain":
@@ -164,7 +163,7 @@ def test_experiment(data_root, name: str, split: str = "test", device: str = "cp
             metrics = _test_regression(exp, cfg, df, split, device)
         log.info("test", split=split, rows=len(df), metrics=metrics.to_dict(orient="records"))
     finally:
-        logs.close()
+        logs.pop()
     return metrics
 
 
@@ -197,11 +196,11 @@ def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
     x_all = spectra_array(df)
     with torch.no_grad():
         for start in range(0, len(x_all), PRED_BATCH):
-            x = transform(torch.as_tensor(x_all[start:start + PRED_BATCH], device=device))
+            x = transform(torch.tensor(x_all[start:start + PRED_BATCH], device=device))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 _, pred, mask = model(x)
-            target = model.target(x) if hasattr(model, "target") else model.encoder.patchify(x)
+            target = model.target(x)
             err = (pred.float() - target) ** 2
             dev = (target - target.mean(dim=(1, 2), keepdim=True)) ** 2
             m = mask.unsqueeze(-1).expand_as(err)
@@ -216,7 +215,5 @@ def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
     }])
     exp.write_result(f"{split}-metrics", metrics)
     if shown is not None:
-        figures.plot_reconstructions(*shown, model.encoder.patch_embed_size if hasattr(
-            model.encoder, "patch_embed_size") else exp.config()["model"]["patch_size"],
-            exp.results / f"{split}-reconstructions.png")
+        figures.plot_reconstructions(*shown, model.encoder.patch_size, exp.results / f"{split}-reconstructions.png")
     return metrics

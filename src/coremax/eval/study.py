@@ -14,7 +14,7 @@ from coremax.data.dataset import load_split
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.run import test_experiment
+from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.paths import experiment_dir
@@ -77,7 +77,7 @@ def run_study(data_root, study: dict, command=None) -> pd.DataFrame:
                 cfg = configlib.resolve(r["config_file"], r["overrides"] + [f'experiment.name="{r["name"]}"'],
                                         function_defaults=function_defaults())
                 run_stage(cfg.to_dict(), data_root, command=command)
-                test_experiment(data_root, r["name"])
+                evaluate_experiment(data_root, r["name"])
             metrics = Experiment.open(data_root, r["name"]).read_result("test-metrics")
             for m in metrics[metrics["scope"] == "all"].itertuples():
                 rows.append({"method": r["method"], "budget": r["budget"], "seed": r["seed"],
