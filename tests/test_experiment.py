@@ -124,3 +124,24 @@ def test_copied_experiment_loads_from_another_root(tmp_path):
     assert moved.read_result("history")["loss"].tolist() == [0.1]
     with pytest.raises(UserError, match="No experiment named 'nope'"):
         Experiment.open(tmp_path / "b", "nope")
+
+
+def test_progress_logs_periodically_without_a_terminal(tmp_path):
+    from coremax.progress import Progress
+
+    exp = make(tmp_path)
+    with exp.run() as log:
+        with Progress(5, "epoch 1/1", log, interval_s=0.0, tty=False) as bar:
+            for _ in range(5):
+                bar.update(loss=0.5)
+    events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert [e["step"] for e in progress] == [1, 2, 3, 4, 5] and progress[-1]["loss"] == 0.5
+
+
+def test_progress_uses_a_bar_on_a_terminal(capsys):
+    from coremax.progress import Progress
+
+    with Progress(3, "x", log=None, tty=True) as bar:
+        bar.update(loss=1.0)
+        assert bar.bar is not None

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from coremax.engine.optim import build_optimizer, param_groups
 from coremax.engine.schedule import lr_at, scaled_lr, set_lr
@@ -22,6 +21,15 @@ def test_no_decay_groups_hold_exactly_biases_norms_and_tokens():
     assert "encoder.cls_token" in no_decay and "mask_token" in no_decay
     assert all(n.endswith(".weight") for n in decay)
     assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+
+
+def test_extra_no_weight_decay_names_and_fixed_positions():
+    r = build_regressor(2, spectrum_length=256, patch_size=16)
+    groups = param_groups(r, 0.05, no_weight_decay=("head.weight",))
+    no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert "head.weight" in no_decay and "encoder.blocks.0.attn.qkv.weight" not in no_decay
+    assert all(g["lr_scale"] == 1.0 for g in groups)  # no layer decay asked
+    assert not any("pos_embed" in n for g in groups for n in g["names"])  # a buffer, never trained
 
 
 def test_layer_decay_gives_per_layer_learning_rates():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, resolved, train
+from conftest import ROOT, train
 from coremax.engine import checkpoint as ckpt
 from coremax.engine import trainer
 from coremax.errors import UserError
@@ -160,3 +160,16 @@ def test_torchrun_two_processes_on_cpu(data_root):
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
     assert "world_size=2" in next(e for e in events if e["event"] == "training")["runtime"]
     assert out.stdout.count("experiment written to") == 1
+
+
+def test_relative_data_root(tmp_path, data_root, pretrained, monkeypatch):
+    """The default --data-root is the relative path `data`: paths must resolve against it, not twice."""
+    import shutil
+
+    shutil.copytree(data_root / "datasets" / "synthetic", tmp_path / "data" / "datasets" / "synthetic")
+    shutil.copytree(data_root / "experiments" / pretrained, tmp_path / "data" / "experiments" / pretrained)
+    monkeypatch.chdir(tmp_path)
+    train("data", "rel", "finetune", "optim.epochs=1", "data.max_labels=20", f'finetune.from="{pretrained}"')
+    prov = Experiment.open("data", "rel").provenance()
+    assert prov["status"] == "completed"
+    assert prov["parent"]["checkpoint"] == f"experiments/{pretrained}/checkpoints/best-model.pth"

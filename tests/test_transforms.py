@@ -21,6 +21,8 @@ def test_channel_normalize_uses_given_statistics():
     mean, std = x.mean(0), x.std(0)
     z = make_transform("normalize", mean, std)(x)
     assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(z[3], (x[3] - mean) / (std + 1e-6))
+    assert torch.equal(make_transform("none")(x), x)
     with pytest.raises(UserError, match="channel statistics"):
         make_transform("normalize")
 
@@ -35,18 +37,29 @@ def test_poisson_resample_keeps_the_mean_and_repeats_with_a_generator():
     a = poisson_resample(counts, 0.5, torch.Generator().manual_seed(0))
     b = poisson_resample(counts, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(a, b)
+    assert not torch.equal(a, poisson_resample(counts, 0.5, torch.Generator().manual_seed(1)))
     assert abs(a.mean().item() - 200.0) < 1.0
     # Thinning a constant c at fraction f and rescaling gives variance c (1 - f) / f; averaged over
     # f ~ U[0.5, 1] that is c (2 ln 2 - 1).
     assert a.var().item() == pytest.approx(200 * (2 * np.log(2) - 1), rel=0.1)
 
 
+def test_poisson_resample_fraction_one_is_identity_and_zero_is_refused():
+    counts = torch.tensor([[0.0, 3.0, 40.0]])
+    assert torch.equal(poisson_resample(counts, 1.0), counts)
+    with pytest.raises(UserError, match="data.augment_min_fraction"):
+        poisson_resample(counts, 0.0)
+
+
 def test_target_scaler_round_trip_with_nans():
     y = np.array([[10.0, np.nan], [20.0, 1.0], [30.0, 3.0]])
     s = TargetScaler().fit(y)
     assert s.mean.tolist() == [20.0, 2.0]
+    assert np.allclose(s.std, [np.std([10, 20, 30]), 1.0])
     z = s.transform(y)
     assert np.isnan(z[0, 1]) and np.allclose(np.nanmean(z, axis=0), 0)
     assert np.allclose(s.inverse(z), y, equal_nan=True)
-    t = TargetScaler.from_state(s.state_dict()).inverse(torch.tensor(z, dtype=torch.float32))
+    state = s.state_dict()
+    assert all(type(v) is float for v in state["mean"] + state["std"])  # plain lists: TOML and checkpoints
+    t = TargetScaler.from_state(state).inverse(torch.tensor(z, dtype=torch.float32))
     assert torch.allclose(t, torch.tensor(y, dtype=torch.float32), equal_nan=True)

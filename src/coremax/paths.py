@@ -36,8 +36,9 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "path")
 
 
 def relative_to_root(root: str | os.PathLike, path: str | os.PathLike) -> str:
-    """Path as stored in config/provenance files: relative to the data root, with forward slashes."""
-    return inside(root, path).relative_to(Path(root).resolve()).as_posix()
+    """A real path (relative to the working directory) as stored in config/provenance files: relative to
+    the data root, with forward slashes."""
+    return inside(root, Path(path).absolute()).relative_to(Path(root).resolve()).as_posix()
 
 
 def dataset_dir(root: str | os.PathLike, name: str) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ def instance_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def log_transform(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + counts); negative values (background-subtracted spectra) are clipped to 0 instead of NaN."""
     return torch.log1p(x.clamp(min=0))
 
 
@@ -42,11 +43,14 @@ def make_transform(name: str, channel_mean: torch.Tensor | None = None,
     raise UserError(f"data.transform = {name!r} is not known; use instance_normalize, log, normalize or none.")
 
 
-def poisson_resample(counts: torch.Tensor, min_fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def poisson_resample(counts: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Simulate a shorter live time: keep each count with probability f (binomial thinning of a Poisson
-    spectrum is Poisson at f times the rate), f uniform in [min_fraction, 1] per spectrum, then rescale
-    by 1/f so the expected spectrum is unchanged and only the counting noise grows."""
-    f = min_fraction + (1 - min_fraction) * torch.rand(counts.shape[0], 1, device=counts.device, generator=generator)
+    spectrum is Poisson at f times the rate), f uniform in [fraction, 1] per spectrum. The result is
+    rescaled by 1/f so the expected spectrum, and so the intensity scale the model sees, is unchanged and
+    only the counting noise grows; the alternative (no rescaling) would also teach the model live time."""
+    if not 0.0 < fraction <= 1.0:
+        raise UserError(f"data.augment_min_fraction = {fraction} must be in (0, 1]; set it to e.g. 0.5.")
+    f = fraction + (1 - fraction) * torch.rand(counts.shape[0], 1, device=counts.device, generator=generator)
     counts = counts.clamp(min=0).round()
     kept = torch.binomial(counts, f.expand_as(counts), generator=generator)
     return kept / f
@@ -59,7 +63,7 @@ class TargetScaler:
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.std = None if std is None else np.asarray(std, dtype=np.float64)
 
-    def fit(self, y: np.ndarray) -> "TargetScaler":
+    def fit(self, y: np.ndarray) -> TargetScaler:
         y = np.asarray(y, dtype=np.float64)
         counts = (~np.isnan(y)).sum(axis=0)
         self.mean = np.where(counts > 0, np.nansum(y, axis=0) / np.maximum(counts, 1), 0.0)
@@ -80,5 +84,5 @@ class TargetScaler:
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
 
     @classmethod
-    def from_state(cls, state: dict) -> "TargetScaler":
+    def from_state(cls, state: dict) -> TargetScaler:
         return cls(state["mean"], state["std"])

@@ -20,12 +20,16 @@ def layer_id(name: str, depth: int) -> int:
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0,
                  no_weight_decay: tuple = ()) -> list[dict]:
+    """AdamW groups keyed by (layer id, decay or not); `no_weight_decay` holds full or last-part names.
+    Each group carries `lr_scale` (set_lr multiplies by it), `layer_id` and the parameter `names`."""
     depth = model.encoder.depth
+    extra = set(no_weight_decay)
     groups: dict[tuple, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim == 1 or name.endswith(".bias") or any(n in name for n in NO_DECAY_NAMES + tuple(no_weight_decay))
+        leaf = name.rsplit(".", 1)[-1]
+        no_decay = p.ndim == 1 or leaf == "bias" or leaf in NO_DECAY_NAMES or bool({name, leaf} & extra)
         lid = layer_id(name, depth) if layer_decay < 1.0 else depth + 1
         key = (lid, no_decay)
         if key not in groups:

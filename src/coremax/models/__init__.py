@@ -10,10 +10,13 @@ from coremax.models.regressor import Regressor, masked_mse
 from coremax.models.vitx import VitX
 
 SIZES = {
-    "tiny": dict(embed_dim=192, depth=6, num_heads=3, decoder_dim=128, decoder_depth=2, decoder_heads=4),
-    "small": dict(embed_dim=384, depth=12, num_heads=6, decoder_dim=256, decoder_depth=4, decoder_heads=8),
-    "base": dict(embed_dim=768, depth=12, num_heads=12, decoder_dim=512, decoder_depth=8, decoder_heads=16),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16, decoder_dim=512, decoder_depth=8, decoder_heads=16),
+    "tiny": {"embed_dim": 192, "depth": 6, "num_heads": 3, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4},
+    "small": {"embed_dim": 384, "depth": 12, "num_heads": 6, "decoder_dim": 256, "decoder_depth": 4,
+              "decoder_heads": 8},
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12, "decoder_dim": 512, "decoder_depth": 8,
+             "decoder_heads": 16},
+    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_dim": 512, "decoder_depth": 8,
+              "decoder_heads": 16},
 }
 ENCODER_KEYS = ("embed_dim", "depth", "num_heads")
 
@@ -37,6 +40,7 @@ def build_regressor(num_targets: int, size: str = "tiny", spectrum_length: int =
 
 
 def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (the fixed position embeddings are buffers and do not count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -45,6 +49,9 @@ def load_encoder(model: nn.Module, state_dict: dict) -> dict:
     Reports missing and unexpected encoder keys; refuses any shape mismatch."""
     prefix = "encoder."
     source = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not source:
+        raise UserError("The checkpoint's model state has no encoder.* weights; point the fine-tuning at a "
+                        "checkpoint of a MaX pretrain or regressor experiment.")
     own = model.encoder.state_dict()
     for key, value in source.items():
         if key in own and own[key].shape != value.shape:
@@ -56,5 +63,5 @@ def load_encoder(model: nn.Module, state_dict: dict) -> dict:
             "unexpected": [prefix + k for k in result.unexpected_keys]}
 
 
-__all__ = ["MaX", "Regressor", "VitX", "SIZES", "build_max", "build_regressor", "count_parameters",
+__all__ = ["SIZES", "MaX", "Regressor", "VitX", "build_max", "build_regressor", "count_parameters",
            "load_encoder", "masked_mse"]

@@ -12,16 +12,22 @@ from coremax.errors import UserError
 from coremax.models.vitx import Block, VitX, init_weights, sincos_positions
 
 
+def check_ratio(mask_ratio: float) -> None:
+    if not 0.0 <= mask_ratio < 1.0:
+        raise UserError(f"model.mask_ratio = {mask_ratio} must be in [0, 1); set it to e.g. 0.4.")
+
+
 class MaX(nn.Module):
+    """Masked spectrum modelling; `encoder` is a VitX whose weights a Regressor takes over (load_encoder)."""
+
     def __init__(self, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
                  num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
                  norm_pix_loss: bool = False, drop_path: float = 0.0):
         super().__init__()
         if loss_on not in ("masked", "all"):
-            raise UserError(f"model.loss_on = {loss_on!r} is not masked or all.")
-        if not 0.0 <= mask_ratio < 1.0:
-            raise UserError(f"model.mask_ratio = {mask_ratio} must be in [0, 1).")
+            raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")
+        check_ratio(mask_ratio)
         self.mask_ratio, self.loss_on, self.norm_pix_loss = mask_ratio, loss_on, norm_pix_loss
         self.encoder = VitX(spectrum_length, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
         n = self.encoder.num_patches
@@ -38,7 +44,7 @@ class MaX(nn.Module):
     def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
         """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""
         n = self.encoder.num_patches
-        keep = int(round(n * (1 - mask_ratio)))
+        keep = round(n * (1 - mask_ratio))
         noise = torch.rand(batch, n, device=device, generator=generator)
         ids_shuffle = noise.argsort(dim=1)
         ids_restore = ids_shuffle.argsort(dim=1)
@@ -56,6 +62,7 @@ class MaX(nn.Module):
     def forward(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """Returns (loss, prediction (B, N, P), mask (B, N) with 1 = masked)."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        check_ratio(ratio)
         tokens = self.encoder.embed(x)
         ids_keep, ids_restore, mask = self.random_masking(x.shape[0], ratio, x.device, generator)
         visible = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
@@ -64,6 +71,7 @@ class MaX(nn.Module):
         return self.loss(x, pred, mask), pred, mask
 
     def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """Encoded visible tokens (B, 1 + N', D) -> predicted channels of every patch (B, N, P)."""
         y = self.decoder_embed(latent)
         b, n = ids_restore.shape
         fill = self.mask_token.expand(b, n + 1 - y.shape[1], -1)
@@ -75,7 +83,10 @@ class MaX(nn.Module):
         return self.decoder_pred(self.decoder_norm(y))[:, 1:]
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per patch, averaged over the masked patches (or all). In float32 under autocast."""
         per_patch = ((pred.float() - self.target(x).float()) ** 2).mean(-1)
-        if self.loss_on == "all" or mask.sum() == 0:
+        if self.loss_on == "all":
             return per_patch.mean()
-        return (per_patch * mask).sum() / mask.sum()
+        # mask_ratio 0 hides nothing: fall back to all patches. torch.where, not `if`, keeps the GPU unsynced.
+        hidden = mask.sum()
+        return torch.where(hidden > 0, (per_patch * mask).sum() / hidden.clamp(min=1), per_patch.mean())

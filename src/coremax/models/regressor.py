@@ -15,7 +15,7 @@ class Regressor(nn.Module):
         super().__init__()
         self.global_pool = global_pool
         self.encoder = VitX(spectrum_length, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
-        # Pooled patch tokens have not passed the encoder's final norm as a group: they get their own.
+        # The mean of normalised tokens is not itself normalised: fc_norm puts it back on the head's scale.
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if global_pool else nn.Identity()
         self.head = nn.Linear(embed_dim, num_targets)
         self.fc_norm.apply(init_weights)
