@@ -14,15 +14,18 @@ from coremax.cli import guard
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
-    p.add_argument("--raw", help="folder of <core>/<run folder>/*.spe (default: the synthetic archive)")
+    p.add_argument("--raw", help="folder of <core>/<run folder>/*.spe (default: the synthetic archive under "
+                   "<data-root>/datasets/external/synthetic/, generated if missing)")
     p.add_argument("--bulk", help="CSV of core, depth_mm, CaCO3, TOC (default: bulk.csv beside --raw)")
-    p.add_argument("--name", help="data set name (default: synthetic, or the raw folder's parent name)")
+    p.add_argument("--name", help="data set name (default: synthetic; with --raw the raw folder's name, or its "
+                   "parent's when it is called raw)")
     p.add_argument("--kv", type=float, default=10.0, help="tube voltage of the run to read (default: 10)")
     p.add_argument("--match-mm", type=float, default=5.0, help="max depth distance of a bulk sample (default: 5)")
     p.add_argument("--split", type=float, default=0.8, help="train fraction of the non-test rows (default: 0.8)")
     p.add_argument("--split-by", default="row", choices=("row", "section", "core"),
                    help="split rows, whole sections or whole cores (default: row)")
-    p.add_argument("--test-cores", help="comma-separated cores held out whole for testing")
+    p.add_argument("--test-cores", help="comma-separated cores held out whole for testing (default: test_cores in "
+                   "manifest.toml beside --raw, else a seeded 15%% of the labelled cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--spectrum-length", type=int, default=2048)
     p.add_argument("--on-error", default="fail", choices=("fail", "skip"), help="what a bad .spe file does")
@@ -33,7 +36,9 @@ def main(argv=None):
 
     from coremax.data.dataset import build_dataset, load_info
 
-    name = args.name or ("synthetic" if args.raw is None else Path(args.raw).resolve().parent.name)
+    # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
+    raw = Path(args.raw).resolve() if args.raw else None
+    name = args.name or ("synthetic" if raw is None else raw.parent.name if raw.name.lower() == "raw" else raw.name)
     path = build_dataset(args.data_root, name, raw=args.raw, bulk=args.bulk, split=args.split, split_by=args.split_by,
                          test_cores=args.test_cores.split(",") if args.test_cores else None, kv=args.kv,
                          match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite, seed=args.seed,

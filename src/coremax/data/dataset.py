@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from coremax.io import read_pickle, read_toml, write_toml
 from coremax.paths import check_name, dataset_dir
 
 SPLITS = ("train", "val", "test")
+SPLIT_BY = ("row", "section", "core")
 META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
                 "live_time_s", "real_time_s", "filter", "scanner", "total_cps", "spectrum_length", "slit_dc_mm",
                 "slit_cc_mm", "date", "source_file"]
@@ -57,36 +59,37 @@ def load_info(data_root, name: str) -> dict:
 
 
 def info_hash(data_root, name: str) -> str:
+    """sha256 of info.toml: identifies the exact data set an experiment was trained on."""
+    load_info(data_root, name)  # a clear error when it is missing
     return file_sha256(dataset_dir(data_root, name) / "info.toml")
 
 
-def default_synthetic(data_root) -> Path:
-    """The embedded default: generate the synthetic raw archive under the data root if it is not there."""
+def default_synthetic(data_root, **simulator) -> Path:
+    """The embedded default: generate the synthetic raw archive under the data root if it is not there
+    (`simulator` overrides simulate_archive's defaults, e.g. a small archive in tests)."""
     from coremax.data.simulate import simulate_archive
 
     source = Path(data_root) / SYNTHETIC
     if not (source / "manifest.toml").is_file():
+        if source.exists():
+            raise UserError(f"The folder {source} exists but has no manifest.toml, so it is not a complete synthetic "
+                            "archive; remove it (or pass --raw) and run again.")
         print(f"generating the synthetic XRF archive in {source} ...", file=sys.stderr)
-        simulate_archive(source)
+        simulate_archive(source, **simulator)
     return source
 
 
 def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.ndarray:
     """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores."""
-    if not 0.0 < split < 1.0:
-        raise UserError(f"--split {split} must lie strictly between 0 and 1 (the fraction of rows for training).")
-    rng = np.random.default_rng(seed)
     if split_by == "row":
         keys = np.arange(len(df))
     elif split_by == "section":
         keys = pd.factorize(df["core"].astype(str) + "/" + df["section"].astype(str))[0]
-    elif split_by == "core":
-        keys = pd.factorize(df["core"])[0]
     else:
-        raise UserError(f"--split-by {split_by!r} is not row, section or core.")
-    groups = rng.permutation(np.unique(keys))
+        keys = pd.factorize(df["core"])[0]
+    groups = np.random.default_rng(seed).permutation(np.unique(keys))
     n_train = int(round(split * len(groups)))
-    if len(groups) > 1:
+    if len(groups) > 1:  # keep at least one group on each side
         n_train = min(max(n_train, 1), len(groups) - 1)
     return np.isin(keys, groups[:n_train])
 
@@ -99,22 +102,59 @@ def _stats(values: pd.Series) -> dict:
             "max": float(v.max())}
 
 
+def _check_options(name: str, split: float, split_by: str, on_error: str, match_mm: float) -> None:
+    """Refuse bad options before any file is read."""
+    check_name(name, "dataset")
+    if name == "external":
+        raise UserError("The data set name 'external' is reserved for raw archives (datasets/external/); "
+                        "choose another --name.")
+    if not 0.0 < split < 1.0:
+        raise UserError(f"--split {split} must lie strictly between 0 and 1 (the fraction of rows for training).")
+    if split_by not in SPLIT_BY:
+        raise UserError(f"--split-by {split_by!r} is not one of {', '.join(SPLIT_BY)}.")
+    if on_error not in ("fail", "skip"):
+        raise UserError(f"--on-error {on_error!r} is not fail or skip.")
+    if not match_mm >= 0:
+        raise UserError(f"--match-mm {match_mm} must be a distance of 0 mm or more.")
+
+
+def _choose_test_cores(test_cores, manifest: dict, meta: pd.DataFrame, targets: pd.DataFrame, seed: int,
+                       raw: Path) -> list[str]:
+    """--test-cores, else the archive's manifest, else a seeded ~15 % of the labelled cores."""
+    if test_cores is None:
+        test_cores = manifest.get("test_cores")
+    if test_cores is None:
+        labelled = sorted(meta.loc[targets.notna().any(axis=1).to_numpy(), "core"].unique())
+        k = max(1, round(0.15 * len(labelled))) if len(labelled) > 2 else 0
+        test_cores = np.random.default_rng(seed).choice(labelled, size=k, replace=False).tolist()
+    cores = sorted(meta["core"].unique())
+    unknown = [c for c in test_cores if c not in cores]
+    if unknown:
+        raise UserError(f"--test-cores names {unknown[0]!r}, which has no spectra under {raw}; cores found: "
+                        f"{', '.join(cores[:10])}{' ...' if len(cores) > 10 else ''}.")
+    if set(cores) <= set(test_cores):
+        raise UserError("--test-cores holds out every core, leaving nothing to train on; name fewer cores.")
+    return sorted(test_cores)
+
+
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
                   split_by: str = "row", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
                   workers: int = 2, command=None) -> Path:
-    """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically."""
+    """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
+
+    With `raw=None` the synthetic archive under `<data_root>/datasets/external/synthetic/` is used (and
+    generated if missing). `bulk` defaults to `bulk.csv` beside the raw folder, test cores to the archive's
+    manifest.toml. Returns the data set folder."""
     data_root = Path(data_root)
-    target = dataset_dir(data_root, check_name(name, "dataset"))
+    _check_options(name, split, split_by, on_error, match_mm)
+    target = dataset_dir(data_root, name)
     if target.exists() and not overwrite:
         raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
                         "choose another --name.")
-    manifest = {}
-    if raw is None:
-        source = default_synthetic(data_root)
-        raw, bulk = source / "raw", source / "bulk.csv"
-        manifest = read_toml(source / "manifest.toml")
-    raw = Path(raw)
+    raw = Path(raw) if raw is not None else default_synthetic(data_root) / "raw"
+    # An archive may carry bulk.csv and a manifest.toml (default test cores) beside its raw/ folder.
+    manifest = read_toml(raw.parent / "manifest.toml") if (raw.parent / "manifest.toml").is_file() else {}
     if bulk is None and (raw.parent / "bulk.csv").is_file():
         bulk = raw.parent / "bulk.csv"
     meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
@@ -122,17 +162,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         targets, unmatched, clipped = match_bulk(meta, read_bulk(bulk), match_mm)
     else:
         targets, unmatched, clipped = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS)), pd.DataFrame(), 0
-    cores = sorted(meta["core"].unique())
-    if test_cores is None:
-        test_cores = manifest.get("test_cores")
-    if test_cores is None:  # real data without --test-cores: hold out a seeded ~15 % of the labelled cores
-        labelled_cores = sorted(meta.loc[targets.notna().any(axis=1), "core"].unique())
-        k = max(1, round(0.15 * len(labelled_cores))) if len(labelled_cores) > 2 else 0
-        test_cores = sorted(np.random.default_rng(seed).choice(labelled_cores, size=k, replace=False).tolist())
-    unknown = [c for c in test_cores if c not in cores]
-    if unknown:
-        raise UserError(f"--test-cores names {unknown[0]!r}, which has no spectra under {raw}; cores found: "
-                        f"{', '.join(cores[:10])}{' ...' if len(cores) > 10 else ''}.")
+    test_cores = _choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
     for col in META_COLUMNS:
         if col not in meta.columns:
             meta[col] = np.nan
@@ -143,18 +173,21 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     is_train = _split_rows(rest, split, split_by, seed)
     parts = {"train": rest[is_train].reset_index(drop=True), "val": rest[~is_train].reset_index(drop=True),
              "test": table[is_test].reset_index(drop=True)}
+
+    def shown(path) -> str:  # relative to the data root when inside it
+        try:
+            return Path(path).resolve().relative_to(data_root.resolve()).as_posix()
+        except ValueError:
+            return str(Path(path).resolve())
+
+    files_sha256 = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
+                                            sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
     train_counts = counts[~is_test][is_train]
-    file_hashes = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
-                                           sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
-    try:
-        source_text = Path(raw).resolve().relative_to(data_root.resolve()).as_posix()
-    except ValueError:
-        source_text = str(Path(raw).resolve())
     info = {
         "name": name, "created_utc": utc_now(),
         "command": " ".join(command) if command else "",
-        "source": {"raw": source_text, "bulk": str(bulk) if bulk is not None else "", "files_sha256": file_hashes,
-                   "synthetic": bool(manifest)},
+        "source": {"raw": shown(raw), "bulk": shown(bulk) if bulk is not None else "", "files_sha256": files_sha256,
+                   "files": int(len(meta)), "synthetic": manifest.get("generator") == "coremax.data.simulate"},
         "kv": float(kv), "spectrum_length": int(spectrum_length),
         "original_lengths": sorted(int(v) for v in meta["spectrum_length"].unique()),
         "split": {"fraction": split, "by": split_by, "seed": seed},
@@ -163,7 +196,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
                    **{f"rows_{k}": int(len(v)) for k, v in parts.items()},
                    **{f"labelled_{k}": int(v[list(TARGETS)].notna().any(axis=1).sum()) for k, v in parts.items()}},
         "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
-        "test_cores": list(test_cores),
+        "test_cores": test_cores,
         "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in TARGETS},
         "live_time_s": _stats(meta["live_time_s"]),
         "scanners": sorted(meta["scanner"].unique().tolist()),
@@ -171,22 +204,22 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         # TOML has no null: a target that was not measured is simply left out of the record.
         "unmatched": [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
                       for r in unmatched.to_dict("records")],
-        "channel_mean": [float(v) for v in train_counts.mean(axis=0)] if len(train_counts) else [],
-        "channel_std": [float(v) for v in train_counts.std(axis=0)] if len(train_counts) else [],
+        "channel_mean": train_counts.mean(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
+        "channel_std": train_counts.std(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
     }
     _write_atomically(target, parts, info)
     return target
 
 
-def _write_atomically(target: Path, parts: dict, info: dict) -> None:
-    """Write into a temporary folder beside the target and rename it into place, so that a failure never
-    leaves a half-written data set (and an overwritten one is replaced only once the new one is complete)."""
+@contextmanager
+def folder_in_place(target: Path):
+    """Yield a temporary folder beside `target`; on success rename it onto `target` (an old one is moved aside
+    and removed only once the new one is in place), on error remove it: nothing is ever left half-written."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        for split, df in parts.items():
-            df.to_pickle(tmp / f"{split}.pkl")
-        write_toml(tmp / "info.toml", info)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a data set is shared like any other folder
+        yield tmp
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -198,3 +231,10 @@ def _write_atomically(target: Path, parts: dict, info: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_atomically(target: Path, parts: dict, info: dict) -> None:
+    with folder_in_place(target) as tmp:
+        for split, df in parts.items():
+            df.to_pickle(tmp / f"{split}.pkl")
+        write_toml(tmp / "info.toml", info)

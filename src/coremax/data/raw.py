@@ -46,14 +46,15 @@ def run_kv(folder_name: str) -> float | None:
 
 
 def find_files(raw: str | os.PathLike, kv: float | None) -> list[Path]:
-    """The .spe files of the runs at `kv` (all runs when None), sorted for a stable order."""
+    """The .spe files of the runs at `kv` (all runs when None), sorted for a stable order. A run folder without
+    a kV in its name is read too; the kV in each file's header then decides (see read_folder)."""
     raw = Path(raw)
     if not raw.is_dir():
         raise UserError(f"The raw folder {str(raw)!r} does not exist; pass --raw with a folder of <core>/<run>/*.spe.")
     files = []
-    for f in sorted(raw.glob("*/*/*.spe")) + sorted(raw.glob("*/*/*.SPE")):
+    for f in sorted(raw.glob("*/*/*")):
         folder_kv = run_kv(f.parent.name)
-        if kv is None or folder_kv is None or abs(folder_kv - kv) < 1e-6:
+        if f.suffix.lower() == ".spe" and (kv is None or folder_kv is None or abs(folder_kv - kv) < 1e-6):
             files.append(f)
     return files
 
@@ -66,7 +67,7 @@ def _read_chunk(args) -> list:
         try:
             info = parse_file_name(f.name)
             data = f.read_bytes()
-            meta, counts = parse_spe(data.decode("latin-1"), str(f), spectrum_length)
+            meta, counts = parse_spe(data, str(f), spectrum_length)
             meta["sha256"] = hashlib.sha256(data).hexdigest()
             out.append((rel, {**info, **meta}, counts.astype(np.float32), None))
         except UserError as e:
@@ -80,6 +81,8 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
                 on_error: str = "fail", workers: int = 2) -> tuple[pd.DataFrame, np.ndarray, list[dict]]:
     """Read every selected .spe file into (metadata table, counts (n, L) float32, skipped files).
 
+    `kv` selects the run folders of that tube voltage and refuses files whose header says another one; None
+    reads every run.
     Files are parsed in a process pool in chunks (both cores), each whole file at once (no per-count loops)."""
     if on_error not in ("fail", "skip"):
         raise UserError(f"--on-error {on_error!r} is not fail or skip.")
@@ -108,12 +111,20 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
     meta["kv"] = meta["kv"].fillna(meta["name_kv"])
     meta["live_time_s"] = meta["live_time_s"].fillna(meta["name_live_time_s"])
     meta["current_ma"] = meta["current_ma"].fillna(meta["name_current_ua"] / 1000)
-    kvs = sorted(meta["kv"].round(3).unique())
-    if kv is not None and len(kvs) > 1:
-        raise UserError(f"The selected files under {root} mix {', '.join(f'{v:g}' for v in kvs)} kV; one data set "
-                        "holds one kV: sort the files into their run folders or choose --kv.")
+    if kv is not None:  # None reads every run (predict.py flags spectra of another kV instead)
+        _check_kv(meta, kv, root)
     meta["scanner"] = scanner_label(meta)
     return meta, np.stack(counts), skipped
+
+
+def _check_kv(meta: pd.DataFrame, kv: float, root: Path) -> None:
+    """One data set holds one tube voltage: refuse files whose header (or name) says another kV."""
+    off = meta[(meta["kv"] - kv).abs() > 1e-6]
+    if len(off):
+        kvs = ", ".join(f"{v:g}" for v in sorted({kv, *off["kv"].round(3)}))
+        raise UserError(f"The selected files under {root} mix {kvs} kV (e.g. {off['source_file'].iloc[0]!r} says "
+                        f"{off['kv'].iloc[0]:g} kV); one data set holds one kV: sort the files into their run "
+                        "folders or choose --kv.")
 
 
 def scanner_label(meta: pd.DataFrame) -> pd.Series:

@@ -1,13 +1,20 @@
 """A physics-based synthetic XRF core scanner that writes genuine Avaatech .spe files and bulk tables.
 
-Sediment: CaCO3 (with Sr), biogenic opal, terrigenous clay/silt (regional composition), organic matter
-(TOC, seen by XRF only through the matrix), pyrite and barite linked to TOC, and pore water with sea salt.
+Sediment: CaCO3 (with Sr), biogenic opal, terrigenous clay/silt (regional composition, detrital Ca), organic
+matter (TOC, seen by XRF only through the matrix and, site by site differently, through carbonate dilution,
+pyrite S and barite Ba), and pore water with sea salt. Down-core: cycles plus red noise, regional regimes.
 Spectra: Rh tube (Kramers continuum through a Be window plus Rh L and K lines) -> first-order K and L
 fluorescence in a thick sample with matrix absorption (xraylib cross sections) + Rayleigh and Compton scatter
 of the tube spectrum -> a wet surface water film, He path and Be window -> Si drift detector efficiency,
-Fano-limited Gaussian peaks and Si escape peaks -> channels (gain ~20 eV) -> Poisson counts at the live time
-and tube current. Scanner settings (head, current, live time, resolution, calibration) differ between cruises.
+Fano-limited Gaussian peaks and Si escape peaks -> channels (gain ~20 eV, offset) -> Poisson counts at the
+live time and tube current. Scanner settings (head, current, live time, resolution, calibration) differ
+between cruises, and the calibration drifts slightly from core to core. Bulk samples integrate 1-2 cm, sit
+a few mm off in depth and carry lab error, so even a perfect model has an error floor of a few wt% CaCO3.
 Everything is vectorised over the spectra of a core: xraylib is called once per element, line and energy.
+
+Layout written by simulate_archive (and scripts/simulate.py): `<out>/raw/<core>/Run 1 at  10kV/*.spe`,
+`<out>/bulk.csv` beside raw/, `<out>/truth.csv` (never read by training) and `<out>/manifest.toml`
+(settings and the default held-out `test_cores`).
 """
 
 from __future__ import annotations
@@ -15,16 +22,19 @@ from __future__ import annotations
 import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xraylib as xrl
+from scipy.signal import lfilter
 
 from coremax.data.spe import format_spe
-from coremax.io import atomic_path, write_toml
+from coremax.data.dataset import folder_in_place
+from coremax.errors import UserError
+from coremax.io import write_toml
 
 ELEMENTS = ["H", "C", "N", "O", "Na", "Mg", "Al", "Si", "S", "Cl", "K", "Ca", "Ti", "Mn", "Fe", "Br", "Rb", "Sr",
             "Zr", "Ba"]
@@ -54,14 +64,16 @@ class Scanner:
     slit_cc_mm: float = 12.0
     slit_dc_mm: float = 10.0
     filter: str = "No-Filter"
+    section_in_mm: bool = False  # file names give the section start in mm (6 digits) instead of cm
 
 
 SCANNERS = (
     Scanner("Avaatech head A (2008)", 1000.0, 10.0, 0.0200, -0.010, 0.110, 25.0, 1.00),
     Scanner("Avaatech head B (2014)", 600.0, 20.0, 0.0199, 0.005, 0.085, 12.5, 1.25),
-    Scanner("Avaatech head C (2019)", 150.0, 10.0, 0.0201, -0.020, 0.070, 8.0, 1.60),
+    Scanner("Avaatech head C (2019)", 150.0, 10.0, 0.0201, -0.020, 0.070, 8.0, 1.60, section_in_mm=True),
 )
 FANO, PAIR_EV = 0.115, 3.85
+CHUNK = 256  # spectra simulated at once
 
 
 def line_table(kv: float) -> pd.DataFrame:
@@ -155,31 +167,38 @@ def smooth_process(depth_cm: np.ndarray, rng: np.random.Generator, periods=(20.0
     for _ in range(n_cycles):
         period = rng.uniform(*periods)
         x += rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * depth_cm / period + rng.uniform(0, 2 * np.pi))
-    red = np.zeros_like(x)
-    eps = rng.normal(0, np.sqrt(1 - ar ** 2), len(x))
-    for i in range(1, len(x)):
-        red[i] = ar * red[i - 1] + eps[i]
+    red = lfilter([1.0], [1.0, -ar], rng.normal(0, np.sqrt(1 - ar ** 2), len(x)))  # AR(1) recursion
     x = x / (np.std(x) + 1e-9) + 0.7 * red
     return x / (np.std(x) + 1e-9)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-9)
+
+
 def core_composition(depth_mm: np.ndarray, region: str, rng: np.random.Generator) -> pd.DataFrame:
-    """True dry-sediment composition (wt%) and porosity along a core at 1 mm resolution of `depth_mm`."""
+    """True dry-sediment composition (wt%) and porosity along a core at 1 mm resolution of `depth_mm`.
+
+    TOC is made visible only indirectly, and differently at each site, as in nature: productivity raises TOC
+    and opal and, by a site-specific amount, dilutes carbonate; preservation (redox, invisible to XRF) adds
+    its own signal; pyrite and barite follow TOC with site-specific ratios."""
     r = REGIONS[region]
     d = depth_mm / 10.0
     carb_signal = smooth_process(d, rng)
-    caco3 = np.clip(r["caco3"][0] + r["caco3"][1] * carb_signal, 0.5, 90.0)
-    # Productivity: TOC and opal rise together, partly against carbonate (dilution and dissolution).
-    prod = 0.6 * smooth_process(d, rng) - 0.5 * carb_signal
-    prod /= np.std(prod) + 1e-9
-    toc = np.clip(r["toc"][0] * np.exp(0.45 * prod * r["toc"][1] / max(r["toc"][0], 1e-3) * 2), 0.05, 6.0)
-    opal = np.clip(r["opal"][0] + r["opal"][1] * (0.7 * prod + 0.3 * smooth_process(d, rng)), 0.0, 60.0)
-    pyrite = np.clip(0.6 * toc * rng.uniform(0.6, 1.4) + 0.05 * smooth_process(d, rng), 0.0, None)  # wt% FeS2
-    barite = np.clip(0.05 + 0.08 * toc * rng.uniform(0.5, 1.5), 0.0, None)  # wt% BaSO4
+    caco3 = np.clip(r["caco3"][0] * rng.uniform(0.8, 1.2) + r["caco3"][1] * carb_signal, 0.5, 90.0)
+    anti = rng.uniform(-0.1, 0.7)  # how strongly productivity opposes carbonate at this site
+    prod = _unit(np.sqrt(1 - anti ** 2) * smooth_process(d, rng) - anti * carb_signal)
+    preservation = smooth_process(d, rng)
+    toc_mean = r["toc"][0] * np.exp(rng.normal(0, 0.3))
+    toc = np.clip(toc_mean * np.exp(r["toc"][1] / r["toc"][0] * (0.6 * prod + 0.8 * preservation)), 0.05, 6.0)
+    opal_coupling = rng.uniform(0.2, 0.8)
+    opal = np.clip(r["opal"][0] + r["opal"][1] * (opal_coupling * prod + (1 - opal_coupling)
+                                                   * smooth_process(d, rng)), 0.0, 60.0)
+    pyrite = np.clip(rng.uniform(0.15, 0.9) * toc * np.exp(0.3 * smooth_process(d, rng)), 0.0, None)  # wt% FeS2
+    barite = np.clip(0.03 + rng.uniform(0.02, 0.12) * toc * np.exp(0.3 * smooth_process(d, rng)), 0.0, None)
     organic = toc * 1.9  # organic matter from organic carbon
     total_bio = caco3 + opal + organic + pyrite + barite
-    over = np.clip(total_bio - 97.0, 0, None)
-    caco3 = caco3 - over  # leave at least 3 % terrigenous
+    caco3 = caco3 - np.clip(total_bio - 97.0, 0, None)  # leave at least 3 % terrigenous
     porosity = np.clip(0.72 - 0.08 * d / 100.0 + 0.04 * smooth_process(d, rng) + 0.002 * opal, 0.4, 0.8)
     return pd.DataFrame({"CaCO3": caco3, "TOC": toc, "opal": opal, "pyrite": pyrite, "barite": barite,
                          "terrigenous": 100 - (caco3 + opal + organic + pyrite + barite), "porosity": porosity})
@@ -242,8 +261,12 @@ def element_fractions(comp: pd.DataFrame, region: str, detrital_ca_scale: np.nda
 def simulate_spectra(w: np.ndarray, kv: float, scanner: Scanner, rng: np.random.Generator, film_um=None,
                      live_time_s: float | None = None, n_channels: int = 2048, poisson: bool = True) -> np.ndarray:
     """Counts (n, n_channels) for wet-sample element fractions `w` (n, elements) at tube voltage `kv`."""
-    ph = physics(float(kv))
     n = w.shape[0]
+    if n > CHUNK:  # bound the (spectra, lines, energies) arrays for long, densely scanned cores
+        film = np.zeros(n) if film_um is None else np.asarray(film_um, dtype=np.float64)
+        return np.concatenate([simulate_spectra(w[i:i + CHUNK], kv, scanner, rng, film[i:i + CHUNK], live_time_s,
+                                                n_channels, poisson) for i in range(0, n, CHUNK)])
+    ph = physics(float(kv))
     live = scanner.live_time_s if live_time_s is None else live_time_s
     film = np.zeros(n) if film_um is None else np.asarray(film_um, dtype=np.float64)
     mu_in = w @ ph["mu"]  # (n, E)
@@ -268,28 +291,39 @@ def simulate_spectra(w: np.ndarray, kv: float, scanner: Scanner, rng: np.random.
     eff_lines = detector_efficiency(lines["energy"].to_numpy(), scanner.be_window_um)
     eff_e = detector_efficiency(ph["energies"], scanner.be_window_um)
     eff_c = detector_efficiency(ph["compton_e"], scanner.be_window_um)
-    channels = scanner.offset_kev + scanner.gain_kev * (np.arange(n_channels) + 0.5)
-    expected = _peaks(fluor * eff_lines[None] * scale, lines["energy"].to_numpy(), channels, scanner)
-    expected += _peaks(rayl * eff_e[None] * scale * 4.0, ph["energies"], channels, scanner)
-    expected += _peaks(compt * eff_c[None] * scale * 4.0, ph["compton_e"], channels, scanner)
+    # Nothing lies above the tube voltage: only the channels below it (plus a peak width) are computed.
+    used = min(n_channels, int(np.ceil((kv + 1.0 - scanner.offset_kev) / scanner.gain_kev)))
+    expected = fluor * eff_lines[None] * scale @ response(kv, "lines", scanner, used)
+    expected += rayl * eff_e[None] * scale * 4.0 @ response(kv, "energies", scanner, used)
+    expected += compt * eff_c[None] * scale * 4.0 @ response(kv, "compton_e", scanner, used)
     # Pile-up and incomplete charge collection: a weak flat shelf below each spectrum's total.
-    expected += 2e-5 * expected.sum(axis=1, keepdims=True) / n_channels * (channels < kv)[None]
+    expected += 2e-5 * expected.sum(axis=1, keepdims=True) / used * (channel_energies(scanner, used) < kv)[None]
     expected = np.clip(expected, 0, None)
-    return rng.poisson(expected).astype(np.float64) if poisson else expected
+    out = np.zeros((n, n_channels))
+    out[:, :used] = rng.poisson(expected) if poisson else expected
+    return out
 
 
-def _peaks(intensity: np.ndarray, energies: np.ndarray, channels: np.ndarray, scanner: Scanner) -> np.ndarray:
-    """Spread photons of given energies into channels: Gaussian peaks with Fano-limited width, plus the Si
-    K-alpha escape peak 1.74 keV below for photons above the Si K edge."""
+def channel_energies(scanner: Scanner, n_channels: int = 2048) -> np.ndarray:
+    """Energy calibration: the centre of each channel, keV."""
+    return scanner.offset_kev + scanner.gain_kev * (np.arange(n_channels) + 0.5)
+
+
+@lru_cache(maxsize=64)
+def response(kv: float, source: str, scanner: Scanner, n_channels: int = 2048) -> np.ndarray:
+    """Detector response (photon energies of `source` in physics(kv), channels): Gaussian peaks with
+    Fano-limited width, plus the Si K-alpha escape peak 1.74 keV below for photons above the Si K edge."""
+    ph = physics(float(kv))
+    energies = ph["lines"]["energy"].to_numpy() if source == "lines" else ph[source]
+    channels = channel_energies(scanner, n_channels)
     fwhm = np.sqrt(scanner.noise_fwhm_kev ** 2 + 2.3548 ** 2 * FANO * PAIR_EV * 1e-3 * energies)
+    sigma = fwhm / 2.3548
     escape = np.where(energies > 1.839, 0.012 * np.exp(-(energies - 1.839) / 6.0), 0.0)
-    width = scanner.gain_kev
-    response = np.zeros((len(energies), len(channels)))
+    out = np.zeros((len(energies), n_channels))
     for centre, frac in ((energies, 1 - escape), (energies - 1.74, escape)):
-        sigma = fwhm / 2.3548
-        response += frac[:, None] * width / (np.sqrt(2 * np.pi) * sigma[:, None]) * \
+        out += frac[:, None] * scanner.gain_kev / (np.sqrt(2 * np.pi) * sigma[:, None]) * \
             np.exp(-0.5 * ((channels[None] - centre[:, None]) / sigma[:, None]) ** 2)
-    return intensity @ response
+    return out
 
 
 # -- archive ----------------------------------------------------------------------------------------------------
@@ -315,22 +349,37 @@ def plan_archive(seed: int = 0, cores: int = 12) -> list[CorePlan]:
 
 
 def default_test_cores(plans: list[CorePlan]) -> list[str]:
-    """Held-out cores: every fourth core. With the default 12 cores that is one core of each region, each
-    measured with a different scanner setting, all of which also occur in training."""
-    return sorted(p.core for i, p in enumerate(plans) if i % 4 == 3)
+    """Held-out cores: every fourth core (the last one in a small archive). With the default 12 cores that is
+    one core of each region, each measured with a different scanner setting, all of which also occur in
+    training."""
+    chosen = [p.core for i, p in enumerate(plans) if i % 4 == 3]
+    return sorted(chosen or ([plans[-1].core] if len(plans) > 1 else []))
+
+
+def window_mean(fine_values: pd.DataFrame, fine: np.ndarray, centres: np.ndarray, half) -> pd.DataFrame:
+    """Mean of each column of a regular fine grid over [centre - half, centre + half] (cumulative sums)."""
+    csum = np.vstack([np.zeros(fine_values.shape[1]), np.cumsum(fine_values.to_numpy(), axis=0)])
+    lo = np.searchsorted(fine, centres - half, side="left")
+    hi = np.maximum(np.searchsorted(fine, centres + half, side="right"), lo + 1)
+    hi = np.minimum(hi, len(fine))
+    lo = np.minimum(lo, hi - 1)
+    return pd.DataFrame((csum[hi] - csum[lo]) / (hi - lo)[:, None], columns=fine_values.columns)
 
 
 def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,)) -> dict:
     """Spectra, truth and bulk samples of one core."""
     rng = np.random.default_rng(plan.seed)
-    scanner = SCANNERS[plan.scanner]
+    # The energy calibration drifts a little between cores (measured weeks apart) around the head's setting.
+    base = SCANNERS[plan.scanner]
+    scanner = replace(base, gain_kev=base.gain_kev * (1 + rng.normal(0, 0.001)),
+                      offset_kev=base.offset_kev + rng.normal(0, 0.003))
     fine = np.arange(0.0, plan.length_mm + 1.0, 1.0)  # 1 mm truth grid
     comp_fine = core_composition(fine, plan.region, rng)
     scan_depth = np.arange(spacing_mm / 2, plan.length_mm, spacing_mm)
-    # A scan spot sees ~1 cm plus cm-scale heterogeneity; the surface is wet and sometimes rough or cracked.
-    idx = np.clip(np.round(scan_depth).astype(int), 0, len(fine) - 1)
-    comp = comp_fine.iloc[idx].reset_index(drop=True)
-    hetero = np.exp(rng.normal(0, 0.04, (len(comp), 1)))
+    # A scan spot sees the slit width (~1 cm) plus cm-scale heterogeneity; the surface is wet and sometimes
+    # rough or cracked (a water film of random thickness).
+    comp = window_mean(comp_fine, fine, scan_depth, scanner.slit_dc_mm / 2)
+    hetero = np.exp(rng.normal(0, 0.03, (len(comp), 1)))
     comp[["CaCO3", "opal"]] = comp[["CaCO3", "opal"]] * hetero
     comp["terrigenous"] = 100 - comp[["CaCO3", "opal", "pyrite", "barite"]].sum(axis=1) - comp["TOC"] * 1.9
     film = np.clip(rng.gamma(2.0, 1.5, len(comp)) + 3.0 * (comp["porosity"].to_numpy() - 0.4), 0, None)
@@ -340,7 +389,8 @@ def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,)) -> dict
     for kv in kvs:
         spectra[kv] = simulate_spectra(w, kv, scanner, rng, film_um=film)
     truth = pd.DataFrame({"core": plan.core, "depth_mm": scan_depth, "region": plan.region,
-                          "scanner": scanner.head, "water_film_um": film, **{c: comp[c] for c in comp.columns}})
+                          "scanner": scanner.head, "gain_kev": scanner.gain_kev, "offset_kev": scanner.offset_kev,
+                          "water_film_um": film, **{c: comp[c] for c in comp.columns}})
     bulk = bulk_samples(plan, fine, comp_fine, rng)
     return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "scanner": scanner}
 
@@ -352,23 +402,25 @@ def bulk_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, rng)
     while d < plan.length_mm - 20:
         depths.append(d)
         d += rng.choice([rng.uniform(20, 60), rng.uniform(60, 200)], p=[0.7, 0.3])
-    rows = []
-    for mid in depths:
-        half = rng.uniform(5, 10)
-        sl = (fine >= mid - half) & (fine <= mid + half)
-        caco3 = comp_fine["CaCO3"][sl].mean()
-        toc = comp_fine["TOC"][sl].mean()
-        rows.append({
-            "core": plan.core,
-            "depth_mm": round(mid + rng.normal(0, 3.0), 1),
-            "CaCO3": round(caco3 + rng.normal(0, 1.0 + 0.02 * caco3), 2),
-            "TOC": round(toc + rng.normal(0, 0.04 + 0.05 * toc), 3) if rng.random() > 0.15 else np.nan,
-        })
-    return pd.DataFrame(rows)
+    mids = np.array(depths)
+    n = len(mids)
+    true = window_mean(comp_fine[["CaCO3", "TOC"]], fine, mids, rng.uniform(5, 10, n))
+    caco3, toc = true["CaCO3"].to_numpy(), true["TOC"].to_numpy()
+    return pd.DataFrame({
+        "core": plan.core,
+        "depth_mm": np.round(mids + rng.normal(0, 3.0, n), 1),
+        "CaCO3": np.round(np.clip(caco3 + rng.normal(0, 1.0 + 0.02 * caco3), 0, 100), 2),
+        "TOC": np.where(rng.random(n) > 0.15, np.round(toc + rng.normal(0, 0.04 + 0.05 * toc), 3), np.nan),
+    })
 
 
-def file_name(core: str, section_cm: int, pos_mm: float, scanner: Scanner, kv: float) -> str:
-    return (f"{core}_{section_cm:04d} {pos_mm:6.1f}mm  {scanner.live_time_s:g}s  {kv:g}kV "
+def section_label(start_mm: int, scanner: Scanner) -> str:
+    """Section start as labs write it in file names: 4-digit cm, or 6-digit mm on some cruises."""
+    return f"{start_mm:06d}" if scanner.section_in_mm else f"{start_mm // 10:04d}"
+
+
+def file_name(core: str, section: str, pos_mm: float, scanner: Scanner, kv: float) -> str:
+    return (f"{core}_{section} {pos_mm:6.1f}mm  {scanner.live_time_s:g}s  {kv:g}kV "
             f"{scanner.current_ua:g}uA {scanner.filter}.spe")
 
 
@@ -382,19 +434,19 @@ def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame]:
         folder = out / "raw" / plan.core / f"Run {run} at  {kv:g}kV"
         folder.mkdir(parents=True, exist_ok=True)
         for i, depth in enumerate(truth["depth_mm"]):
-            section_cm = int(depth // section_mm * section_mm / 10)
-            pos = depth - section_cm * 10
+            start_mm = int(depth // section_mm * section_mm)
+            section, pos = section_label(start_mm, scanner), depth - start_mm
             counts = sim["spectra"][kv][i]
             meta = {"spec_id": f"{plan.core} {depth:.0f}", "spec_rem": scanner.head,
                     "date": f"0{1 + plan.scanner}-15-20{10 + plan.scanner * 4} 12:00:00",
                     "live_time_s": scanner.live_time_s, "real_time_s": round(scanner.live_time_s * 1.08, 2),
                     "kv": kv, "current_ma": scanner.current_ua / 1000, "core_id": plan.core,
-                    "section_id": f"{section_cm:04d}", "header_depth": round(depth, 1), "run_id": str(run),
+                    "section_id": section, "header_depth": round(depth, 1), "run_id": str(run),
                     "x_position": round(pos, 1), "y_position": 0.0, "replicate_id": "1",
                     "slit_dc_mm": scanner.slit_dc_mm, "slit_cc_mm": scanner.slit_cc_mm,
                     "total_cps": counts.sum() / scanner.live_time_s, "user_id": "coremax-simulator"}
-            name = file_name(plan.core, section_cm, pos, scanner, kv)
-            (folder / name).write_bytes(format_spe(counts, meta).encode("latin-1"))
+            name = file_name(plan.core, section, pos, scanner, kv)
+            (folder / name).write_bytes(format_spe(counts, meta).encode("utf-8"))
             if run == 1:
                 files.append(f"{plan.core}/{folder.name}/{name}")
     truth["source_file"] = files
@@ -402,28 +454,34 @@ def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spacing_mm: float = 10.0,
-                     kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0) -> dict:
-    """Write `<out>/raw/<core>/Run 1 at  10kV/*.spe`, `<out>/bulk.csv`, `<out>/truth.csv`, `<out>/manifest.toml`."""
+                     kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0, overwrite: bool = False) -> dict:
+    """Write `<out>/raw/<core>/Run 1 at  10kV/*.spe`, `<out>/bulk.csv` (beside raw/), `<out>/truth.csv` (true
+    composition of every spectrum, for tests and analysis only) and `<out>/manifest.toml` (settings and the
+    default held-out `test_cores`). The archive is built in a temporary folder and renamed into place."""
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"The folder {out} already exists; pass --overwrite to replace it or choose another --out.")
+    if cores < 1 or spacing_mm <= 0:
+        raise UserError(f"--cores {cores} and --spacing-mm {spacing_mm} must be positive.")
     plans = plan_archive(seed, cores)
-    jobs = [(p, out, spacing_mm, tuple(float(k) for k in kvs), section_mm) for p in plans]
-    if workers > 1 and len(plans) > 1:
-        with ProcessPoolExecutor(min(workers, len(plans))) as pool:
-            parts = list(pool.map(_write_core, jobs))
-    else:
-        parts = [_write_core(j) for j in jobs]
-    truth = pd.concat([t for t, _ in parts], ignore_index=True)
-    bulk = pd.concat([b for _, b in parts], ignore_index=True)
-    with atomic_path(out / "truth.csv") as tmp:
-        truth.to_csv(tmp, index=False)
-    with atomic_path(out / "bulk.csv") as tmp:
-        bulk.to_csv(tmp, index=False)
-    manifest = {"generator": "coremax.data.simulate", "seed": seed, "cores": cores, "spacing_mm": spacing_mm,
-                "kv": [float(k) for k in kvs], "spectra": len(truth), "bulk_samples": len(bulk),
-                "test_cores": default_test_cores(plans),
-                "core_regions": {p.core: p.region for p in plans},
-                "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"} for s in SCANNERS}}
-    write_toml(out / "manifest.toml", manifest)
+    with folder_in_place(out) as tmp:
+        jobs = [(p, tmp, spacing_mm, tuple(float(k) for k in kvs), section_mm) for p in plans]
+        if workers > 1 and len(plans) > 1:
+            with ProcessPoolExecutor(min(workers, len(plans))) as pool:
+                parts = list(pool.map(_write_core, jobs))
+        else:
+            parts = [_write_core(j) for j in jobs]
+        truth = pd.concat([t for t, _ in parts], ignore_index=True)
+        bulk = pd.concat([b for _, b in parts], ignore_index=True)
+        truth.to_csv(tmp / "truth.csv", index=False)
+        bulk.to_csv(tmp / "bulk.csv", index=False)
+        manifest = {"generator": "coremax.data.simulate", "seed": seed, "cores": cores, "spacing_mm": spacing_mm,
+                    "kv": [float(k) for k in kvs], "spectra": len(truth), "bulk_samples": len(bulk),
+                    "test_cores": default_test_cores(plans),
+                    "core_regions": {p.core: p.region for p in plans},
+                    "core_scanners": {p.core: SCANNERS[p.scanner].head for p in plans},
+                    "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"} for s in SCANNERS}}
+        write_toml(tmp / "manifest.toml", manifest)
     return manifest
 
 
@@ -439,9 +497,14 @@ def main(argv=None) -> None:
         p.add_argument("--spacing-mm", type=float, default=10.0)
         p.add_argument("--kv", default="10", help="comma-separated tube voltages, one run folder each")
         p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
         args = p.parse_args(argv)
-        m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm,
-                             [float(k) for k in args.kv.split(",")], args.workers)
+        try:
+            kvs = [float(k) for k in args.kv.split(",")]
+        except ValueError:
+            raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
+        m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
+                             overwrite=args.overwrite)
         print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
               f"{args.out} (test cores: {', '.join(m['test_cores'])})")
 
