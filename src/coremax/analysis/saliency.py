@@ -1,0 +1,117 @@
+"""Which channels drive a fine-tuned regressor's prediction: gradient attributions over raw counts.
+
+The gradient is taken through the input transform, so attributions are per raw-count channel and in the
+units of the model output (normalised targets; multiply by the target scaler's std for wt%).
+
+Note for scale-invariant transforms (instance_normalize, the default): the prediction does not change when a
+spectrum is multiplied by a constant, so input x gradient attributions of one spectrum sum to zero (Euler's
+theorem), and integrated gradients from an all-zero or flat baseline miss the jump at the origin. The
+default baseline here is therefore a reference *shape*: the mean of the given spectra rescaled to each
+spectrum's total counts, and attributions explain f(x) - f(reference with the same counts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coremax.analysis._figures import new_figure, save
+from coremax.analysis.spectra import emission_lines, label_lines
+from coremax.errors import UserError
+
+METHODS = ("input_x_gradient", "integrated_gradients")
+
+
+def _gradient(model, transform, x: torch.Tensor, target_index: int) -> torch.Tensor:
+    """d model(transform(x))[:, target] / dx, summed over the batch (rows are independent in eval mode)."""
+    x = x.detach().requires_grad_(True)
+    out = model(transform(x))[:, target_index]
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    return grad
+
+
+def reference_baseline(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Per spectrum, a reference spectrum shape (default: the mean of x) scaled to that spectrum's counts."""
+    x = np.asarray(x, dtype=np.float64)
+    ref = x.mean(axis=0) if reference is None else np.asarray(reference, dtype=np.float64)
+    total = ref.sum()
+    if total <= 0:
+        raise UserError("The reference spectrum for the saliency baseline has no counts; pass spectra with counts.")
+    return x.sum(axis=1, keepdims=True) * (ref / total)[None, :]
+
+
+def saliency(model, transform, x, target_index: int = 0, method: str = "input_x_gradient", steps: int = 32,
+             baseline=None, batch_size: int = 128) -> np.ndarray:
+    """Attribution (n, L) of output `target_index` of `model(transform(x))` over the raw-count channels of x.
+
+    input_x_gradient: x * df/dx. integrated_gradients: (x - b) times the mean gradient at `steps` midpoints of
+    the straight path from the baseline b to x; its attributions of a spectrum add up to about
+    f(x) - f(b) (completeness). `baseline`: None (the mean shape of x at each spectrum's total counts, see
+    the module note), an (L,) reference shape rescaled the same way, or a (1, L) or (n, L) array used as it
+    is (np.zeros((1, L)) for the textbook zero baseline).
+    """
+    if method not in METHODS:
+        raise UserError(f"Unknown saliency method {method!r}; use one of {', '.join(METHODS)}.")
+    if steps < 1:
+        raise UserError(f"steps = {steps} must be at least 1.")
+    x_np = np.atleast_2d(np.asarray(x, dtype=np.float64))
+    if method == "integrated_gradients":
+        if baseline is None or np.ndim(baseline) == 1:
+            b_np = reference_baseline(x_np, baseline)
+        else:
+            b_np = np.broadcast_to(np.asarray(baseline, dtype=np.float64), x_np.shape)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for start in range(0, len(x_np), batch_size):
+            xb = torch.tensor(x_np[start:start + batch_size], dtype=torch.float32, device=device)
+            if method == "input_x_gradient":
+                out.append((xb * _gradient(model, transform, xb, target_index)).double().cpu().numpy())
+                continue
+            bb = torch.tensor(b_np[start:start + batch_size], dtype=torch.float32, device=device)
+            alphas = (torch.arange(steps, dtype=torch.float32, device=device) + 0.5) / steps
+            per = max(1, batch_size // len(xb))  # path points per forward pass, all spectra of the batch
+            total = torch.zeros_like(xb, dtype=torch.float64)
+            for a in alphas.split(per):
+                points = bb[None] + a[:, None, None] * (xb - bb)[None]            # (m, b, L)
+                grad = _gradient(model, transform, points.reshape(-1, xb.shape[1]), target_index)
+                total += grad.reshape(points.shape).double().sum(dim=0)
+            out.append(((xb - bb).double() * total / steps).cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out) if out else np.zeros_like(x_np)
+
+
+def plot_saliency(attributions: dict, energy, path, lines: pd.DataFrame | None = None, kv: float = 10.0,
+                  mean_spectrum=None, title: str = "") -> Path:
+    """Mean attribution per channel against energy, one panel per target ({target: (n, L) array}), with
+    emission lines labelled and, if given, the mean spectrum drawn faintly on a second axis. Writes a PNG."""
+    energy = np.asarray(energy, dtype=np.float64)
+    if lines is None:
+        lines = emission_lines(kv=kv)
+        lines = lines[lines["line"] != "Kb"]
+    fig, axes = new_figure(len(attributions), 1, 10.0, 3.2, sharex=True)
+    hi = min(float(energy[-1]), kv + 0.5)
+    for ax, (target, a) in zip(axes[:, 0], attributions.items()):
+        mean = np.atleast_2d(a).mean(axis=0)
+        if mean_spectrum is not None:
+            twin = ax.twinx()
+            twin.fill_between(energy, np.asarray(mean_spectrum, dtype=float), color="0.85", lw=0, zorder=0)
+            twin.set_yscale("log")
+            twin.set_ylim(bottom=1.0)
+            twin.set_ylabel("mean counts", color="0.5")
+            ax.set_zorder(twin.get_zorder() + 1)
+            ax.patch.set_visible(False)
+        ax.axhline(0.0, color="k", lw=0.5)
+        ax.plot(energy, mean, lw=0.9, color="C3")
+        ax.set(xlim=(max(float(energy[0]), 0.5), hi), ylabel=f"attribution ({target})",
+               title=f"{title} {target}".strip())
+        label_lines(ax, lines)
+    axes[-1, 0].set_xlabel("energy (keV)")
+    return save(fig, path)
