@@ -44,8 +44,7 @@ def write_pickle(path, df: pd.DataFrame) -> None:
 
 def read_pickle(root, path) -> pd.DataFrame:
     """Unpickle only files under the data root: a pickle can run code, so never one from elsewhere."""
-    # `path` is a real path (relative to the working directory), not one relative to the root.
-    full = inside(root, Path(path).absolute(), "pickle")
+    full = inside(root, path, "pickle")
     with open(full, "rb") as f:
         return pickle.load(f)
 

@@ -41,9 +41,11 @@ def relative_to_root(root: str | os.PathLike, path: str | os.PathLike) -> str:
     return inside(root, Path(path).absolute()).relative_to(Path(root).resolve()).as_posix()
 
 
+# Absolute, so that a path built from a relative root (the default `data`) never gets the root prepended twice
+# by `inside`, which reads relative paths as relative to the root.
 def dataset_dir(root: str | os.PathLike, name: str) -> Path:
-    return Path(root) / "datasets" / check_name(name, "dataset")
+    return Path(root).resolve() / "datasets" / check_name(name, "dataset")
 
 
 def experiment_dir(root: str | os.PathLike, name: str) -> Path:
-    return Path(root) / "experiments" / check_name(name, "experiment")
+    return Path(root).resolve() / "experiments" / check_name(name, "experiment")

@@ -10,7 +10,7 @@ import pandas as pd
 from coremax.analysis._figures import new_figure, save
 from coremax.errors import UserError
 from coremax.io import read_pickle, read_toml
-from coremax.paths import check_name
+from coremax.paths import experiment_dir
 
 # Test metrics copied into the table (scope "all", one column per metric and target).
 TARGET_METRICS = ("n", "r2", "rmse", "mae", "bias", "coverage", "interval_width")
@@ -73,7 +73,7 @@ def _history_columns(history: pd.DataFrame | None) -> dict:
 
 def experiment_row(data_root, name: str) -> dict | None:
     """One experiment's row of `gather_experiments`, or None when the folder is not an experiment."""
-    folder = Path(data_root) / "experiments" / name
+    folder = Path(data_root).resolve() / "experiments" / name  # absolute: _read takes root-relative paths too
     if not (folder / "config.toml").is_file():
         return None
     row = {"name": name}
@@ -120,7 +120,7 @@ def load_histories(data_root, names) -> dict[str, pd.DataFrame]:
     """history.pkl of each named experiment (those without one are left out)."""
     out = {}
     for name in names:
-        history = _read(data_root, Path(data_root) / "experiments" / check_name(name) / "results" / "history.pkl")
+        history = _read(data_root, experiment_dir(data_root, name) / "results" / "history.pkl")
         if history is not None and not history.empty:
             out[name] = history
     return out
