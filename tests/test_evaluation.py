@@ -140,3 +140,22 @@ def test_study_refuses_unknown_key(tmp_path):
     f.write_text("[study]\nbudget = [1]\n")
     with pytest.raises(UserError, match="did you mean study.budgets"):
         configlib.resolve(f, default_file=STUDY_DEFAULTS)
+
+
+def test_study_plan_covers_methods_budgets_and_seeds():
+    from coremax import config as configlib
+    from coremax.eval.study import STUDY_DEFAULTS, plan
+
+    study = configlib.resolve(None, ['study.pretrain="pre"', "study.seeds=[0, 1]", "study.budgets=[10, 0]"],
+                              default_file=STUDY_DEFAULTS)["study"]
+    runs = plan(study)
+    assert len(runs) == 2 * 2 * 4
+    names = {r["name"] for r in runs}
+    assert len(names) == len(runs) and "label-budget-msm-nall-s1" in names and "label-budget-nmfsvr-n10-s0" in names
+    msm = next(r for r in runs if r["name"] == "label-budget-msm-n10-s1")
+    assert 'finetune.from="pre"' in msm["overrides"] and "experiment.seed=1" in msm["overrides"]
+    assert "data.max_labels=10" in msm["overrides"]
+    scratch = next(r for r in runs if r["name"] == "label-budget-scratch-n10-s1")
+    assert 'finetune.from=""' in scratch["overrides"]
+    with pytest.raises(UserError, match="study.methods"):
+        plan({**study, "methods": ["magic"]})
