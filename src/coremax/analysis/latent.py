@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coremax.analysis._model import evaluating
+
 from coremax.analysis._figures import new_figure, save
 from coremax.errors import UserError
 
@@ -20,18 +22,11 @@ def embeddings(model_or_encoder, transform, x, batch_size: int = 256) -> np.ndar
     Takes a VitX encoder or any model with an `.encoder` (MaX, Regressor); runs in eval mode, no gradients."""
     encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    param = next(encoder.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = encoder.training
-    encoder.eval()
     out = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(x), batch_size):
-                xb = transform(torch.tensor(x[start:start + batch_size], device=device))
-                out.append(encoder(xb)[:, 0].double().cpu().numpy())
-    finally:
-        encoder.train(was_training)
+    with evaluating(encoder) as device, torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            xb = transform(torch.tensor(x[start:start + batch_size], device=device))
+            out.append(encoder(xb)[:, 0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim))
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coremax.analysis._model import evaluating
+
 from coremax.analysis._figures import new_figure, save
 from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.errors import UserError
@@ -63,12 +65,8 @@ def saliency(model, transform, x, target_index: int = 0, method: str = "input_x_
             b_np = reference_baseline(x_np, baseline)
         else:
             b_np = np.broadcast_to(np.asarray(baseline, dtype=np.float64), x_np.shape)
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
     out = []
-    try:
+    with evaluating(model) as device:
         for start in range(0, len(x_np), batch_size):
             xb = torch.tensor(x_np[start:start + batch_size], dtype=torch.float32, device=device)
             if method == "input_x_gradient":
@@ -83,8 +81,6 @@ def saliency(model, transform, x, target_index: int = 0, method: str = "input_x_
                 grad = _gradient(model, transform, points.reshape(-1, xb.shape[1]), target_index)
                 total += grad.reshape(points.shape).double().sum(dim=0)
             out.append(((xb - bb).double() * total / steps).cpu().numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(out) if out else np.zeros_like(x_np)
 
 

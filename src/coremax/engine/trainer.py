@@ -149,7 +149,10 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
             for i, idx in enumerate(data.train.batches(batch_size, order, rt.rank, rt.world_size)):
                 if i % accum_iter == 0:
                     set_lr(optimizer, lr_at(epoch + i / steps_per_epoch, lr, min_lr, warmup_epochs, epochs))
-                x = task.inputs(data.train.x[idx].to(rt.device, non_blocking=True), True, augment_gen)
+                x = data.train.x[idx]
+                if rt.pin_mem:  # page-locked batch: the copy to the GPU below runs asynchronously
+                    x = x.pin_memory()
+                x = task.inputs(x.to(rt.device, non_blocking=True), True, augment_gen)
                 y = data.train.y[idx].to(rt.device) if data.train.y is not None else None
                 boundary = (i + 1) % accum_iter == 0 or i + 1 == steps_per_epoch
                 sync = rt.distributed and not boundary

@@ -31,7 +31,8 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     meta, counts, skipped = read_folder(raw, kv=None, spectrum_length=cfg["data"]["spectrum_length"],
                                         on_error=on_error)
     df = pd.concat([meta.reset_index(drop=True), pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
-    q = calibrate(pred, load_split(data_root, dataset, "val"), cfg["eval"]["interval"])
+    val = load_split(data_root, dataset, "val")
+    q = calibrate(pred, val, cfg["eval"]["interval"])
     table = predict_frame(pred, df, q).drop(columns=[t for t in pred.targets])
     for col in ("kv", "live_time_s", "spectrum_length", "scanner", "source_file"):
         table[col] = meta[col].to_numpy()
@@ -44,7 +45,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     train = load_split(data_root, dataset, "train")
     train = train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=0)
     dist = Distance.fit(pred.embed(spectra_array(train)),
-                        pred.embed(spectra_array(load_split(data_root, dataset, "val"))), percentile)
+                        pred.embed(spectra_array(val)), percentile)
     table["ood_distance"] = dist(pred.embed(counts))
     table["flag_ood"] = table["ood_distance"] > dist.threshold
     warnings = []
