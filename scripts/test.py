@@ -21,7 +21,12 @@ def main(argv=None):
     metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(metrics.round(4).to_string(index=False))
-    print(f"results written to {Experiment.open(args.data_root, args.experiment).results}")
+    exp = Experiment.open(args.data_root, args.experiment)
+    if exp.has_result(f"{args.split}-floor"):
+        floor = exp.read_result(f"{args.split}-floor")
+        print("floor (the true composition under each scan spot against the lab values; no model can do better):")
+        print(floor[floor["scope"] == "all"][["target", "n", "r2", "rmse"]].round(4).to_string(index=False))
+    print(f"results written to {exp.results}")
 
 
 if __name__ == "__main__":

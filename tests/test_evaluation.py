@@ -125,7 +125,10 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
     assert res.returncode == 0, res.stderr[-3000:]
     results = data_root / "experiments" / "study" / "results"
     table = pd.read_csv(results / "label-budget.csv")
-    assert len(table) == 3 * 2 * 2  # methods x budgets x targets
+    overall = table[table["scope"] == "all"]
+    assert len(overall) == 3 * 2 * 2  # methods x budgets x targets
+    assert set(table["scope"]) - {"all"} == set(load_split(data_root, "synthetic", "test")["core"])  # per core too
+    table = overall
     n_all = len(load_split(data_root, "synthetic", "train").dropna(subset=["CaCO3", "TOC"], how="all"))
     assert sorted(table["n_labels"].unique()) == [20, n_all]
     assert (results / "label-budget.png").is_file() and (results / "label-budget.pkl").is_file()

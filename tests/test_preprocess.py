@@ -79,7 +79,7 @@ def test_explicit_test_cores(tmp_path, source):
 
 @pytest.mark.parametrize("split", [0.5, 0.8])
 def test_row_split_fraction(tmp_path, source, split):
-    build(tmp_path, source, split=split, test_cores=[])
+    build(tmp_path, source, split=split, split_by="row", test_cores=[])
     n_train, n_val = len(load_split(tmp_path, "d", "train")), len(load_split(tmp_path, "d", "val"))
     assert n_train / (n_train + n_val) == pytest.approx(split, abs=0.005)
     assert len(load_split(tmp_path, "d", "test")) == 0

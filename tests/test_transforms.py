@@ -29,7 +29,7 @@ def test_channel_normalize_uses_given_statistics():
 
 def test_unknown_transform():
     with pytest.raises(UserError, match="data.transform"):
-        make_transform("sqrt")
+        make_transform("sqrt_of_log")
 
 
 def test_poisson_resample_keeps_the_mean_and_repeats_with_a_generator():

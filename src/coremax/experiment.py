@@ -193,6 +193,9 @@ class Experiment:
         write_pickle(path, df)
         return path
 
+    def has_result(self, name: str) -> bool:
+        return (self.results / f"{name}.pkl").is_file()
+
     def read_result(self, name: str) -> pd.DataFrame:
         return read_pickle(self.data_root, self.results / f"{name}.pkl")
 

@@ -14,7 +14,7 @@ import torch
 from coremax import config as configlib
 from coremax.cli import experiment_parser, guard, resolve_args
 from coremax.engine import checkpoint as ckpt
-from coremax.engine.data import load_data
+from coremax.engine.data import input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.trainer import TASKS, fit
 from coremax.errors import UserError
@@ -70,6 +70,13 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
         data = load_data(data_root, stage, seed, **config["data"])
         parent = resolve_parent(data_root, config["finetune"]["from"]) \
             if stage == "finetune" and config["finetune"]["from"] else None
+        if parent is not None:
+            check_parent_window(parent[0], config, data_root)
+        if stage != "baseline":
+            width, patch = input_length(config["data"]), config["model"]["patch_size"]
+            if patch < 1 or width % patch:
+                raise UserError(f"The energy window data.channels = {config['data']['channels']} is {width} channels "
+                                f"wide, which model.patch_size = {patch} does not divide; change either.")
         if stage == "baseline":
             from coremax.eval.run import run_baseline  # sklearn is only needed here
 
@@ -79,7 +86,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             return exp
         exp = _create_on_all_ranks(data_root, config, resume, command, rt)
         with exp.run(main_process=rt.main) as log:
-            model = build_model(stage, len(data.targets), config["data"]["spectrum_length"], **config["model"])
+            model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
             extra = {}
             if data.scaler is not None:
                 extra["target_scaler"] = data.scaler.state_dict()
@@ -106,6 +113,19 @@ def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
         holder[0] = Experiment.create(data_root, config["experiment"]["name"], config, resume, command).name
     dist.broadcast_object_list(holder, src=0)
     return Experiment.open(data_root, holder[0])
+
+
+def check_parent_window(path: Path, config: dict, data_root) -> None:
+    """A fine-tune reads the same energy window as its parent: another window means other channels under
+    the same position embeddings, so it is refused before anything is created."""
+    if not path.is_file():
+        raise UserError(f"finetune.from points at {path}, which does not exist; the parent has no checkpoint.")
+    parent_data = ckpt.load(path).get("config", {}).get("data", {})
+    theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))
+    ours = list(config["data"]["channels"])
+    if theirs != ours:
+        raise UserError(f"The parent checkpoint {Path(path).name} of finetune.from was pretrained on the energy window "
+                        f"data.channels = {theirs}, this run asks for {ours}; set data.channels = {theirs}.")
 
 
 def _init_from_parent(model, parent: tuple[Path, str], exp: Experiment, log, main: bool) -> None:

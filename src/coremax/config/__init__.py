@@ -27,7 +27,7 @@ DEFAULT_PATH = Path(__file__).with_name("default-config.toml")
 # Keys whose value is one of a few words: checked when the config is resolved, before anything runs.
 CHOICES = {
     "experiment.stage": ("pretrain", "finetune", "baseline"),
-    "data.transform": ("instance_normalize", "log", "normalize", "none"),
+    "data.transform": ("instance_normalize", "clr", "sqrt", "log", "normalize", "none"),
     "model.size": ("tiny", "small", "base", "large"),
     "model.loss_on": ("masked", "all"),
     "optim.lr_scaling": ("none", "linear"),

@@ -25,11 +25,15 @@ from coremax.io import read_pickle, read_toml, write_toml
 from coremax.paths import check_name, dataset_dir
 
 SPLITS = ("train", "val", "test")
-SPLIT_BY = ("row", "section", "core")
+SPLIT_BY = ("auto", "core", "section", "row")
+MIN_CORES_TO_SPLIT_BY_CORE = 4  # "auto" validates on whole cores when at least this many non-test cores exist
 META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
                 "live_time_s", "real_time_s", "filter", "scanner", "total_cps", "spectrum_length", "slit_dc_mm",
                 "slit_cc_mm", "date", "source_file"]
 SYNTHETIC = Path("datasets") / "external" / "synthetic"
+# The embedded data sets built when preprocess gets no --raw: the labelled archive (seed 0, 12 cores) and
+# the unlabelled pool of forgotten spectra that pretraining reads beside it (another seed, every head).
+EMBEDDED = {"synthetic": {}, "synthetic-pool": {"seed": 1, "cores": 52, "labelled": False}}
 
 
 def spectrum_columns(df: pd.DataFrame) -> list:
@@ -64,12 +68,16 @@ def info_hash(data_root, name: str) -> str:
     return file_sha256(dataset_dir(data_root, name) / "info.toml")
 
 
-def default_synthetic(data_root, **simulator) -> Path:
-    """The embedded default: generate the synthetic raw archive under the data root if it is not there
-    (`simulator` overrides simulate_archive's defaults, e.g. a small archive in tests)."""
+def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
+    """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
+    is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""
     from coremax.data.simulate import simulate_archive
 
-    source = Path(data_root) / SYNTHETIC
+    if name not in EMBEDDED:
+        raise UserError(f"Without --raw the data set name must be one of the embedded ones ({', '.join(EMBEDDED)}); "
+                        f"got {name!r}. Pass --raw for your own spectra.")
+    simulator = {**EMBEDDED[name], **simulator}
+    source = Path(data_root) / SYNTHETIC.parent / name
     if not (source / "manifest.toml").is_file():
         if source.exists():
             raise UserError(f"The folder {source} exists but has no manifest.toml, so it is not a complete synthetic "
@@ -77,6 +85,13 @@ def default_synthetic(data_root, **simulator) -> Path:
         print(f"generating the synthetic XRF archive in {source} ...", file=sys.stderr)
         simulate_archive(source, **simulator)
     return source
+
+
+def resolve_split_by(split_by: str, cores: int) -> str:
+    """"auto": by core (every choice is judged on cores the model never saw) when there are enough cores."""
+    if split_by != "auto":
+        return split_by
+    return "core" if cores >= MIN_CORES_TO_SPLIT_BY_CORE else "row"
 
 
 def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.ndarray:
@@ -87,11 +102,29 @@ def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.
         keys = pd.factorize(df["core"].astype(str) + "/" + df["section"].astype(str))[0]
     else:
         keys = pd.factorize(df["core"])[0]
-    groups = np.random.default_rng(seed).permutation(np.unique(keys))
+    rng = np.random.default_rng(seed)
+    groups = rng.permutation(np.unique(keys))
     n_train = int(round(split * len(groups)))
     if len(groups) > 1:  # keep at least one group on each side
         n_train = min(max(n_train, 1), len(groups) - 1)
+    if split_by == "core" and "scanner" in df.columns:
+        return np.isin(keys, _validation_cores_across_scanners(df, keys, groups, len(groups) - n_train), invert=True)
     return np.isin(keys, groups[:n_train])
+
+
+def _validation_cores_across_scanners(df: pd.DataFrame, keys: np.ndarray, groups: np.ndarray, n_val: int) -> list:
+    """Validation cores drawn across scanner settings (a setting not yet in validation first, then the one with
+    the most cores), never the last training core of a setting: a random draw can otherwise put every core of
+    one head into validation, and the model would then be trained without that head and selected on it."""
+    scanner = pd.Series(df["scanner"].astype(str).to_numpy(), index=keys).groupby(level=0).first()
+    left = {s: [g for g in groups if scanner[g] == s] for s in scanner.unique()}  # in the seeded order
+    val: list = []
+    while len(val) < n_val:
+        used = pd.Series([scanner[g] for g in val], dtype=object).value_counts()
+        spare = sorted((s for s in left if len(left[s]) > 1), key=lambda s: (used.get(s, 0), -len(left[s])))
+        pool = spare or [s for s in left if left[s]]
+        val.append(left[pool[0]].pop())
+    return val
 
 
 def _stats(values: pd.Series) -> dict:
@@ -138,7 +171,7 @@ def _choose_test_cores(test_cores, manifest: dict, meta: pd.DataFrame, targets: 
 
 
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
-                  split_by: str = "row", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
+                  split_by: str = "auto", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
                   workers: int = 2, command=None) -> Path:
     """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
@@ -152,7 +185,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     if target.exists() and not overwrite:
         raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
                         "choose another --name.")
-    raw = Path(raw) if raw is not None else default_synthetic(data_root) / "raw"
+    raw = Path(raw) if raw is not None else default_synthetic(data_root, name) / "raw"
     # An archive may carry bulk.csv and a manifest.toml (default test cores) beside its raw/ folder.
     manifest = read_toml(raw.parent / "manifest.toml") if (raw.parent / "manifest.toml").is_file() else {}
     if bulk is None and (raw.parent / "bulk.csv").is_file():
@@ -170,6 +203,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
                        pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
     is_test = table["core"].isin(test_cores).to_numpy()
     rest = table[~is_test].reset_index(drop=True)
+    split_by = resolve_split_by(split_by, rest["core"].nunique())
     is_train = _split_rows(rest, split, split_by, seed)
     parts = {"train": rest[is_train].reset_index(drop=True), "val": rest[~is_train].reset_index(drop=True),
              "test": table[is_test].reset_index(drop=True)}

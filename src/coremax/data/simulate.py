@@ -71,7 +71,11 @@ SCANNERS = (
     Scanner("Avaatech head A (2008)", 1000.0, 10.0, 0.0200, -0.010, 0.110, 25.0, 1.00),
     Scanner("Avaatech head B (2014)", 600.0, 20.0, 0.0199, 0.005, 0.085, 12.5, 1.25),
     Scanner("Avaatech head C (2019)", 150.0, 10.0, 0.0201, -0.020, 0.070, 8.0, 1.60, section_in_mm=True),
+    # Scanned only in unlabelled archives: a head no labelled core has, as in real archives of old cruises.
+    Scanner("Avaatech head D (2011)", 800.0, 15.0, 0.0202, 0.000, 0.095, 15.0, 1.10),
 )
+LABELLED_HEADS = 3  # the labelled archive uses heads A-C; unlabelled pools use all of them
+POOL_CRUISES = ("MD", "GeoB", "KN")  # pool cores are named apart from the labelled archive's SO/PS/M cores
 FANO, PAIR_EV = 0.115, 3.85
 CHUNK = 256  # spectra simulated at once
 
@@ -336,14 +340,18 @@ class CorePlan:
     seed: int
 
 
-def plan_archive(seed: int = 0, cores: int = 12) -> list[CorePlan]:
+def plan_archive(seed: int = 0, cores: int = 12, labelled: bool = True) -> list[CorePlan]:
+    """Cores of an archive: regions and scanner heads in turn. A labelled archive uses heads A-C and the
+    SO/PS/M cruises; an unlabelled pool every head (D only there) and cruises of its own, so no pool core can
+    share a name with a labelled one."""
     rng = np.random.default_rng(seed)
     regions = list(REGIONS)
+    cruises, heads = (("SO", "PS", "M"), LABELLED_HEADS) if labelled else (POOL_CRUISES, len(SCANNERS))
     plans = []
     for i in range(cores):
         region = regions[i % len(regions)]
-        cruise = ["SO", "PS", "M"][(i // len(regions)) % 3]
-        plans.append(CorePlan(f"{cruise}{200 + i}-{10 + i}-1", region, (i // len(regions)) % len(SCANNERS),
+        cruise = cruises[(i // len(regions)) % len(cruises)]
+        plans.append(CorePlan(f"{cruise}{200 + i}-{10 + i}-1", region, (i // len(regions)) % heads,
                               float(rng.integers(150, 451) * 10), int(rng.integers(0, 2**31 - 1))))
     return plans
 
@@ -454,16 +462,19 @@ def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spacing_mm: float = 10.0,
-                     kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0, overwrite: bool = False) -> dict:
+                     kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0, overwrite: bool = False,
+                     labelled: bool = True) -> dict:
     """Write `<out>/raw/<core>/Run 1 at  10kV/*.spe`, `<out>/bulk.csv` (beside raw/), `<out>/truth.csv` (true
     composition of every spectrum, for tests and analysis only) and `<out>/manifest.toml` (settings and the
-    default held-out `test_cores`). The archive is built in a temporary folder and renamed into place."""
+    default held-out `test_cores`). The archive is built in a temporary folder and renamed into place.
+    `labelled=False` writes an unlabelled pool ("forgotten spectra"): same physics, every scanner head, cores
+    named apart, no bulk.csv and no test cores."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"The folder {out} already exists; pass --overwrite to replace it or choose another --out.")
     if cores < 1 or spacing_mm <= 0:
         raise UserError(f"--cores {cores} and --spacing-mm {spacing_mm} must be positive.")
-    plans = plan_archive(seed, cores)
+    plans = plan_archive(seed, cores, labelled)
     with folder_in_place(out) as tmp:
         jobs = [(p, tmp, spacing_mm, tuple(float(k) for k in kvs), section_mm) for p in plans]
         if workers > 1 and len(plans) > 1:
@@ -474,13 +485,16 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
         truth = pd.concat([t for t, _ in parts], ignore_index=True)
         bulk = pd.concat([b for _, b in parts], ignore_index=True)
         truth.to_csv(tmp / "truth.csv", index=False)
-        bulk.to_csv(tmp / "bulk.csv", index=False)
+        if labelled:
+            bulk.to_csv(tmp / "bulk.csv", index=False)
         manifest = {"generator": "coremax.data.simulate", "seed": seed, "cores": cores, "spacing_mm": spacing_mm,
-                    "kv": [float(k) for k in kvs], "spectra": len(truth), "bulk_samples": len(bulk),
-                    "test_cores": default_test_cores(plans),
+                    "kv": [float(k) for k in kvs], "spectra": len(truth), "labelled": labelled,
+                    "bulk_samples": len(bulk) if labelled else 0,
+                    "test_cores": default_test_cores(plans) if labelled else [],
                     "core_regions": {p.core: p.region for p in plans},
                     "core_scanners": {p.core: SCANNERS[p.scanner].head for p in plans},
-                    "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"} for s in SCANNERS}}
+                    "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"}
+                                 for s in SCANNERS if s.head in {SCANNERS[p.scanner].head for p in plans}}}
         write_toml(tmp / "manifest.toml", manifest)
     return manifest
 
@@ -498,14 +512,16 @@ def main(argv=None) -> None:
         p.add_argument("--kv", default="10", help="comma-separated tube voltages, one run folder each")
         p.add_argument("--workers", type=int, default=2)
         p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
+        p.add_argument("--unlabelled", action="store_true",
+                       help="write an unlabelled pool (every head, cores named apart, no bulk.csv)")
         args = p.parse_args(argv)
         try:
             kvs = [float(k) for k in args.kv.split(",")]
         except ValueError:
             raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
         m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, labelled=not args.unlabelled)
         print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
-              f"{args.out} (test cores: {', '.join(m['test_cores'])})")
+              f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
 
     run()

@@ -17,6 +17,18 @@ def instance_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (x - mean) / (std + eps)
 
 
+def centred_log_ratio(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + counts) minus its per-spectrum mean: the calibration field's log-ratio transform. Removes the
+    live-time and current scale like instance_normalize, but lets weak peaks weigh as much as strong ones."""
+    logs = torch.log1p(x.clamp(min=0))
+    return logs - logs.mean(dim=-1, keepdim=True)
+
+
+def sqrt_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Square root of counts (variance-stabilising for Poisson noise), then per-spectrum normalisation."""
+    return instance_normalize(torch.sqrt(x.clamp(min=0)))
+
+
 def log_transform(x: torch.Tensor) -> torch.Tensor:
     """log(1 + counts); negative values (background-subtracted spectra) are clipped to 0 instead of NaN."""
     return torch.log1p(x.clamp(min=0))
@@ -27,12 +39,36 @@ def channel_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ep
     return (x - mean) / (std + eps)
 
 
+TRANSFORMS = ("instance_normalize", "clr", "sqrt", "log", "normalize", "none")
+
+
+def window(x, channels):
+    """The energy window [first, end) of channels every stage feeds its model (arrays or tensors, (n, L))."""
+    first, end = channels
+    return x[..., first:end]
+
+
+def check_window(channels, spectrum_length: int) -> tuple[int, int]:
+    """data.channels as a checked (first, end) pair within the spectrum."""
+    if len(channels) != 2 or not all(isinstance(c, int) for c in channels):
+        raise UserError(f"data.channels = {list(channels)} must be two integers [first, end], e.g. [0, 512].")
+    first, end = channels
+    if not 0 <= first < end <= spectrum_length:
+        raise UserError(f"data.channels = {list(channels)} must satisfy 0 <= first < end <= data.spectrum_length "
+                        f"({spectrum_length}); e.g. [0, 512] keeps the channels a 10 kV spectrum fills.")
+    return int(first), int(end)
+
+
 def make_transform(name: str, channel_mean: torch.Tensor | None = None,
                    channel_std: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     if name == "instance_normalize":
         return instance_normalize
     if name == "log":
         return log_transform
+    if name == "clr":
+        return centred_log_ratio
+    if name == "sqrt":
+        return sqrt_normalize
     if name == "none":
         return lambda x: x
     if name == "normalize":
@@ -40,7 +76,7 @@ def make_transform(name: str, channel_mean: torch.Tensor | None = None,
             raise UserError("data.transform = \"normalize\" needs the training split's channel statistics; "
                             "re-run scripts/preprocess.py to store them in info.toml.")
         return lambda x: channel_normalize(x, channel_mean, channel_std)
-    raise UserError(f"data.transform = {name!r} is not known; use instance_normalize, log, normalize or none.")
+    raise UserError(f"data.transform = {name!r} is not known; use one of {', '.join(TRANSFORMS)}.")
 
 
 def poisson_resample(counts: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -54,6 +90,33 @@ def poisson_resample(counts: torch.Tensor, fraction: float, generator: torch.Gen
     counts = counts.clamp(min=0).round()
     kept = torch.binomial(counts, f.expand_as(counts), generator=generator)
     return kept / f
+
+
+def jitter_calibration(x: torch.Tensor, gain: float, offset: float, width: float,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+    """Simulate another scanner head or a drifted calibration: resample every spectrum on a channel axis
+    stretched by (1 + N(0, gain)) and shifted by N(0, offset) channels (linear interpolation, counts per channel
+    rescaled so the total is kept), then broaden its peaks with a Gaussian of sigma U(0, width) channels. These
+    are exactly the differences between heads and cores that move peaks across patch borders."""
+    n, length = x.shape
+    dev = x.device
+    pos = torch.arange(length, device=dev, dtype=x.dtype)
+    stretch = 1 + gain * torch.randn(n, 1, device=dev, generator=generator, dtype=x.dtype)
+    shift = offset * torch.randn(n, 1, device=dev, generator=generator, dtype=x.dtype)
+    src = ((pos[None] - shift) / stretch).clamp(0, length - 1)   # where each new channel reads the old axis
+    lo = src.floor().long().clamp(max=length - 2)
+    frac = src - lo
+    out = (x.gather(1, lo) * (1 - frac) + x.gather(1, lo + 1) * frac) / stretch
+    if width > 0:
+        half = max(1, int(3 * width + 0.5))
+        k = torch.arange(-half, half + 1, device=dev, dtype=x.dtype)
+        sigma = width * torch.rand(n, 1, device=dev, generator=generator, dtype=x.dtype) + 1e-3
+        kernel = torch.exp(-0.5 * (k[None] / sigma) ** 2)
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)
+        padded = torch.nn.functional.pad(out[None], (half, half), mode="replicate")[0]
+        # One kernel per spectrum: a grouped convolution with the batch as channels.
+        out = torch.nn.functional.conv1d(padded[None], kernel[:, None], groups=n)[0]
+    return out
 
 
 class TargetScaler:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from coremax.data.dataset import load_info, load_split, spectra_array, spectrum_columns
-from coremax.data.transforms import TargetScaler, make_transform
+from coremax.data.transforms import TargetScaler, check_window, make_transform, window
 from coremax.errors import UserError
 
 
@@ -50,6 +50,7 @@ class Prepared:
     channel_stats: tuple[torch.Tensor, torch.Tensor] | None
     augment: bool
     augment_min_fraction: float
+    jitter: tuple[float, float, float]   # calibration jitter: gain, offset, peak width (0 = off)
     info: dict
 
     def transform(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -58,12 +59,12 @@ class Prepared:
 
 
 def frame_to_arrays(df: pd.DataFrame, targets: list[str], spectrum_length: int,
-                    scaler: TargetScaler | None) -> ArrayData:
-    """Spectra (and normalised targets) of a data frame as tensors."""
+                    scaler: TargetScaler | None, channels) -> ArrayData:
+    """Spectra in the energy window (and normalised targets) of a data frame as tensors."""
     if len(spectrum_columns(df)) != spectrum_length:
         raise UserError(f"The data set has {len(spectrum_columns(df))} channels but data.spectrum_length = "
                         f"{spectrum_length}; set data.spectrum_length to match or re-run preprocess.")
-    x = torch.from_numpy(np.ascontiguousarray(spectra_array(df), dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(window(spectra_array(df), channels), dtype=np.float32))
     y = None
     if scaler is not None:
         y = torch.from_numpy(np.asarray(scaler.transform(df[targets].to_numpy(np.float64)), dtype=np.float32))
@@ -83,17 +84,52 @@ def check_targets(df: pd.DataFrame, targets: list[str], dataset: str) -> None:
                         f"{[c for c in ('CaCO3', 'TOC') if c in df.columns]}.")
 
 
+def input_length(data_config: dict) -> int:
+    """Channels the model reads: the width of the energy window data.channels."""
+    first, end = check_window(data_config["channels"], data_config["spectrum_length"])
+    return end - first
+
+
+def pool_frames(data_root, dataset: str, info: dict, pool, train_df, val_df):
+    """Pretraining rows: the labelled set's train/val rows plus those of every unlabelled pool data set. A pool
+    holding any of the labelled set's test cores is refused, so no test core is ever seen in pretraining."""
+    trains, vals = [train_df], [val_df]
+    test_cores = set(info.get("test_cores", []))
+    for name in pool:
+        if name == dataset:
+            raise UserError(f"data.pool names the data set itself ({name!r}); list only other data sets.")
+        pool_info = load_info(data_root, name)
+        shared = sorted(test_cores & {c for split in ("train", "val", "test")
+                                      for c in pool_info.get("cores", {}).get(split, [])})
+        if shared:
+            raise UserError(f"The pool data set {name!r} holds {shared[0]!r}, a test core of {dataset!r}; "
+                            "rebuild the pool without the test cores.")
+        trains.append(load_split(data_root, name, "train"))
+        vals.append(load_split(data_root, name, "val"))
+    if len(trains) == 1:
+        return train_df, val_df
+    return (pd.concat(trains, ignore_index=True, join="inner"), pd.concat(vals, ignore_index=True, join="inner"))
+
+
 def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
-              spectrum_length: int = 2048, max_labels: int = 0, augment: bool = False,
-              augment_min_fraction: float = 0.5) -> Prepared:
-    """Consumes the [data] section. Pretraining keeps every train row and needs no labels; fine-tuning and
-    baselines keep train rows with at least one target, optionally a seeded random `max_labels` of them."""
+              spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
+              augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
+              jitter_offset: float = 0.0, jitter_width: float = 0.0) -> Prepared:
+    """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
+    and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
+    seeded random `max_labels` of them. Every stage sees only the energy window `channels`."""
     targets = list(targets)
+    channels = check_window(channels, spectrum_length)
+    if min(jitter_gain, jitter_offset, jitter_width) < 0 or max(jitter_gain, jitter_offset, jitter_width) > 50:
+        raise UserError("data.jitter_gain, data.jitter_offset and data.jitter_width must be >= 0 (0 = off) and "
+                        "small (e.g. 0.003, 1.0, 1.0).")
     info = load_info(data_root, dataset)
     train_df, val_df = load_split(data_root, dataset, "train"), load_split(data_root, dataset, "val")
     scaler = None
-    if stage != "pretrain":
+    if stage == "pretrain":
+        train_df, val_df = pool_frames(data_root, dataset, info, list(pool), train_df, val_df)
+    else:
         check_targets(train_df, targets, dataset)
         train_df, val_df = labelled(train_df, targets), labelled(val_df, targets)
         if len(train_df) == 0:
@@ -108,12 +144,13 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         if "channel_mean" not in info or "channel_std" not in info:
             raise UserError(f"data.transform = \"normalize\" needs channel statistics in the info.toml of "
                             f"{dataset!r}; re-run scripts/preprocess.py.")
-        stats = (torch.tensor(info["channel_mean"], dtype=torch.float32),
-                 torch.tensor(info["channel_std"], dtype=torch.float32))
+        stats = (window(torch.tensor(info["channel_mean"], dtype=torch.float32), channels),
+                 window(torch.tensor(info["channel_std"], dtype=torch.float32), channels))
     return Prepared(
-        train=frame_to_arrays(train_df, targets, spectrum_length, scaler),
-        val=frame_to_arrays(val_df, targets, spectrum_length, scaler),
+        train=frame_to_arrays(train_df, targets, spectrum_length, scaler, channels),
+        val=frame_to_arrays(val_df, targets, spectrum_length, scaler, channels),
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
-        augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction, info=info,
+        augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
+        jitter=(jitter_gain, jitter_offset, jitter_width), info=info,
     )
 

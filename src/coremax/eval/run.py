@@ -16,11 +16,13 @@ import torch
 from coremax import logs
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.engine import checkpoint as ckpt
-from coremax.engine.data import Prepared, labelled
+from coremax.data.transforms import window
+from coremax.engine.data import Prepared, input_length, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.baselines import load_baseline, make_baseline
 from coremax.eval.conformal import conformal_quantile
+from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
 
@@ -39,7 +41,7 @@ class Predictor:
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
     b = config["baseline"]
-    model = make_baseline(b["method"], n_components=b["n_components"], channels=b["channels"])
+    model = make_baseline(b["method"], n_components=b["n_components"])
     x_tr, x_va = data.train.x.numpy(), data.val.x.numpy()
     y_tr = data.train.frame[data.targets].to_numpy(np.float64)
     y_va = data.val.frame[data.targets].to_numpy(np.float64)
@@ -58,9 +60,11 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     """A fine-tuned regressor or a fitted baseline of an experiment folder, ready to predict."""
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
+    channels = cfg["data"]["channels"]
     if stage == "baseline":
         model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        return Predictor(list(model.targets), model.predict, _log_total_features)
+        return Predictor(list(model.targets), lambda x: model.predict(window(x, channels)),
+                         lambda x: _log_total_features(window(x, channels)))
     if stage != "finetune":
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
@@ -70,6 +74,7 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     scaler = TargetScaler.from_state(state["target_scaler"])
 
     def run(x: np.ndarray, fn) -> np.ndarray:
+        x = window(x, channels)
         out = []
         with torch.no_grad():
             for start in range(0, len(x), PRED_BATCH):
@@ -88,14 +93,15 @@ def load_network(exp: Experiment, device: str = "cpu"):
 
     cfg = exp.config()
     state = ckpt.load(exp.checkpoints / "best-model.pth", map_location=device)
-    model = build_model(cfg["experiment"]["stage"], len(state.get("targets", [])), cfg["data"]["spectrum_length"],
+    model = build_model(cfg["experiment"]["stage"], len(state.get("targets", [])), input_length(cfg["data"]),
                         **cfg["model"])
     model.load_state_dict(state["model"])
     model.to(device).eval()
     stats = None
     if cfg["data"]["transform"] == "normalize":
         info = load_info(exp.data_root, cfg["data"]["dataset"])
-        stats = (torch.tensor(info["channel_mean"], device=device), torch.tensor(info["channel_std"], device=device))
+        stats = (window(torch.tensor(info["channel_mean"], device=device), cfg["data"]["channels"]),
+                 window(torch.tensor(info["channel_std"], device=device), cfg["data"]["channels"]))
     from coremax.data.transforms import make_transform
 
     return model, make_transform(cfg["data"]["transform"], *(stats or (None, None))), state
@@ -177,6 +183,9 @@ def _test_regression(exp, cfg, df, split, device) -> pd.DataFrame:
     metrics["half_width"] = metrics["target"].map(dict(zip(pred.targets, q)))
     exp.write_result(f"{split}-predictions", frame)
     exp.write_result(f"{split}-metrics", metrics)
+    floor = floor_metrics(exp.data_root, cfg["data"]["dataset"], pred.targets, split)
+    if floor is not None:  # the best any calibration can do on these rows (synthetic archives only)
+        exp.write_result(f"{split}-floor", floor)
     overall = metrics[metrics["scope"] == "all"]
     figures.plot_pred_vs_measured(frame, pred.targets, overall, exp.results / f"{split}-pred-vs-measured.png")
     measured = frame.dropna(subset=pred.targets, how="all")
@@ -193,7 +202,7 @@ def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
     ss_tot = np.zeros(2)
     shown = None
     gen = torch.Generator(device=device).manual_seed(0)
-    x_all = spectra_array(df)
+    x_all = window(spectra_array(df), exp.config()["data"]["channels"])
     with torch.no_grad():
         for start in range(0, len(x_all), PRED_BATCH):
             x = transform(torch.tensor(x_all[start:start + PRED_BATCH], device=device))

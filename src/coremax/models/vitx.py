@@ -84,8 +84,8 @@ class VitX(nn.Module):
                  num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
         if patch_size < 1 or spectrum_length % patch_size:
-            raise UserError(f"data.spectrum_length = {spectrum_length} is not divisible by model.patch_size = "
-                            f"{patch_size}; choose a patch size that divides it.")
+            raise UserError(f"The model input of {spectrum_length} channels (the data.channels window) is not "
+                            f"divisible by model.patch_size = {patch_size}; choose a patch size that divides it.")
         self.spectrum_length, self.patch_size = spectrum_length, patch_size
         self.num_patches = spectrum_length // patch_size
         self.embed_dim, self.depth = embed_dim, depth
