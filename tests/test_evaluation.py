@@ -162,3 +162,26 @@ def test_study_plan_covers_methods_budgets_and_seeds():
     assert 'finetune.from=""' in scratch["overrides"]
     with pytest.raises(UserError, match="study.methods"):
         plan({**study, "methods": ["magic"]})
+
+
+def test_study_trains_its_own_pretraining_and_adds_the_floor(tmp_path, data_root):
+    """One command reproduces the table: the pretrain experiment is trained from study.pretrain_config."""
+    pre_cfg = tmp_path / "pre.toml"
+    pre_cfg.write_text('[optim]\nepochs = 1\n[model]\npatch_size = 64\n[runtime]\ndevice = "cpu"\n')
+    study = tmp_path / "study.toml"
+    study.write_text(f"""[study]
+name = "study-own"
+pretrain = "study-own-pre"
+pretrain_config = "{pre_cfg}"
+budgets = [20]
+seeds = [0]
+methods = ["msm", "pls"]
+overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "runtime.log_interval_s=0.0"]
+""")
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "label_budget.py"), "--config", str(study),
+                          "--data-root", str(data_root)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert Experiment.open(data_root, "study-own-pre").provenance()["status"] == "completed"
+    results = data_root / "experiments" / "study-own" / "results"
+    table = (results / "label-budget.md").read_text()
+    assert "| CaCO3 | floor |" in table and "| TOC | 20 |" in table
