@@ -118,3 +118,12 @@ def test_print_config_output_is_valid_toml(capsys):
 
     train_main(["--print-config"])
     assert tomllib.loads(capsys.readouterr().out)["model"]["size"]
+
+
+@pytest.mark.parametrize("override", ["model.mask_ratio=1.0", "model.mask_ratio=-0.1", "optim.batch_size=0",
+                                      "optim.epochs=-1", "optim.accum_iter=0", "optim.blr=-1e-3",
+                                      "data.max_labels=-5", "eval.interval=1.5", "data.jitter_gain=-0.1",
+                                      "optim.layer_decay=0.0", "optim.blr=nan"])
+def test_out_of_range_values_are_refused_before_anything_runs(override):
+    with pytest.raises(UserError, match=rf"{override.split('=')[0]} .*out of range"):
+        configlib.resolve(None, [override], function_defaults=function_defaults())

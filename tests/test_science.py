@@ -85,6 +85,9 @@ def test_window_is_applied_in_every_stage(data_root, pool):
     pre = train(data_root, "win-pre", "pretrain", WINDOW, "optim.epochs=1", f'data.pool=["{pool}"]').name
     ft = train(data_root, "win-ft", "finetune", WINDOW, "optim.epochs=1", f'finetune.from="{pre}"').name
     base = train(data_root, "win-pls", "baseline", WINDOW, 'baseline.method="pls"').name
+    prov = Experiment.open(data_root, pre).provenance()
+    assert set(prov["pool"]) == {pool} and len(prov["pool"][pool]) == 64  # the pool's info.toml hash
+    assert prov["device"]["type"] == "cpu" and prov["device"]["world_size"] == 1
     test = load_split(data_root, "synthetic", "test")
     x = test[list(range(2048))].to_numpy(np.float32)
     for name in (ft, base):

@@ -178,6 +178,10 @@ class Experiment:
             **environment(),
             "dataset": {"name": dataset,
                         "info_sha256": file_sha256(info) if info is not None and info.is_file() else ""},
+            # Unlabelled pools a pretraining read beside the data set, each with the hash of its info.toml.
+            "pool": {name: file_sha256(self.data_root / "datasets" / name / "info.toml")
+                     for name in config.get("data", {}).get("pool", [])
+                     if (self.data_root / "datasets" / name / "info.toml").is_file()},
         })
         if resume:
             prov["resumed_utc"] = runs

@@ -18,7 +18,7 @@ from coremax.engine.data import input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.trainer import TASKS, fit
 from coremax.errors import UserError
-from coremax.experiment import Experiment, file_sha256
+from coremax.experiment import Experiment, device_info, file_sha256
 from coremax.models import build_max, build_regressor, load_encoder
 from coremax.paths import experiment_dir, inside
 
@@ -81,10 +81,13 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             from coremax.eval.run import run_baseline  # sklearn is only needed here
 
             exp = Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
+            exp.record(device={**device_info("cpu"), "world_size": 1})
             with exp.run() as log:
                 run_baseline(exp, data, config, log)
             return exp
         exp = _create_on_all_ranks(data_root, config, resume, command, rt)
+        if rt.main:
+            exp.record(device={**device_info(str(rt.device)), "world_size": rt.world_size})
         with exp.run(main_process=rt.main) as log:
             model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
             extra = {}

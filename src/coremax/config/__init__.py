@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,6 +35,34 @@ CHOICES = {
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
     "finetune.mode": ("full", "linear_probe"),
     "baseline.method": ("nmf_svr", "pls"),
+}
+
+# Numeric keys and the range they must lie in: checked with the choices, before any folder exists.
+RANGES = {
+    "experiment.seed": ("0 <= x", lambda x: x >= 0),
+    "data.spectrum_length": ("x >= 1", lambda x: x >= 1),
+    "data.max_labels": ("x >= 0", lambda x: x >= 0),
+    "data.augment_min_fraction": ("0 < x <= 1", lambda x: 0 < x <= 1),
+    "data.jitter_gain": ("0 <= x <= 0.1", lambda x: 0 <= x <= 0.1),
+    "data.jitter_offset": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
+    "data.jitter_width": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
+    "model.patch_size": ("x >= 1", lambda x: x >= 1),
+    "model.mask_ratio": ("0 < x < 1", lambda x: 0 < x < 1),
+    "model.drop_path": ("0 <= x < 1", lambda x: 0 <= x < 1),
+    "optim.batch_size": ("x >= 1", lambda x: x >= 1),
+    "optim.epochs": ("x >= 1", lambda x: x >= 1),
+    "optim.blr": ("x > 0", lambda x: x > 0),
+    "optim.min_lr": ("x >= 0", lambda x: x >= 0),
+    "optim.warmup_epochs": ("x >= 0", lambda x: x >= 0),
+    "optim.weight_decay": ("x >= 0", lambda x: x >= 0),
+    "optim.clip_grad": ("x >= 0", lambda x: x >= 0),
+    "optim.layer_decay": ("0 < x <= 1", lambda x: 0 < x <= 1),
+    "optim.accum_iter": ("x >= 1", lambda x: x >= 1),
+    "runtime.num_workers": ("x >= 0", lambda x: x >= 0),
+    "runtime.save_every": ("x >= 0", lambda x: x >= 0),
+    "runtime.log_interval_s": ("x >= 0", lambda x: x >= 0),
+    "baseline.n_components": ("x >= 1", lambda x: x >= 1),
+    "eval.interval": ("0 < x < 1", lambda x: 0 < x < 1),
 }
 
 
@@ -118,6 +147,12 @@ class Config:
                 where = self.sources[section][key]
                 raise UserError(f"Config key {full} = {value!r} (from {where}) is not one of "
                                 f"{', '.join(allowed)}; pick one of those.")
+        for full, (rule, ok) in RANGES.items():
+            section, key = full.split(".")
+            value = self.values.get(section, {}).get(key)
+            if value is not None and not (math.isfinite(value) and ok(value)):
+                raise UserError(f"Config key {full} = {value!r} (from {self.sources[section][key]}) is out of range: "
+                                f"it must satisfy {rule}.")
 
 
 def _toml_value(value: Any) -> str:

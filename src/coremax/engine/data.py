@@ -121,9 +121,6 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`."""
     targets = list(targets)
     channels = check_window(channels, spectrum_length)
-    if min(jitter_gain, jitter_offset, jitter_width) < 0 or max(jitter_gain, jitter_offset, jitter_width) > 50:
-        raise UserError("data.jitter_gain, data.jitter_offset and data.jitter_width must be >= 0 (0 = off) and "
-                        "small (e.g. 0.003, 1.0, 1.0).")
     info = load_info(data_root, dataset)
     train_df, val_df = load_split(data_root, dataset, "train"), load_split(data_root, dataset, "val")
     scaler = None
