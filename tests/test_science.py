@@ -14,7 +14,8 @@ from coremax.data.transforms import centred_log_ratio, jitter_calibration, make_
 from coremax.engine.data import load_data
 from coremax.errors import UserError
 from coremax.eval.floor import floor_metrics
-from coremax.eval.run import evaluate_experiment, load_predictor
+from coremax.analysis import saliency
+from coremax.eval.run import evaluate_experiment, load_network, load_predictor
 from coremax.experiment import Experiment
 from coremax.paths import experiment_dir
 from coremax.stages import run_stage
@@ -100,6 +101,11 @@ def test_window_is_applied_in_every_stage(data_root, pool):
                                                             np.r_[np.zeros(100), np.full(412, 50.0), np.zeros(1536)]))
     for name in (pre, ft, base):
         assert not evaluate_experiment(data_root, name).empty
+    # The notebooks' path: a windowed network takes full spectra, and nothing outside the window matters.
+    model, transform, _ = load_network(Experiment.open(data_root, ft))
+    attribution = saliency(model, transform, x[:2], 0, method="input_x_gradient")
+    assert attribution.shape == (2, 2048) and np.abs(attribution[:, :512]).sum() > 0
+    assert not attribution[:, 512:].any()
 
 
 def test_parent_with_another_window_is_refused_before_anything_exists(data_root):

@@ -16,7 +16,7 @@ import torch
 from coremax import logs
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.engine import checkpoint as ckpt
-from coremax.data.transforms import window
+from coremax.data.transforms import TargetScaler, make_transform, window
 from coremax.engine.data import Prepared, input_length, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
@@ -69,12 +69,9 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
     model, transform, state = load_network(exp, device)
-    from coremax.data.transforms import TargetScaler
-
     scaler = TargetScaler.from_state(state["target_scaler"])
 
     def run(x: np.ndarray, fn) -> np.ndarray:
-        x = window(x, channels)
         out = []
         with torch.no_grad():
             for start in range(0, len(x), PRED_BATCH):
@@ -88,7 +85,8 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
 
 
 def load_network(exp: Experiment, device: str = "cpu"):
-    """The network of a pretrain or finetune experiment from best-model.pth, its input transform and state."""
+    """The network of a pretrain or finetune experiment from best-model.pth, its input transform (from raw
+    counts of the full spectrum: the experiment's energy window, then its transform) and state."""
     from coremax.stages import build_model
 
     cfg = exp.config()
@@ -102,9 +100,8 @@ def load_network(exp: Experiment, device: str = "cpu"):
         info = load_info(exp.data_root, cfg["data"]["dataset"])
         stats = (window(torch.tensor(info["channel_mean"], device=device), cfg["data"]["channels"]),
                  window(torch.tensor(info["channel_std"], device=device), cfg["data"]["channels"]))
-    from coremax.data.transforms import make_transform
-
-    return model, make_transform(cfg["data"]["transform"], *(stats or (None, None))), state
+    transform = make_transform(cfg["data"]["transform"], *(stats or (None, None)))
+    return model, lambda x: transform(window(x, cfg["data"]["channels"])), state
 
 
 def _log_total_features(x: np.ndarray) -> np.ndarray:
@@ -202,7 +199,7 @@ def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
     ss_tot = np.zeros(2)
     shown = None
     gen = torch.Generator(device=device).manual_seed(0)
-    x_all = window(spectra_array(df), exp.config()["data"]["channels"])
+    x_all = spectra_array(df)
     with torch.no_grad():
         for start in range(0, len(x_all), PRED_BATCH):
             x = transform(torch.tensor(x_all[start:start + PRED_BATCH], device=device))
