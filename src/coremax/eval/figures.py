@@ -137,3 +137,15 @@ def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
     if targets:
         axes[0, 0].legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_sweep(summary: pd.DataFrame, metrics, path) -> Path:
+    """Each sweep point's mean validation metric with its sd over seeds, one panel per metric."""
+    metrics = [m for m in metrics if m in summary.columns]
+    fig, axes = _figure(1, max(len(metrics), 1), 4.5, 3.2)
+    for col, m in enumerate(metrics):
+        ax = axes[0, col]
+        ax.errorbar(summary["point"], summary[m], yerr=summary[f"{m}_sd"].fillna(0), marker="o", ls="", capsize=3)
+        ax.set(xlabel="sweep point", ylabel=m, title=m)
+        ax.grid(True, alpha=0.3)
+    return _save(fig, path)

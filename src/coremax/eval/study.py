@@ -113,7 +113,7 @@ def run_study(data_root, study: dict, command=None) -> pd.DataFrame:
         summary_exp.write_result("label-budget", summary)
         with atomic_path(summary_exp.results / "label-budget.csv") as tmp:
             summary.to_csv(tmp, index=False)
-        figures.plot_label_budget(summary, summary_exp.results / "label-budget.png")
+        figures.plot_label_budget(summary[summary["scope"] == "all"], summary_exp.results / "label-budget.png")
         log.info("study_done", runs=len(runs), table=summary_exp.relpath(summary_exp.results / "label-budget.csv"))
     return summary
 

@@ -1,0 +1,179 @@
+"""Sweeps: a base experiment TOML, a grid and/or random samples over any config keys, and seeds.
+
+Every point is an ordinary experiment named `<sweep>-p<NN>-s<seed>`, trained by `scripts/train.py` in its own
+process. A re-run skips completed points and resumes interrupted ones from `last.pth`; `--jobs N` runs N points
+side by side. The summary (`experiments/<sweep>/results/sweep.{pkl,csv,png}`) aggregates the chosen validation
+metrics at each run's best epoch over seeds (mean, sd, n); with `sweep.test` the test metrics stand beside them,
+reported and never used to choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from coremax import config as configlib
+from coremax.cli import guard
+from coremax.errors import UserError
+from coremax.eval import figures
+from coremax.eval.run import evaluate_experiment
+from coremax.experiment import Experiment
+from coremax.io import atomic_path
+from coremax.paths import check_name, experiment_dir
+
+SWEEP_DEFAULTS = Path(configlib.__file__).with_name("sweep.toml")
+TRAIN = Path(__file__).resolve().parents[2] / "scripts" / "train.py"
+
+
+def _toml(value) -> str:
+    return configlib._toml_value(value)
+
+
+def points(sweep: dict) -> list[dict]:
+    """Every point: its index and the values of the swept keys (grid x random draws)."""
+    grid = sweep["grid"]
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"sweep.grid.{key} must be a non-empty list of values, e.g. [0.3, 0.5].")
+    combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
+    draws = [{}]
+    if sweep["samples"]:
+        rng = np.random.default_rng(sweep["sample_seed"])
+        draws = []
+        for _ in range(sweep["samples"]):
+            draw = {}
+            for key, bounds in sweep["random"].items():
+                if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]):
+                    raise UserError(f"sweep.random.{key} must be [low, high] with low < high, e.g. [1e-5, 1e-3].")
+                lo, hi = (float(b) for b in bounds)
+                log = lo > 0 and hi >= 10 * lo
+                v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
+                draw[key] = type(bounds[0])(round(v)) if isinstance(bounds[0], int) else float(f"{v:.4g}")
+            draws.append(draw)
+    return [{"point": i, "values": {**c, **d}} for i, (c, d) in enumerate(itertools.product(combos, draws))]
+
+
+def runs(sweep: dict) -> list[dict]:
+    """Every run (point x seed) with its name and command-line overrides; the config is checked once here,
+    so a typo in a swept key is refused before any experiment exists."""
+    from coremax.stages import function_defaults
+
+    check_name(sweep["name"], "sweep")
+    out = []
+    for p in points(sweep):
+        for seed in sweep["seeds"]:
+            name = f"{sweep['name']}-p{p['point']:02d}-s{seed}"
+            overrides = list(sweep["overrides"]) + [f"{k}={_toml(v)}" for k, v in p["values"].items()] + \
+                [f"experiment.seed={seed}"]
+            configlib.resolve(sweep["base_config"] or None, overrides + [f'experiment.name="{name}"'],
+                              function_defaults=function_defaults())
+            out.append({**p, "seed": seed, "name": name, "overrides": overrides})
+    return out
+
+
+def _state(data_root, name: str) -> str:
+    folder = experiment_dir(data_root, name)
+    if not (folder / "config.toml").is_file():
+        return "new"
+    status = Experiment.open(data_root, name).provenance().get("status", "")
+    if status == "completed":
+        return "done"
+    # Interrupted, failed or killed (a SIGKILL leaves "running"): continue from last.pth when there is one.
+    return "resume" if (folder / "checkpoints" / "last.pth").is_file() else "restart"
+
+
+def _train(data_root, sweep: dict, run: dict, threads: int) -> str:
+    state = _state(data_root, run["name"])
+    if state == "done":
+        return "skipped"
+    if state == "restart":
+        raise UserError(f"The sweep run {run['name']!r} exists without a checkpoint to resume; delete "
+                        f"{experiment_dir(data_root, run['name'])} and run the sweep again.")
+    cmd = [sys.executable, str(TRAIN), "--data-root", str(data_root), "--name", run["name"]]
+    cmd += ["--resume"] if state == "resume" else (["--config", sweep["base_config"]] if sweep["base_config"] else [])
+    cmd += [] if state == "resume" else run["overrides"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise UserError(f"The sweep run {run['name']!r} failed: {last}")
+    return "resumed" if state == "resume" else "trained"
+
+
+def best_row(data_root, name: str) -> dict:
+    """The history row of the epoch that best-model.pth holds (the lowest selection score)."""
+    history = Experiment.open(data_root, name).read_result("history")
+    score = "val_nrmse" if "val_nrmse" in history.columns else "val_loss"
+    return history.loc[history[score].idxmin()].to_dict()
+
+
+def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
+    all_runs = runs(sweep)
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    with ThreadPoolExecutor(max(jobs, 1)) as pool:  # each thread waits on one training process
+        for run, what in zip(all_runs, pool.map(lambda r: _train(data_root, sweep, r, threads), all_runs)):
+            log(f"{run['name']}: {what}")
+    rows = []
+    for run in all_runs:
+        best = best_row(data_root, run["name"])
+        row = {"point": run["point"], "seed": run["seed"], "experiment": run["name"], **run["values"],
+               "best_epoch": best["epoch"], **{m: best.get(m, np.nan) for m in sweep["metrics"]}}
+        if sweep["test"]:
+            metrics = evaluate_experiment(data_root, run["name"])
+            for r in metrics[metrics["scope"] == "all"].itertuples():
+                row[f"test_rmse_{r.target}"] = r.rmse
+                row[f"test_r2_{r.target}"] = r.r2
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    summary = summarise(table, list(sweep["grid"]) + list(sweep["random"]))
+    exp = Experiment.create(data_root, sweep["name"], {"sweep": sweep},
+                            resume=(experiment_dir(data_root, sweep["name"]) / "config.toml").is_file())
+    with exp.run():
+        exp.write_result("sweep-runs", table)
+        exp.write_result("sweep", summary)
+        with atomic_path(exp.results / "sweep.csv") as tmp:
+            summary.to_csv(tmp, index=False)
+        figures.plot_sweep(summary, sweep["metrics"], exp.results / "sweep.png")
+    return summary
+
+
+def summarise(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, sd and n over seeds of every metric column, one row per point."""
+    metrics = [c for c in table.columns if c not in {"point", "seed", "experiment", *keys}]
+    g = table.groupby("point")
+    out = g[keys].first() if keys else pd.DataFrame(index=g.size().index)
+    for m in metrics:
+        out[m] = g[m].mean()
+        out[f"{m}_sd"] = g[m].std()
+    out["n"] = g.size()
+    return out.reset_index()
+
+
+@guard
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Run a sweep of experiments over config keys and seeds.")
+    p.add_argument("--config", required=True, help="sweep TOML (see src/coremax/config/sweep.toml)")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--jobs", type=int, default=1, help="points trained side by side (processes on the CPU)")
+    p.add_argument("--print-config", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar="sweep.key=value")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs} must be at least 1.")
+    cfg = configlib.resolve(args.config, args.overrides, default_file=SWEEP_DEFAULTS)
+    if args.print_config:
+        print(cfg.describe())
+        return
+    summary = run_sweep(args.data_root, cfg["sweep"], args.jobs)
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        print(summary.round(4).to_string(index=False))
+    print(f"summary written to {experiment_dir(args.data_root, cfg['sweep']['name']) / 'results'}")

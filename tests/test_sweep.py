@@ -1,0 +1,67 @@
+"""Sweeps: every point an ordinary experiment, a summary over seeds, re-runs train only what is missing."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from coremax import config as configlib
+from coremax.errors import UserError
+from coremax.experiment import Experiment
+from coremax.paths import experiment_dir
+from coremax.sweep import SWEEP_DEFAULTS, points, run_sweep
+
+FAST = ['runtime.device="cpu"', "model.patch_size=64", "optim.batch_size=32", "optim.epochs=1",
+        'experiment.stage="finetune"', "runtime.log_interval_s=0.0", "data.max_labels=30"]
+
+
+def sweep_config(tmp_path, **extra) -> dict:
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nname = "sw"\nseeds = [0, 1]\n[sweep.grid]\n"optim.blr" = [1e-4, 1e-3]\n'
+                    '"model.drop_path" = [0.0, 0.1]\n')
+    overrides = [f"sweep.overrides={configlib._toml_value(FAST)}"] + [f"sweep.{k}={v}" for k, v in extra.items()]
+    return configlib.resolve(path, overrides, default_file=SWEEP_DEFAULTS)["sweep"]
+
+
+def test_sweep_runs_every_point_resumes_and_skips(tmp_path, data_root):
+    sweep = sweep_config(tmp_path)
+    lines = []
+    summary = run_sweep(data_root, sweep, jobs=2, log=lines.append)
+    names = [f"sw-p{p:02d}-s{s}" for p in range(4) for s in (0, 1)]
+    assert sorted(line.split(":")[0] for line in lines) == sorted(names)
+    assert all(Experiment.open(data_root, n).provenance()["status"] == "completed" for n in names)
+    assert len(summary) == 4 and (summary["n"] == 2).all()
+    assert {"val_rmse_CaCO3", "val_rmse_CaCO3_sd", "optim.blr", "model.drop_path"} <= set(summary.columns)
+    assert summary["val_rmse_CaCO3_sd"].notna().all()
+    assert Experiment.open(data_root, "sw-p03-s1").config()["optim"]["blr"] == 1e-3
+    results = experiment_dir(data_root, "sw") / "results"
+    assert (results / "sweep.csv").is_file() and (results / "sweep.png").is_file()
+
+    # Re-running trains nothing new.
+    lines.clear()
+    again = run_sweep(data_root, sweep, log=lines.append)
+    assert all(line.endswith("skipped") for line in lines)
+    pd.testing.assert_frame_equal(again, summary)
+
+    # A run lost and a run cut short (status left "running" as after kill -9): only those two are redone.
+    shutil.rmtree(experiment_dir(data_root, "sw-p00-s1"))
+    Experiment.open(data_root, "sw-p02-s0").set_status("running")
+    lines.clear()
+    run_sweep(data_root, sweep, log=lines.append)
+    done = {line.split(": ")[0]: line.split(": ")[1] for line in lines}
+    assert done.pop("sw-p00-s1") == "trained" and done.pop("sw-p02-s0") == "resumed"
+    assert set(done.values()) == {"skipped"}
+
+
+def test_random_points_are_seeded_and_typos_refused(tmp_path, data_root):
+    sweep = sweep_config(tmp_path, samples=3, sample_seed=7)
+    sweep["grid"] = {}
+    sweep["random"] = {"optim.blr": [1e-5, 1e-3], "optim.epochs": [1, 3]}
+    a, b = points(sweep), points(sweep)
+    assert a == b and len(a) == 3
+    assert all(1e-5 <= p["values"]["optim.blr"] <= 1e-3 and isinstance(p["values"]["optim.epochs"], int) for p in a)
+    sweep["grid"] = {"optim.blrr": [1e-3]}
+    with pytest.raises(UserError, match="did you mean optim.blr"):
+        run_sweep(data_root, sweep)
+    assert not experiment_dir(data_root, "sw-p00-s0").exists() or \
+        Experiment.open(data_root, "sw-p00-s0").config()["optim"]["blr"] in (1e-4, 1e-3)
