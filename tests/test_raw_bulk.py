@@ -133,3 +133,11 @@ def test_bulk_errors_name_the_problem(tmp_path):
         write_bulk(tmp_path, "core,depth_mm,CaCO3\nA,1,2\nA,2,abc\n")
     with pytest.raises(UserError, match="does not exist"):
         read_bulk(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("value", ["inf", "150", "-inf"])
+def test_absurd_bulk_values_are_refused(tmp_path, value):
+    path = tmp_path / "bulk.csv"
+    path.write_text(f"core,depth_mm,CaCO3,TOC\nA,10,20,0.5\nA,20,{value},0.4\n")
+    with pytest.raises(UserError, match=r"line 3: CaCO3 .* not a possible"):
+        read_bulk(path)

@@ -152,3 +152,15 @@ def test_writer_round_trip_in_the_scanner_layout(tmp_path):
 def test_unreadable_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="missing.spe: cannot be read"):
         read_spe(tmp_path / "missing.spe")
+
+
+@pytest.mark.parametrize("bad", ["1e39", "2.5", "inf", "99999999999"])
+def test_absurd_counts_are_refused(bad):
+    text = "$SPEC_ID:\nx\n$DATA:\n0 3\n1 2 " + bad + " 4\n"
+    with pytest.raises(UserError, match="channel 2 holds"):
+        parse_spe(text, "f.spe", 4)
+
+
+def test_empty_channel_range_is_refused():
+    with pytest.raises(UserError, match="holds no channels"):
+        parse_spe("$DATA:\n0 -1\n", "f.spe", 4)

@@ -58,6 +58,12 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
             raise UserError(f"The bulk file {path}, line {row}: {c} = {out[c].iloc[row - 2]!r} is not a number; "
                             "fix it or leave the cell empty.")
+        # inf passes to_numeric; a content above 100 wt% is a typo or a unit slip, never a measurement.
+        absurd = np.isinf(values) | ((values > 100) if c in targets else False)
+        if absurd.any():
+            row = int(np.flatnonzero(absurd.to_numpy())[0]) + 2
+            raise UserError(f"The bulk file {path}, line {row}: {c} = {out[c].iloc[row - 2]!r} is not a possible "
+                            f"{'depth' if c == 'depth_mm' else 'content in wt% (0-100)'}; fix it or leave the cell empty.")
         out[c] = values
     if out["depth_mm"].isna().any():
         row = int(np.flatnonzero(out["depth_mm"].isna().to_numpy())[0]) + 2

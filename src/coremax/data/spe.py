@@ -98,6 +98,9 @@ def parse_header(lines: list[str], name: str) -> dict:
     return meta
 
 
+MAX_COUNT = 2**31 - 1
+
+
 def _counts_slow(block: bytes, first_line: int, name: str) -> np.ndarray:
     """Line-by-line reading of a block the fast path refused: decimal (comma) counts, or damage to report."""
     out = []
@@ -132,6 +135,9 @@ def parse_spe(content: bytes | str, name: str = "<text>", spectrum_length: int =
         raise UserError(f"{name}, line {data_line + 1}: expected the channel range (e.g. '0 2047') after $DATA:, "
                         f"got {_decode(range_text).strip()[:40]!r}.") from None
     expected = last - first + 1
+    if first < 0 or expected < 1:
+        raise UserError(f"{name}, line {data_line + 1}: the channel range {first} {last} after $DATA: holds no "
+                        "channels; the file is damaged.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # older numpy warns instead of raising on unparsed text
@@ -143,8 +149,10 @@ def parse_spe(content: bytes | str, name: str = "<text>", spectrum_length: int =
     if len(counts) != expected:
         raise UserError(f"{name}, line {data_line + 1}: the channel range says {expected} channels but "
                         f"{len(counts)} counts follow; the file is truncated or damaged.")
-    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
-        bad = int(np.flatnonzero((counts < 0) | ~np.isfinite(counts))[0])
+    # A count is a whole number a 32-bit detector register can hold; anything else (2.5, 1e39, inf) is damage.
+    wrong = (counts < 0) | ~np.isfinite(counts) | (counts > MAX_COUNT) | (counts != np.round(counts))
+    if np.any(wrong):
+        bad = int(np.flatnonzero(wrong)[0])
         raise UserError(f"{name}: channel {first + bad} holds {counts[bad]}, not a count; the data block is damaged.")
     meta["spectrum_length"] = int(expected)
     return meta, fit_length(counts, spectrum_length, name)
