@@ -141,3 +141,14 @@ def test_absurd_bulk_values_are_refused(tmp_path, value):
     path.write_text(f"core,depth_mm,CaCO3,TOC\nA,10,20,0.5\nA,20,{value},0.4\n")
     with pytest.raises(UserError, match=r"line 3: CaCO3 .* not a possible"):
         read_bulk(path)
+
+
+def test_one_core_folder_reads_like_the_archive(data_root):
+    raw = data_root / "datasets" / "external" / "synthetic" / "raw"
+    core = sorted(p for p in raw.iterdir() if p.is_dir())[0]
+    whole, counts, _ = read_folder(raw, 10.0, 2048, workers=1)
+    one, one_counts, _ = read_folder(core, 10.0, 2048, workers=1)
+    mine = whole["core"] == core.name
+    assert len(one) == mine.sum() > 0 and set(one["core"]) == {core.name}
+    assert list(one["source_file"]) == list(whole.loc[mine, "source_file"])
+    np.testing.assert_array_equal(one_counts, counts[mine.to_numpy()])

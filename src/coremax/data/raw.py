@@ -45,18 +45,27 @@ def run_kv(folder_name: str) -> float | None:
     return _f(m.group(1)) if m else None
 
 
-def find_files(raw: str | os.PathLike, kv: float | None) -> list[Path]:
-    """The .spe files of the runs at `kv` (all runs when None), sorted for a stable order. A run folder without
-    a kV in its name is read too; the kV in each file's header then decides (see read_folder)."""
+def _spe_files(folder: Path, pattern: str) -> list[Path]:
+    return [f for f in sorted(folder.glob(pattern)) if f.suffix.lower() == ".spe"]
+
+
+def find_files(raw: str | os.PathLike, kv: float | None) -> tuple[Path, list[Path]]:
+    """(root, files): the .spe files of the runs at `kv` (all runs when None), sorted for a stable order, and
+    the folder their names are relative to. `raw` holds <core>/<run>/*.spe, or is one core's folder of
+    <run>/*.spe (its parent is then the root). A run folder without a kV in its name is read too; the kV in
+    each file's header then decides (see read_folder)."""
     raw = Path(raw)
     if not raw.is_dir():
         raise UserError(f"The raw folder {str(raw)!r} does not exist; pass --raw with a folder of <core>/<run>/*.spe.")
+    found = _spe_files(raw, "*/*/*")
+    if not found and _spe_files(raw, "*/*"):  # --raw <raw>/<core>: a single core's run folders
+        raw, found = raw.parent, _spe_files(raw, "*/*")
     files = []
-    for f in sorted(raw.glob("*/*/*")):
+    for f in found:
         folder_kv = run_kv(f.parent.name)
-        if f.suffix.lower() == ".spe" and (kv is None or folder_kv is None or abs(folder_kv - kv) < 1e-6):
+        if kv is None or folder_kv is None or abs(folder_kv - kv) < 1e-6:
             files.append(f)
-    return files
+    return raw, files
 
 
 def _read_chunk(args) -> list:
@@ -86,8 +95,7 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
     Files are parsed in a process pool in chunks (both cores), each whole file at once (no per-count loops)."""
     if on_error not in ("fail", "skip"):
         raise UserError(f"--on-error {on_error!r} is not fail or skip.")
-    root = Path(raw)
-    files = find_files(root, kv)
+    root, files = find_files(raw, kv)
     if not files:
         raise UserError(f"No .spe files{'' if kv is None else f' of a {kv:g} kV run'} under {root}; check --raw "
                         "and --kv (run folders are named like 'Run 1 at  10kV').")
