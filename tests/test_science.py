@@ -10,7 +10,8 @@ import torch
 from conftest import SMALL_ARCHIVE, resolved, train
 from coremax.data.dataset import build_dataset, load_info, load_split, resolve_split_by
 from coremax.data.simulate import LABELLED_HEADS, SCANNERS, plan_archive, simulate_archive
-from coremax.data.transforms import centred_log_ratio, jitter_calibration, make_transform, sqrt_normalize
+from coremax.data.transforms import (centred_log_ratio, jitter_absorption, jitter_calibration, make_transform,
+                                     sqrt_normalize)
 from coremax.engine.data import load_data
 from coremax.errors import UserError
 from coremax.eval.floor import floor_metrics
@@ -167,3 +168,11 @@ def test_clr_and_sqrt_transforms():
     assert torch.allclose(centred_log_ratio(x * 1.0), make_transform("clr")(x))
     assert torch.allclose(sqrt_normalize(4 * x), sqrt_normalize(x), atol=1e-5)  # scale-free
     assert torch.allclose(sqrt_normalize(x).std(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_absorption_jitter_tilts_the_light_element_end():
+    x = torch.full((256, 512), 100.0)
+    y = jitter_absorption(x, 0.6, generator=torch.Generator().manual_seed(0))
+    low, high = y[:, 87] / x[:, 87], y[:, 400] / x[:, 400]   # Si K-alpha vs 8 keV
+    assert (low.min() < 0.7) and (low.max() > 1.4) and torch.allclose(high, torch.ones_like(high), atol=0.02)
+    assert torch.equal(jitter_absorption(x, 0.0), x)

@@ -173,3 +173,42 @@ def test_relative_data_root(tmp_path, data_root, pretrained, monkeypatch):
     prov = Experiment.open("data", "rel").provenance()
     assert prov["status"] == "completed"
     assert prov["parent"]["checkpoint"] == f"experiments/{pretrained}/checkpoints/best-model.pth"
+
+
+def test_a_refused_resume_changes_nothing(data_root, pretrained):
+    exp = Experiment.open(data_root, pretrained)
+    before = (exp.config_file.read_bytes(), exp.provenance_file.read_bytes())
+    with pytest.raises(UserError, match="model.size would change"):
+        train(data_root, pretrained, "pretrain", "optim.epochs=3", "optim.blr=1e-3", 'model.size="small"',
+              resume=True)
+    assert (exp.config_file.read_bytes(), exp.provenance_file.read_bytes()) == before
+
+
+def test_resume_without_last_checkpoint_or_with_a_damaged_one_is_refused(data_root, tmp_path):
+    import shutil
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    train(tmp_path, "short", "pretrain", "optim.epochs=1")
+    exp = Experiment.open(tmp_path, "short")
+    last = exp.checkpoints / "last.pth"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    before = exp.provenance_file.read_bytes()
+    with pytest.raises(UserError, match="cannot be read safely"):
+        train(tmp_path, "short", "pretrain", "optim.epochs=2", resume=True)
+    last.unlink()
+    with pytest.raises(UserError, match="Nothing to resume"):
+        train(tmp_path, "short", "pretrain", "optim.epochs=2", resume=True)
+    assert exp.provenance_file.read_bytes() == before
+
+
+def test_resumed_finetune_needs_no_parent_and_keeps_its_command(data_root, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    train(tmp_path, "p", "pretrain", "optim.epochs=1")
+    train(tmp_path, "f", "finetune", "optim.epochs=1", 'finetune.from="p"')
+    shutil.rmtree(tmp_path / "experiments" / "p")
+    train(tmp_path, "f", "finetune", "optim.epochs=2", 'finetune.from="p"', resume=True)
+    prov = Experiment.open(tmp_path, "f").provenance()
+    assert prov["status"] == "completed" and prov["command"] == "pytest f" and len(prov["resume_commands"]) == 1
+    assert list(history(tmp_path, "f")["epoch"]) == [1, 2]

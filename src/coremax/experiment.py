@@ -166,9 +166,12 @@ class Experiment:
             runs.append(utc_now())
         dataset = config.get("data", {}).get("dataset", "")
         info = self.data_root / "datasets" / dataset / "info.toml" if dataset else None
+        this_command = shlex.join(str(c) for c in command)
+        if resume:  # the original command stays; each resume adds its own
+            prov["resume_commands"] = prov.get("resume_commands", []) + [this_command]
         prov.update({
             "experiment": self.name,
-            "command": shlex.join(str(c) for c in command),
+            "command": prov.get("command", this_command),
             "started_utc": prov.get("started_utc", utc_now()),
             "ended_utc": "",
             "status": "running",

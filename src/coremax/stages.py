@@ -68,8 +68,11 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
         seed_everything(seed)
         # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
         data = load_data(data_root, stage, seed, **config["data"])
+        if resume:
+            check_resumable(data_root, config)
+        # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
         parent = resolve_parent(data_root, config["finetune"]["from"]) \
-            if stage == "finetune" and config["finetune"]["from"] else None
+            if stage == "finetune" and config["finetune"]["from"] and not resume else None
         if parent is not None:
             check_parent_window(parent[0], config, data_root)
         if stage != "baseline":
@@ -94,7 +97,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             if data.scaler is not None:
                 extra["target_scaler"] = data.scaler.state_dict()
                 extra["targets"] = data.targets
-            if parent is not None and not (resume and (exp.checkpoints / "last.pth").exists()):
+            if parent is not None:
                 _init_from_parent(model, parent, exp, log, rt.main)
             if stage == "finetune" and config["finetune"]["mode"] == "linear_probe":
                 for p in model.encoder.parameters():
@@ -116,6 +119,33 @@ def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
         holder[0] = Experiment.create(data_root, config["experiment"]["name"], config, resume, command).name
     dist.broadcast_object_list(holder, src=0)
     return Experiment.open(data_root, holder[0])
+
+
+RESUME_MAY_CHANGE = ("runtime", "optim.epochs")  # how a run is executed, or extended; never what it is
+
+
+def check_resumable(data_root, config: dict) -> None:
+    """--resume touches nothing unless it can continue: the experiment exists, its last.pth reads, and the
+    overrides change only how it runs (or how long), never what it is."""
+    name = config["experiment"]["name"]
+    if not name or not (experiment_dir(data_root, name) / "config.toml").is_file():
+        raise UserError(f"Cannot resume {name!r}: there is no experiment of that name under "
+                        f"{Path(data_root) / 'experiments'}; drop --resume to start it, or check --name.")
+    exp = Experiment.open(data_root, name)
+    frozen = exp.config()
+    for section, keys in config.items():
+        for key, value in keys.items():
+            old = frozen.get(section, {}).get(key)
+            if old != value and section not in RESUME_MAY_CHANGE and f"{section}.{key}" not in RESUME_MAY_CHANGE:
+                raise UserError(f"--resume continues {name!r} with its frozen config, but {section}.{key} would change "
+                                f"from {old!r} to {value!r}; drop that override, or start a new experiment with "
+                                f"--config {exp.relpath(exp.config_file)} --name <new name>.")
+    last = exp.checkpoints / "last.pth"
+    if config["experiment"]["stage"] != "baseline":
+        if not last.is_file():
+            raise UserError(f"Nothing to resume: {name!r} has no checkpoints/last.pth (it stopped before its first "
+                            "epoch ended); delete its folder and start it again without --resume.")
+        ckpt.load(last)  # a truncated or foreign file is refused here, before config or status change
 
 
 def check_parent_window(path: Path, config: dict, data_root) -> None:

@@ -46,6 +46,7 @@ RANGES = {
     "data.jitter_gain": ("0 <= x <= 0.1", lambda x: 0 <= x <= 0.1),
     "data.jitter_offset": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
     "data.jitter_width": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
+    "data.jitter_absorption": ("0 <= x <= 5", lambda x: 0 <= x <= 5),
     "model.patch_size": ("x >= 1", lambda x: x >= 1),
     "model.mask_ratio": ("0 < x < 1", lambda x: 0 < x < 1),
     "model.drop_path": ("0 <= x < 1", lambda x: 0 <= x < 1),

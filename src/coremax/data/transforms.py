@@ -119,6 +119,22 @@ def jitter_calibration(x: torch.Tensor, gain: float, offset: float, width: float
     return out
 
 
+NOMINAL_KEV_PER_CHANNEL = 0.02  # Avaatech heads are calibrated near 20 eV per channel
+SI_KA_KEV = 1.74
+
+
+def jitter_absorption(x: torch.Tensor, strength: float, first_channel: int = 0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Simulate another water film or detector window: multiply each spectrum by exp(-t (E_Si / E)^3), t
+    uniform in [-strength, strength]. Photoabsorption falls as E^-3, so this tilts the light-element end
+    (Al, Si, S) against the rest, which is how heads with 8-25 um Be windows and wet surfaces differ."""
+    n, length = x.shape
+    t = (2 * torch.rand(n, 1, device=x.device, generator=generator, dtype=x.dtype) - 1) * strength
+    energy = (first_channel + torch.arange(length, device=x.device, dtype=x.dtype) + 0.5) * NOMINAL_KEV_PER_CHANNEL
+    ratio = (SI_KA_KEV / energy.clamp(min=0.8)) ** 3  # below ~0.8 keV the detector sees nothing anyway
+    return x * torch.exp(-t * ratio[None])
+
+
 class TargetScaler:
     """Per-target standardisation with NaN-aware statistics of the training rows."""
 

@@ -51,6 +51,8 @@ class Prepared:
     augment: bool
     augment_min_fraction: float
     jitter: tuple[float, float, float]   # calibration jitter: gain, offset, peak width (0 = off)
+    absorption: float                    # low-energy absorption jitter (0 = off)
+    channels: tuple[int, int]            # the energy window the arrays hold
     info: dict
 
     def transform(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -115,7 +117,7 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
-              jitter_offset: float = 0.0, jitter_width: float = 0.0) -> Prepared:
+              jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0) -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`."""
@@ -148,6 +150,6 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         val=frame_to_arrays(val_df, targets, spectrum_length, scaler, channels),
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
         augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
-        jitter=(jitter_gain, jitter_offset, jitter_width), info=info,
+        jitter=(jitter_gain, jitter_offset, jitter_width), absorption=jitter_absorption, channels=channels, info=info,
     )
 

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from coremax.data.transforms import jitter_calibration, poisson_resample
+from coremax.data.transforms import jitter_absorption, jitter_calibration, poisson_resample
 from coremax.engine import checkpoint as ckpt
 from coremax.engine.data import ArrayData, Prepared
 from coremax.engine.optim import build_optimizer
@@ -40,10 +40,12 @@ class Task:
         self.transform = data.transform(rt.device)
 
     def inputs(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
-        if train and self.data.augment:
-            x = poisson_resample(x, self.data.augment_min_fraction, generator=generator)
+        if train and self.data.absorption:
+            x = jitter_absorption(x, self.data.absorption, self.data.channels[0], generator=generator)
         if train and any(self.data.jitter):
             x = jitter_calibration(x, *self.data.jitter, generator=generator)
+        if train and self.data.augment:  # counting noise last, on the jittered expected spectrum
+            x = poisson_resample(x, self.data.augment_min_fraction, generator=generator)
         return self.transform(x)
 
     def loss(self, model, x, y) -> torch.Tensor:
