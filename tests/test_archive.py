@@ -49,5 +49,67 @@ def test_unpack_refuses_foreign_archives(tmp_path):
     (tmp_path / "x.txt").write_text("x")
     with tarfile.open(evil, "w:gz") as tar:
         tar.add(tmp_path / "x.txt", arcname="../../x.txt")
-    with pytest.raises(UserError, match="not a CoreMAX archive"):
+    with pytest.raises(UserError, match="leaves the archive"):
         unpack(evil, tmp_path / "root")
+
+
+def _tar(path, members):
+    """A tar.gz with the given (name, kind, payload) members; kind is file, dir, symlink, link or fifo."""
+    import io
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "link": tarfile.LNKTYPE,
+                         "fifo": tarfile.FIFOTYPE}[kind]
+            info.linkname = payload.decode() if payload else ""
+            tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize("members, message", [
+    ([("experiments/x/a.txt", "file", b"a"), ("experiments/x/../../datasets/base/train.pkl", "file", b"x")],
+     "leaves the archive"),
+    ([("experiments/x/a.txt", "file", b"a"), ("experiments/x/link", "symlink", b"../../datasets")], "link"),
+    ([("experiments/x/a.txt", "file", b"a"), ("experiments/x/hard", "link", b"experiments/x/a.txt")], "link"),
+    ([("experiments/x/fifo", "fifo", b"")], "special file"),
+    ([("experiments/bad name!/a.txt", "file", b"a")], "name"),
+    ([("/etc/x", "file", b"a")], "leaves the archive"),
+])
+def test_hostile_archives_are_refused_and_leave_nothing(tmp_path, members, message):
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = _tar(tmp_path / "evil.tar.gz", members)
+    with pytest.raises(UserError, match=message):
+        unpack(archive, root)
+    assert list(root.rglob("*")) == []
+
+
+def test_damaged_archives_leave_nothing(tmp_path, data_root, finetuned):
+    good = pack(data_root, "experiment", finetuned, tmp_path / "ft.tar.gz")
+    root = tmp_path / "root"
+    truncated = tmp_path / "cut.tar.gz"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    not_tar = tmp_path / "x.tar.gz"
+    not_tar.write_text("hello")
+    for bad in (truncated, not_tar):
+        with pytest.raises(UserError, match="cannot be read as a tar archive"):
+            unpack(bad, root)
+    # A file changed inside the archive: the hash check refuses it and nothing stays in the data root.
+    import io
+
+    changed = tmp_path / "changed.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(changed, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else None
+            if m.name.endswith("config.toml"):
+                data = data + b"\n# planted\n"
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    with pytest.raises(UserError, match="does not match its manifest"):
+        unpack(changed, root)
+    assert not root.exists() or list(root.rglob("*")) == []

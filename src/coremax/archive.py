@@ -7,7 +7,12 @@ The tar holds paths relative to the data root (`experiments/<name>/...`, `datase
 from __future__ import annotations
 
 import argparse
+import os
+import posixpath
+import shutil
 import tarfile
+import tempfile
+import zlib
 from pathlib import Path
 
 from coremax.cli import guard
@@ -58,22 +63,55 @@ def check(folder: str | Path) -> list[str]:
     return problems
 
 
+def _members(tar: tarfile.TarFile, tar_path) -> tuple[str, str, list[tarfile.TarInfo]]:
+    """(kind folder, name, members) of a CoreMAX archive, or a UserError naming the first member that would
+    leave its folder (after normalising the path), is a link or a special file, or has a refused name."""
+    members = tar.getmembers()
+    folders = set()
+    for m in members:
+        norm = posixpath.normpath(m.name)
+        parts = norm.split("/")
+        if m.name.startswith("/") or ".." in m.name.split("/") or norm == "." or parts[0] not in KINDS.values() \
+                or len(parts) < 2:
+            raise UserError(f"{tar_path}: the member {m.name!r} leaves the archive's folder; the archive is refused.")
+        if not (m.isfile() or m.isdir()):
+            raise UserError(f"{tar_path}: the member {m.name!r} is a link or special file; CoreMAX archives hold "
+                            "only files and folders, so the archive is refused.")
+        folders.add(tuple(parts[:2]))
+    if len(folders) != 1:
+        raise UserError(f"{tar_path} is not a CoreMAX archive (one experiments/<name> or datasets/<name> folder).")
+    kind_dir, name = next(iter(folders))
+    kind = next(k for k, v in KINDS.items() if v == kind_dir)
+    check_name(name, kind)
+    return kind_dir, name, members
+
+
 def unpack(tar_path: str | Path, data_root) -> Path:
-    """Extract into a data root (refusing links and paths that leave it), then check the manifest."""
+    """Check every member, extract into a temporary folder of the data root, check every hash against the
+    manifest, and only then move the folder into place: a refused archive leaves nothing behind."""
     root = Path(data_root)
-    with tarfile.open(tar_path, "r:*") as tar:
-        members = tar.getmembers()
-        tops = {Path(m.name).parts[:2] for m in members}
-        if len(tops) != 1 or next(iter(tops))[0] not in KINDS.values():
-            raise UserError(f"{tar_path} is not a CoreMAX archive (one experiments/<name> or datasets/<name> folder).")
-        target = root.joinpath(*next(iter(tops)))
-        if target.exists():
-            raise UserError(f"{target} already exists; unpack into another --data-root or remove it first.")
-        tar.extractall(root, filter="data")
-    problems = check(target)
-    if problems:
-        raise UserError(f"The unpacked copy at {target} does not match its manifest ({problems[0]}, "
-                        f"{len(problems)} problem(s)); the archive is damaged.")
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            kind_dir, name, members = _members(tar, tar_path)
+            target = root / kind_dir / name
+            if target.exists():
+                raise UserError(f"{target} already exists; unpack into another --data-root or remove it first.")
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+            try:
+                tar.extractall(tmp, members=members, filter="data")
+                problems = check(tmp / kind_dir / name) if (tmp / kind_dir / name / MANIFEST).is_file() \
+                    else [f"no {MANIFEST}"]
+                if problems:
+                    raise UserError(f"{tar_path} does not match its manifest ({problems[0]}, {len(problems)} "
+                                    "problem(s)); the archive is damaged, nothing was unpacked.")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / kind_dir / name, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise UserError(f"{tar_path} cannot be read as a tar archive ({type(e).__name__}); it is damaged, "
+                        "truncated or not an archive, and nothing was unpacked.") from None
     return target
 
 
