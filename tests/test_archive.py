@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ROOT
 from coremax.archive import check, pack, unpack
+from coremax.data.dataset import load_split
 from coremax.errors import UserError
 
 
@@ -23,7 +24,7 @@ def test_round_trip_to_another_root_then_test_and_predict_there(tmp_path, data_r
                           "--data-root", str(other)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     raw = data_root / "datasets" / "external" / "synthetic" / "raw"
-    core = pd.read_pickle(other / "datasets" / "synthetic" / "test.pkl")["core"].iloc[0]
+    core = load_split(other, "synthetic", "test")["core"].iloc[0]
     pred = subprocess.run([sys.executable, str(ROOT / "scripts" / "predict.py"), "--experiment", finetuned,
                            "--data-root", str(other), "--raw", str(raw), "--out", str(tmp_path / "p.csv")],
                           capture_output=True, text=True, timeout=300)

@@ -34,7 +34,8 @@ def splits(root, name="d"):
 def test_dataframe_contract_and_info(tmp_path, source):
     path = build(tmp_path, source, split=0.8)
     assert path == tmp_path / "datasets" / "d"
-    assert sorted(p.name for p in path.iterdir()) == ["info.toml", "test.pkl", "train.pkl", "val.pkl"]
+    assert sorted(p.name for p in path.iterdir()) == ["info.toml", "test.npy", "test.parquet", "train.npy",
+                                                      "train.parquet", "val.npy", "val.parquet"]
     info, parts = load_info(tmp_path, "d"), splits(tmp_path)
     df = parts["train"]
     for col in ("core", "depth_mm", "section", "position_mm", "kv", "current_ma", "live_time_s", "real_time_s",
@@ -186,12 +187,42 @@ def run_cli(*args):
 
 def test_cli_uses_the_synthetic_archive_by_default(tmp_path, source):
     shutil.copytree(source, tmp_path / "datasets" / "external" / "synthetic")
+    # A small stand-in for the embedded pool archive (the real one is generated on first use, 15,491 spectra).
+    simulate_archive(tmp_path / "datasets" / "external" / "synthetic-pool", seed=5, cores=4, spacing_mm=200.0,
+                     labelled=False, workers=1)
     out = run_cli("--split=0.8", "--data-root", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "data set 'synthetic' written" in out.stdout and "test :" in out.stdout
+    assert "data set 'synthetic-pool' written" in out.stdout
+    assert load_info(tmp_path, "synthetic-pool")["counts"]["labelled_train"] == 0
     info = load_info(tmp_path, "synthetic")
     assert info["source"]["synthetic"] and info["test_cores"] and "--split=0.8" in info["command"]
     again = run_cli("--data-root", str(tmp_path))
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
     bad = run_cli("--data-root", str(tmp_path), "--raw", str(tmp_path / "nope"), "--name", "x")
     assert bad.returncode == 2 and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_refused(tmp_path, source):
+    from coremax.data.raw import read_folder
+
+    path = build(tmp_path, source, split=0.8)
+    info = load_info(tmp_path, "d")
+    assert set(info["files"]) == {f"{s}.{e}" for s in ("train", "val", "test") for e in ("parquet", "npy")}
+    assert all(len(h) == 64 for h in info["files"].values())
+    meta, counts, _ = read_folder(source / "raw", 10.0, 2048, workers=1)
+    by_file = dict(zip(meta["source_file"], counts))
+    for split, df in splits(tmp_path).items():
+        x = spectra_array(df)
+        assert np.array_equal(x, np.stack([by_file[f] for f in df["source_file"]]).astype(np.float32)), split
+    # A data set in the old pickle format is refused with the way out, never unpickled.
+    old = tmp_path / "datasets" / "old"
+    old.mkdir()
+    (old / "info.toml").write_text('command = "scripts/preprocess.py --name old"\n')
+    (old / "train.pkl").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
+    with pytest.raises(UserError, match="old pickle format"):
+        load_split(tmp_path, "old", "train")
+    # Files that do not belong together are refused.
+    np.save(path / "val.npy", np.zeros((3, 2048), np.int32))
+    with pytest.raises(UserError, match="do not belong together"):
+        load_split(tmp_path, "d", "val")

@@ -136,7 +136,8 @@ def test_floor_on_a_hand_made_archive(tmp_path):
     test = pd.DataFrame({"core": ["C0"] * 3 + ["C1"] * 3, "source_file": files,
                          "CaCO3": [12.0, np.nan, 30, 37, 50, 60], "TOC": [np.nan] * 6})
     (root / "datasets" / "h").mkdir(parents=True)
-    test.to_pickle(root / "datasets" / "h" / "test.pkl")
+    test.to_parquet(root / "datasets" / "h" / "test.parquet")
+    np.save(root / "datasets" / "h" / "test.npy", np.zeros((6, 4), np.int32))
     (root / "datasets" / "h" / "info.toml").write_text('[source]\nraw = "arch/raw"\n')
     floor = floor_metrics(root, "h", ["CaCO3"]).set_index("scope")
     # Errors 2, 0, -3, 0, 0 on the measured rows: RMSE sqrt(13/5); per core C0: sqrt(4/2).

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, train
+from coremax.data.dataset import load_split
 from coremax.engine import checkpoint as ckpt
 from coremax.engine import trainer
 from coremax.errors import UserError
@@ -97,7 +98,7 @@ def test_resume_equals_an_uninterrupted_run(data_root, monkeypatch):
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_root, monkeypatch):
     original = trainer.PretrainTask.loss
     calls = {"n": 0}
-    steps_per_epoch = math.ceil(len(pd.read_pickle(data_root / "datasets/synthetic/train.pkl")) / 32)
+    steps_per_epoch = math.ceil(len(load_split(data_root, "synthetic", "train")) / 32)
 
     def nan_later(self, model, x, y):
         calls["n"] += 1

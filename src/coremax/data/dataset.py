@@ -1,7 +1,11 @@
-"""Prepared data sets: `<data-root>/datasets/<name>/{train,val,test}.pkl` and `info.toml`.
+"""Prepared data sets: `<data-root>/datasets/<name>/{train,val,test}.{parquet,npy}` and `info.toml`.
 
-One row per spectrum: metadata columns (core, depth_mm, scanner settings, source file), target columns
-(CaCO3, TOC; NaN = no bulk sample matched) and the spectrum channels as integer-labelled columns 0..L-1.
+Per split, one row per spectrum: `<split>.parquet` holds the metadata columns (core, depth_mm, scanner
+settings, source file) and the targets (CaCO3, TOC; NaN = no bulk sample matched); `<split>.npy` the counts,
+int32 (rows, channels), memory-mapped when read. Neither format can run code when read (a pickle could), so a
+data set copied from another lab is safe to open; `info.toml` lists every file with its sha256.
+`load_split` joins both into one DataFrame with the channels as integer-labelled columns 0..L-1, which the
+notebooks and evaluation read; training reads the arrays directly (`load_arrays`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from coremax.data.bulk import TARGETS, match_bulk, read_bulk
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.experiment import file_sha256, utc_now
-from coremax.io import read_pickle, read_toml, write_toml
-from coremax.paths import check_name, dataset_dir
+from coremax.io import read_toml, write_toml
+from coremax.paths import check_name, dataset_dir, inside
 
 SPLITS = ("train", "val", "test")
+COUNT_DTYPE = np.int32  # counts are whole numbers below 2**31 (the .spe reader refuses anything else)
 SPLIT_BY = ("auto", "core", "section", "row")
 MIN_CORES_TO_SPLIT_BY_CORE = 4  # "auto" validates on whole cores when at least this many non-test cores exist
 META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
@@ -44,14 +49,36 @@ def spectra_array(df: pd.DataFrame) -> np.ndarray:
     return df[spectrum_columns(df)].to_numpy(np.float32)
 
 
-def load_split(data_root, name: str, split: str) -> pd.DataFrame:
+def load_arrays(data_root, name: str, split: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """(metadata and targets, counts memory-mapped as int32 (rows, channels)) of one split."""
     if split not in SPLITS:
         raise UserError(f"Unknown split {split!r}; use train, val or test.")
-    path = dataset_dir(data_root, name) / f"{split}.pkl"
-    if not path.is_file():
-        raise UserError(f"The data set {name!r} has no {split}.pkl under {path.parent}; build it with "
+    folder = dataset_dir(data_root, name)
+    table, counts = folder / f"{split}.parquet", folder / f"{split}.npy"
+    if (folder / f"{split}.pkl").is_file() and not table.is_file():
+        raise UserError(f"The data set {name!r} is in the old pickle format, which can run code when read; rebuild "
+                        f"it with its command from {folder / 'info.toml'} plus --overwrite (scripts/preprocess.py).")
+    if not table.is_file() or not counts.is_file():
+        raise UserError(f"The data set {name!r} has no {split}.parquet/.npy under {folder}; build it with "
                         "scripts/preprocess.py (or check --data-root and data.dataset).")
-    return read_pickle(data_root, path)
+    inside(data_root, table, "data set file")
+    try:
+        meta = pd.read_parquet(table)
+        x = np.load(counts, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise UserError(f"The data set file {table if 'parquet' in str(e).lower() else counts} cannot be read "
+                        f"({type(e).__name__}); it is damaged: rebuild the data set with scripts/preprocess.py.") \
+            from None
+    if x.ndim != 2 or x.shape[0] != len(meta) or x.dtype != COUNT_DTYPE:
+        raise UserError(f"The data set {name!r}: {counts.name} holds {x.shape} {x.dtype} but {table.name} has "
+                        f"{len(meta)} rows; the files do not belong together: rebuild the data set.")
+    return meta, x
+
+
+def load_split(data_root, name: str, split: str) -> pd.DataFrame:
+    """One split as a DataFrame: metadata, targets and the channels as integer columns 0..L-1."""
+    meta, x = load_arrays(data_root, name, split)
+    return pd.concat([meta, pd.DataFrame(np.asarray(x), columns=list(range(x.shape[1])))], axis=1)
 
 
 def load_info(data_root, name: str) -> dict:
@@ -269,6 +296,10 @@ def folder_in_place(target: Path):
 
 def _write_atomically(target: Path, parts: dict, info: dict) -> None:
     with folder_in_place(target) as tmp:
+        files = {}
         for split, df in parts.items():
-            df.to_pickle(tmp / f"{split}.pkl")
-        write_toml(tmp / "info.toml", info)
+            channels = spectrum_columns(df)
+            df.drop(columns=channels).to_parquet(tmp / f"{split}.parquet", index=False)
+            np.save(tmp / f"{split}.npy", df[channels].to_numpy(COUNT_DTYPE), allow_pickle=False)
+            files.update({f"{split}.{ext}": file_sha256(tmp / f"{split}.{ext}") for ext in ("parquet", "npy")})
+        write_toml(tmp / "info.toml", {**info, "files": files})

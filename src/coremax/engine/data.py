@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coremax.data.dataset import load_info, load_split, spectra_array, spectrum_columns
+from coremax.data.dataset import load_arrays, load_info
 from coremax.data.transforms import TargetScaler, check_window, make_transform, window
 from coremax.errors import UserError
 
@@ -60,22 +60,35 @@ class Prepared:
         return make_transform(self.transform_name, *stats)
 
 
-def frame_to_arrays(df: pd.DataFrame, targets: list[str], spectrum_length: int,
-                    scaler: TargetScaler | None, channels) -> ArrayData:
-    """Spectra in the energy window (and normalised targets) of a data frame as tensors."""
-    if len(spectrum_columns(df)) != spectrum_length:
-        raise UserError(f"The data set has {len(spectrum_columns(df))} channels but data.spectrum_length = "
+Rows = tuple  # (metadata and targets DataFrame, counts (rows, window) memory-mapped or in memory)
+
+
+def read_rows(data_root, name: str, split: str, spectrum_length: int, channels) -> Rows:
+    """One split's metadata and the energy window of its counts (still memory-mapped: nothing copied yet)."""
+    meta, x = load_arrays(data_root, name, split)
+    if x.shape[1] != spectrum_length:
+        raise UserError(f"The data set {name!r} has {x.shape[1]} channels but data.spectrum_length = "
                         f"{spectrum_length}; set data.spectrum_length to match or re-run preprocess.")
-    x = torch.from_numpy(np.ascontiguousarray(window(spectra_array(df), channels), dtype=np.float32))
+    return meta, window(x, channels)
+
+
+def to_arrays(rows: Rows, targets: list[str], scaler: TargetScaler | None) -> ArrayData:
+    """Rows as tensors: counts as float32 (the only copy of the spectra), targets normalised."""
+    meta, x = rows
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     y = None
     if scaler is not None:
-        y = torch.from_numpy(np.asarray(scaler.transform(df[targets].to_numpy(np.float64)), dtype=np.float32))
-    meta = df.drop(columns=spectrum_columns(df))
+        y = torch.from_numpy(np.asarray(scaler.transform(meta[targets].to_numpy(np.float64)), dtype=np.float32))
     return ArrayData(x, y, meta.reset_index(drop=True))
 
 
 def labelled(df: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
     return df[df[targets].notna().any(axis=1)]
+
+
+def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
+    keep = rows[0][targets].notna().any(axis=1).to_numpy()
+    return rows[0][keep], rows[1][keep]
 
 
 def check_targets(df: pd.DataFrame, targets: list[str], dataset: str) -> None:
@@ -92,10 +105,11 @@ def input_length(data_config: dict) -> int:
     return end - first
 
 
-def pool_frames(data_root, dataset: str, info: dict, pool, train_df, val_df):
+def pool_rows(data_root, dataset: str, info: dict, pool, train: Rows, val: Rows, spectrum_length: int,
+              channels) -> tuple[Rows, Rows]:
     """Pretraining rows: the labelled set's train/val rows plus those of every unlabelled pool data set. A pool
     holding any of the labelled set's test cores is refused, so no test core is ever seen in pretraining."""
-    trains, vals = [train_df], [val_df]
+    trains, vals = [train], [val]
     test_cores = set(info.get("test_cores", []))
     for name in pool:
         if name == dataset:
@@ -106,11 +120,15 @@ def pool_frames(data_root, dataset: str, info: dict, pool, train_df, val_df):
         if shared:
             raise UserError(f"The pool data set {name!r} holds {shared[0]!r}, a test core of {dataset!r}; "
                             "rebuild the pool without the test cores.")
-        trains.append(load_split(data_root, name, "train"))
-        vals.append(load_split(data_root, name, "val"))
+        trains.append(read_rows(data_root, name, "train", spectrum_length, channels))
+        vals.append(read_rows(data_root, name, "val", spectrum_length, channels))
     if len(trains) == 1:
-        return train_df, val_df
-    return (pd.concat(trains, ignore_index=True, join="inner"), pd.concat(vals, ignore_index=True, join="inner"))
+        return train, val
+
+    def join(parts: list[Rows]) -> Rows:
+        return (pd.concat([m for m, _ in parts], ignore_index=True, join="inner"),
+                np.concatenate([np.asarray(x, dtype=np.float32) for _, x in parts]))
+    return join(trains), join(vals)
 
 
 def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
@@ -124,20 +142,20 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
     targets = list(targets)
     channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
-    train_df, val_df = load_split(data_root, dataset, "train"), load_split(data_root, dataset, "val")
+    train, val = (read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val"))
     scaler = None
     if stage == "pretrain":
-        train_df, val_df = pool_frames(data_root, dataset, info, list(pool), train_df, val_df)
+        train, val = pool_rows(data_root, dataset, info, list(pool), train, val, spectrum_length, channels)
     else:
-        check_targets(train_df, targets, dataset)
-        train_df, val_df = labelled(train_df, targets), labelled(val_df, targets)
-        if len(train_df) == 0:
+        check_targets(train[0], targets, dataset)
+        train, val = labelled_rows(train, targets), labelled_rows(val, targets)
+        if len(train[0]) == 0:
             raise UserError(f"The data set {dataset!r} has no train rows with any of {targets}; "
                             "check the bulk file given to preprocess.")
-        if max_labels and max_labels < len(train_df):
-            rng = np.random.default_rng(seed)
-            train_df = train_df.iloc[np.sort(rng.choice(len(train_df), size=max_labels, replace=False))]
-        scaler = TargetScaler().fit(train_df[targets].to_numpy(np.float64))
+        if max_labels and max_labels < len(train[0]):
+            keep = np.sort(np.random.default_rng(seed).choice(len(train[0]), size=max_labels, replace=False))
+            train = (train[0].iloc[keep], train[1][keep])
+        scaler = TargetScaler().fit(train[0][targets].to_numpy(np.float64))
     stats = None
     if transform == "normalize":
         if "channel_mean" not in info or "channel_std" not in info:
@@ -146,8 +164,8 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         stats = (window(torch.tensor(info["channel_mean"], dtype=torch.float32), channels),
                  window(torch.tensor(info["channel_std"], dtype=torch.float32), channels))
     return Prepared(
-        train=frame_to_arrays(train_df, targets, spectrum_length, scaler, channels),
-        val=frame_to_arrays(val_df, targets, spectrum_length, scaler, channels),
+        train=to_arrays(train, targets, scaler),
+        val=to_arrays(val, targets, scaler),
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
         augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
         jitter=(jitter_gain, jitter_offset, jitter_width), absorption=jitter_absorption, channels=channels, info=info,
