@@ -128,27 +128,38 @@ def test_unknown_method_names_the_config_key():
 @pytest.mark.parametrize("method", ["nmf_svr", "pls"])
 def test_save_load_round_trip(fitted, data, tmp_path, method):
     model = fitted[method]
-    path = model.save(tmp_path / "exp" / "baseline.pkl")
-    assert [p.name for p in path.parent.iterdir()] == ["baseline.pkl"]  # no temp file left behind
-    loaded = load_baseline(tmp_path, "exp/baseline.pkl")
+    path = model.save(tmp_path / "exp" / "baseline.skops")
+    assert [p.name for p in path.parent.iterdir()] == ["baseline.skops"]  # no temp file left behind
+    loaded = load_baseline(tmp_path, "exp/baseline.skops")
     assert type(loaded) is type(model) and loaded.targets == TARGETS
     np.testing.assert_array_equal(loaded.predict(data[4]), model.predict(data[4]))
     assert loaded.selected_params() == model.selected_params()
 
 
-def test_load_refuses_outside_root_missing_and_foreign_files(fitted, tmp_path):
+def test_load_refuses_outside_root_missing_foreign_and_code_carrying_files(fitted, tmp_path):
+    import skops.io
+
     root, outside = tmp_path / "root", tmp_path / "elsewhere"
     root.mkdir()
-    fitted["pls"].save(outside / "baseline.pkl")
+    fitted["pls"].save(outside / "baseline.skops")
     with pytest.raises(UserError, match="outside the data root"):
-        load_baseline(root, outside / "baseline.pkl")
+        load_baseline(root, outside / "baseline.skops")
     with pytest.raises(UserError, match="outside the data root"):
-        Pls.load(root, "../elsewhere/baseline.pkl")
+        Pls.load(root, "../elsewhere/baseline.skops")
     with pytest.raises(UserError, match="does not exist"):
-        load_baseline(root, "missing.pkl")
-    (root / "other.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+        load_baseline(root, "missing.skops")
+    (root / "old.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+    with pytest.raises(UserError, match="old pickle format"):
+        load_baseline(root, "old.skops")
+    (root / "junk.skops").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="cannot be read"):
+        load_baseline(root, "junk.skops")
+    skops.io.dump({"not": "a model"}, root / "other.skops")
     with pytest.raises(UserError, match="does not hold"):
-        load_baseline(root, "other.pkl")
-    fitted["pls"].save(root / "pls.pkl")
+        load_baseline(root, "other.skops")
+    skops.io.dump({"f": print}, root / "code.skops")  # a callable: skops calls it untrusted
+    with pytest.raises(UserError, match="never writes"):
+        load_baseline(root, "code.skops")
+    fitted["pls"].save(root / "pls.skops")
     with pytest.raises(UserError, match="NmfSvr"):
-        NmfSvr.load(root, "pls.pkl")
+        NmfSvr.load(root, "pls.skops")

@@ -12,11 +12,11 @@ so test rows never influence anything and the validation rows stay free of train
 from __future__ import annotations
 
 import itertools
-import pickle
 import warnings
 from pathlib import Path
 
 import numpy as np
+import skops.io
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.decomposition import NMF
 from sklearn.exceptions import ConvergenceWarning
@@ -24,7 +24,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from coremax.errors import UserError
-from coremax.io import atomic_path, read_pickle
+from coremax.io import atomic_path
+from coremax.paths import inside
 
 
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,19 +117,31 @@ class Baseline:
         return {t: dict(p) for t, p in self.selected.items()}
 
     def save(self, path) -> Path:
+        """skops format: loading it rebuilds scikit-learn objects and these classes, and runs no code."""
         with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+            skops.io.dump(self, tmp)
         return Path(path)
 
     @classmethod
     def load(cls, root, path) -> "Baseline":
-        """Load a saved baseline; only from under the data root, since unpickling can run code."""
+        """Load a saved baseline, refusing any type but scikit-learn's safe ones and this module's own."""
+        path = inside(root, path, "baseline file")
+        if not path.is_file():
+            old = path.with_suffix(".pkl")
+            hint = (f"; {old.name} is the old pickle format, which can run code when read: refit the baseline with "
+                    "scripts/train.py --stage baseline") if old.is_file() else "; run the baseline stage first"
+            raise UserError(f"The baseline file {str(path)!r} does not exist{hint}.")
         try:
-            obj = read_pickle(root, path)
-        except FileNotFoundError:
-            raise UserError(f"The baseline file {str(path)!r} does not exist; run the baseline stage "
-                            "first.") from None
+            foreign = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
+            if foreign:
+                raise UserError(f"The baseline file {str(path)!r} holds the type {foreign[0]!r}, which CoreMAX never "
+                                "writes; it is refused (it could run code).")
+            obj = skops.io.load(path, trusted=list(TRUSTED_TYPES))
+        except UserError:
+            raise
+        except Exception as e:  # damaged or foreign files all end here
+            raise UserError(f"The baseline file {str(path)!r} cannot be read ({type(e).__name__}); refit the "
+                            "baseline with scripts/train.py --stage baseline.") from None
         if not isinstance(obj, cls):
             raise UserError(f"The file {str(path)!r} does not hold a {cls.__name__} baseline; check the path.")
         return obj
@@ -229,3 +242,7 @@ def make_baseline(method: str, **params) -> Baseline:
 def load_baseline(root, path) -> Baseline:
     """A baseline saved by `Baseline.save`, of any method; only from under the data root."""
     return Baseline.load(root, path)
+
+
+# The only types a baseline file may hold beyond scikit-learn's own (which skops trusts): this module's classes.
+TRUSTED_TYPES = tuple(f"{__name__}.{c}" for c in ("Pls", "NmfSvr", "_TargetScaled"))

@@ -27,7 +27,7 @@ from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
 
 PRED_BATCH = 256
-BASELINE_FILE = "baseline.pkl"
+BASELINE_FILE = "baseline.skops"
 
 
 @dataclass
