@@ -4,11 +4,14 @@ Models use patch_size 64 (32 tokens) so that a few epochs on a few hundred spect
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The key that signs results pickles: one per test session (scripts run by the tests inherit it).
+os.environ.setdefault("COREMAX_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="coremax-key-"), "results.key"))
 
 from coremax import config as configlib  # noqa: E402
 

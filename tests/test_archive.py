@@ -114,3 +114,37 @@ def test_damaged_archives_leave_nothing(tmp_path, data_root, finetuned):
     with pytest.raises(UserError, match="does not match its manifest"):
         unpack(changed, root)
     assert not root.exists() or list(root.rglob("*")) == []
+
+
+def test_results_pickles_from_elsewhere_are_not_read_until_trusted(tmp_path, data_root, finetuned):
+    import pickle
+    import shutil
+
+    from coremax.analysis import gather_experiments
+    from coremax.archive import trust
+    from coremax.experiment import Experiment
+    from coremax.io import UntrustedPickle
+
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "experiments" / finetuned, root / "experiments" / finetuned)
+    exp = Experiment.open(root, finetuned)
+    assert not exp.read_result("history").empty  # written (and signed) on this machine
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    planted = exp.results / "history.pkl"
+    planted.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(UntrustedPickle, match="not read"):
+        exp.read_result("history")
+    (exp.results / "history.pkl.hmac").write_text("0" * 64)
+    with pytest.raises(UntrustedPickle):
+        exp.read_result("history")
+    with pytest.warns(UserWarning, match="not written by CoreMAX on this machine"):
+        gather_experiments(root)
+    assert not (tmp_path / "pwned").exists()  # nothing ran
+    # The user vouches for a benign copy: then it reads.
+    pd.DataFrame({"epoch": [1], "train_loss": [0.5]}).to_pickle(planted)
+    assert trust(exp.path) >= 1
+    assert exp.read_result("history")["epoch"].tolist() == [1]

@@ -18,7 +18,7 @@ from pathlib import Path
 from coremax.cli import guard
 from coremax.errors import UserError
 from coremax.experiment import file_sha256, utc_now
-from coremax.io import atomic_path, read_toml, write_toml
+from coremax.io import atomic_path, read_toml, sign, write_toml
 from coremax.paths import check_name
 
 MANIFEST = "MANIFEST.toml"
@@ -61,6 +61,18 @@ def check(folder: str | Path) -> list[str]:
     problems += [f"changed: {f}" for f in expected if f in actual and actual[f] != expected[f]]
     problems += [f"extra: {f}" for f in actual if f not in expected]
     return problems
+
+
+def trust(folder: str | Path) -> int:
+    """Sign every results pickle under `folder` with this machine's key: the user vouches for where it came
+    from, so CoreMAX may read them (they can run code)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder; give an experiment folder or a data root.")
+    pickles = [p for p in sorted(folder.rglob("*.pkl")) if p.is_file() and not p.is_symlink()]
+    for p in pickles:
+        sign(p)
+    return len(pickles)
 
 
 def _members(tar: tarfile.TarFile, tar_path) -> tuple[str, str, list[tarfile.TarInfo]]:
@@ -126,6 +138,9 @@ def main(argv=None) -> None:
     a.add_argument("--data-root", default="data")
     c = sub.add_parser("check", help="check a folder against its manifest")
     c.add_argument("folder")
+    t = sub.add_parser("trust", help="vouch for the results pickles of a folder that came from elsewhere "
+                                      "(signs them with this machine's key so they can be read)")
+    t.add_argument("folder")
     u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
     u.add_argument("archive")
     u.add_argument("--data-root", default="data")
@@ -137,5 +152,7 @@ def main(argv=None) -> None:
         print("\n".join(problems) if problems else f"{args.folder}: all files match the manifest")
         if problems:
             raise SystemExit(1)
+    elif args.cmd == "trust":
+        print(f"trusted {trust(args.folder)} results pickles under {args.folder}")
     else:
         print(f"unpacked and checked {unpack(args.archive, args.data_root)}")

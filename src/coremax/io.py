@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import pickle
+import secrets
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from coremax.errors import UserError
 from coremax.paths import inside
 
 
@@ -37,16 +41,52 @@ def write_text(path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+# Results pickles are signed with a key that never leaves this machine (HMAC-SHA256 in `<file>.hmac` beside
+# each): a pickle can run code when read, so one that arrived from elsewhere (an archive, a copied or rsynced
+# folder) is only read after the user vouches for it (scripts/archive.py trust), never silently.
+KEY_ENV = "COREMAX_KEY_FILE"
+
+
+def _key() -> bytes:
+    path = Path(os.environ.get(KEY_ENV) or Path.home() / ".config" / "coremax" / "results.key")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(secrets.token_bytes(32))
+            os.chmod(tmp, 0o600)
+    return path.read_bytes()
+
+
+def _signature(data: bytes) -> str:
+    return hmac.new(_key(), data, hashlib.sha256).hexdigest()
+
+
+def sign(path) -> None:
+    """Vouch for a pickle: write its signature with this machine's key."""
+    path = Path(path)
+    write_text(path.with_name(path.name + ".hmac"), _signature(path.read_bytes()))
+
+
 def write_pickle(path, df: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         df.to_pickle(tmp)
+    sign(path)
 
 
 def read_pickle(root, path) -> pd.DataFrame:
-    """Unpickle only files under the data root: a pickle can run code, so never one from elsewhere."""
+    """Unpickle a file under the data root only when this machine's key signed it (see above)."""
     full = inside(root, path, "pickle")
-    with open(full, "rb") as f:
-        return pickle.load(f)
+    data = full.read_bytes()
+    sig = full.with_name(full.name + ".hmac")
+    if not (sig.is_file() and hmac.compare_digest(sig.read_text().strip(), _signature(data))):
+        raise UntrustedPickle(f"{full} was not written by CoreMAX on this machine, or was changed since; a pickle "
+                              "can run code when read, so it is not read. If you trust where it came from, run "
+                              f"python scripts/archive.py trust {full.parent.parent}.")
+    return pickle.loads(data)
+
+
+class UntrustedPickle(UserError):
+    pass
 
 
 def write_toml(path, data: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 
 from coremax.analysis._figures import new_figure, save
 from coremax.errors import UserError
-from coremax.io import read_pickle, read_toml
+from coremax.io import UntrustedPickle, read_pickle, read_toml
 from coremax.paths import experiment_dir
 
 # Test metrics copied into the table (scope "all", one column per metric and target).
@@ -36,7 +37,10 @@ def _read(data_root, path: Path):
         return None
     try:
         return read_pickle(data_root, path)
-    except Exception:  # noqa: BLE001 - a half-written or foreign pickle only means "no result"
+    except UntrustedPickle as e:  # from elsewhere: said, never read
+        warnings.warn(str(e), stacklevel=2)
+        return None
+    except Exception:  # noqa: BLE001 - a half-written pickle only means "no result"
         return None
 
 
