@@ -185,3 +185,28 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
     results = data_root / "experiments" / "study-own" / "results"
     table = (results / "label-budget.md").read_text()
     assert "| CaCO3 | floor |" in table and "| TOC | 20 |" in table
+
+
+def test_test_refuses_a_changed_model_a_rebuilt_data_set_and_an_unfinished_run(tmp_path, data_root, finetuned):
+    from coremax.data.dataset import build_dataset, load_info
+
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "datasets", root / "datasets")
+    shutil.copytree(data_root / "experiments" / finetuned, root / "experiments" / finetuned)
+    exp = Experiment.open(root, finetuned)
+    assert not evaluate_experiment(root, finetuned).empty
+    best = exp.checkpoints / "best-model.pth"
+    original = best.read_bytes()
+    best.write_bytes(original + b"\0")
+    with pytest.raises(UserError, match="not the file"):
+        evaluate_experiment(root, finetuned)
+    best.write_bytes(original)
+    # The data set rebuilt with other test cores: a training core would now be scored as "test".
+    source = root / "datasets" / "external" / "synthetic"
+    other = sorted(set(load_info(root, "synthetic")["cores"]["train"]))[:1]
+    build_dataset(root, "synthetic", raw=source / "raw", bulk=source / "bulk.csv", test_cores=other, overwrite=True)
+    with pytest.raises(UserError, match="changed since"):
+        evaluate_experiment(root, finetuned)
+    exp.set_status("failed")
+    with pytest.raises(UserError, match="did not complete"):
+        evaluate_experiment(root, finetuned)

@@ -180,7 +180,9 @@ class Experiment:
             "git": {**git, "patch": "code.patch" if patch else ""},
             **environment(),
             "dataset": {"name": dataset,
-                        "info_sha256": file_sha256(info) if info is not None and info.is_file() else ""},
+                        "info_sha256": file_sha256(info) if info is not None and info.is_file() else "",
+                        # the data files themselves, so test.py can tell that it scores the rows held out then
+                        "files": read_toml(info).get("files", {}) if info is not None and info.is_file() else {}},
             # Unlabelled pools a pretraining read beside the data set, each with the hash of its info.toml.
             "pool": {name: file_sha256(self.data_root / "datasets" / name / "info.toml")
                      for name in config.get("data", {}).get("pool", [])
@@ -245,6 +247,10 @@ class Experiment:
             raise
         else:
             if main_process:
+                # What was trained, so a later test or prediction can tell that it uses exactly that.
+                self.record(model_sha256={p.name: file_sha256(p) for p in (self.checkpoints / "best-model.pth",
+                                                                          self.checkpoints / "baseline.skops")
+                                          if p.is_file()})
                 self.set_status("completed")
                 log.info("run_completed", path=str(self.path))
         finally:

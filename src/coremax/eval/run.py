@@ -24,7 +24,7 @@ from coremax.eval.baselines import load_baseline, make_baseline
 from coremax.eval.conformal import conformal_quantile
 from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
-from coremax.experiment import Experiment
+from coremax.experiment import Experiment, file_sha256
 
 PRED_BATCH = 256
 BASELINE_FILE = "baseline.skops"
@@ -56,8 +56,32 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
 
 
 # -- loading a trained experiment ------------------------------------------------------------------------------
+def check_trained(exp: Experiment, split: str | None = None) -> None:
+    """Refuse to use an experiment that did not complete, whose model file changed since training, or (for
+    `split`) whose data set's files of that split are no longer the ones it was trained beside."""
+    prov = exp.provenance()
+    if prov.get("status") != "completed":
+        raise UserError(f"The experiment {exp.name!r} did not complete (status {prov.get('status', '?')!r}); resume "
+                        f"it (scripts/train.py --name {exp.name} --resume) or train it again first.")
+    for name, sha in prov.get("model_sha256", {}).items():
+        path = exp.checkpoints / name
+        if not path.is_file() or file_sha256(path) != sha:
+            raise UserError(f"{path} is not the file {exp.name!r} trained (its sha256 differs from provenance.toml); "
+                            "restore it or train the experiment again.")
+    recorded = prov.get("dataset", {}).get("files", {})
+    if split is not None and recorded:
+        dataset = prov["dataset"]["name"]
+        now = load_info(exp.data_root, dataset).get("files", {})
+        changed = [f for f in (f"{split}.parquet", f"{split}.npy") if recorded.get(f) != now.get(f)]
+        if changed:
+            raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
+                            f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
+                            "or train the experiment again on this one.")
+
+
 def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     """A fine-tuned regressor or a fitted baseline of an experiment folder, ready to predict."""
+    check_trained(exp)
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     channels = cfg["data"]["channels"]
@@ -154,6 +178,7 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
     if split not in ("test", "val"):
         raise UserError(f"--split {split!r} is not test or val.")
     exp = Experiment.open(data_root, name)
+    check_trained(exp, split)
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     df = load_split(data_root, cfg["data"]["dataset"], split)
