@@ -127,3 +127,12 @@ def test_print_config_output_is_valid_toml(capsys):
 def test_out_of_range_values_are_refused_before_anything_runs(override):
     with pytest.raises(UserError, match=rf"{override.split('=')[0]} .*out of range"):
         configlib.resolve(None, [override], function_defaults=function_defaults())
+
+
+def test_a_folder_as_config_and_an_overlong_name_are_one_sentence(tmp_path):
+    with pytest.raises(UserError, match="is a folder"):
+        configlib.resolve(tmp_path, function_defaults=function_defaults())
+    from coremax.paths import check_name
+
+    with pytest.raises(UserError, match="characters long"):
+        check_name("x" * 300)

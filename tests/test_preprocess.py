@@ -226,3 +226,12 @@ def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_
     np.save(path / "val.npy", np.zeros((3, 2048), np.int32))
     with pytest.raises(UserError, match="do not belong together"):
         load_split(tmp_path, "d", "val")
+
+
+def test_the_same_spot_scanned_twice_stays_on_one_side_of_a_row_split():
+    from coremax.data.dataset import _split_rows
+
+    df = pd.DataFrame({"core": ["A"] * 40, "depth_mm": np.repeat(np.arange(20.0), 2)})
+    train = _split_rows(df, 0.5, "row", seed=0)
+    pairs = train.reshape(20, 2)
+    assert (pairs[:, 0] == pairs[:, 1]).all() and 0 < train.sum() < 40

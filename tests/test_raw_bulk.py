@@ -152,3 +152,11 @@ def test_one_core_folder_reads_like_the_archive(data_root):
     assert len(one) == mine.sum() > 0 and set(one["core"]) == {core.name}
     assert list(one["source_file"]) == list(whole.loc[mine, "source_file"])
     np.testing.assert_array_equal(one_counts, counts[mine.to_numpy()])
+
+
+def test_an_empty_bulk_row_takes_no_spectrum():
+    meta = pd.DataFrame({"core": ["A", "A"], "depth_mm": [10.0, 20.0]})
+    bulk = pd.DataFrame({"core": ["A", "A"], "depth_mm": [14.0, 11.0], "CaCO3": [30.0, np.nan],
+                         "TOC": [0.5, np.nan]})
+    targets, unmatched, _ = match_bulk(meta, bulk, 5.0)
+    assert targets.loc[0, "CaCO3"] == 30.0 and len(unmatched) == 0

@@ -213,3 +213,12 @@ def test_resumed_finetune_needs_no_parent_and_keeps_its_command(data_root, tmp_p
     prov = Experiment.open(tmp_path, "f").provenance()
     assert prov["status"] == "completed" and prov["command"] == "pytest f" and len(prov["resume_commands"]) == 1
     assert list(history(tmp_path, "f")["epoch"]) == [1, 2]
+
+
+def test_finetune_from_a_baseline_or_a_failed_run_is_refused_before_anything_exists(data_root):
+    from coremax.paths import experiment_dir
+
+    train(data_root, "a-pls", "baseline", 'baseline.method="pls"')
+    with pytest.raises(UserError, match="completed pretrain"):
+        train(data_root, "from-pls", "finetune", 'finetune.from="a-pls"')
+    assert not experiment_dir(data_root, "from-pls").exists()

@@ -59,5 +59,9 @@ def guard(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except PermissionError as e:  # a read-only data root or a folder of someone else's
+            print(f"error: {e.filename or 'a file'} cannot be written or read ({e.strerror}); check the "
+                  "permissions of the data root (--data-root).", file=sys.stderr)
+            sys.exit(2)
     return wrapper
 

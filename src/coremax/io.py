@@ -108,5 +108,7 @@ def read_toml(path) -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         raise UserError(f"The file {str(path)!r} does not exist; check the path.") from None
+    except IsADirectoryError:
+        raise UserError(f"{str(path)!r} is a folder, not a TOML file; give the file's path.") from None
     except tomllib.TOMLDecodeError as e:
         raise UserError(f"The TOML file {str(path)!r} cannot be parsed ({e}); fix its syntax.") from None

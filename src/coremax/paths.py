@@ -11,10 +11,15 @@ from coremax.errors import UserError
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+MAX_NAME = 120  # folder names stay well under the 255 bytes file systems allow, with room for suffixes
+
+
 def check_name(name: str, kind: str = "experiment") -> str:
     """Return `name` if it is a safe folder name (letters, digits, '-', '_', '.'), else raise UserError."""
     if not isinstance(name, str) or not name:
         raise UserError(f"The {kind} name is empty; give one made of letters, digits, '-', '_' or '.'.")
+    if len(name) > MAX_NAME:
+        raise UserError(f"The {kind} name {name[:40]!r}... is {len(name)} characters long; use at most {MAX_NAME}.")
     if os.path.isabs(name) or "/" in name or "\\" in name or ".." in name or name.startswith(".") \
             or not _NAME.match(name):
         raise UserError(

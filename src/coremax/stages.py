@@ -51,6 +51,11 @@ def resolve_parent(data_root, source: str) -> tuple[Path, str]:
     """finetune.from: a pretrain experiment's name (its best-model.pth) or a checkpoint path under the root."""
     candidate = experiment_dir(data_root, source) if "/" not in source and ".." not in source else None
     if candidate is not None and candidate.is_dir():
+        parent = Experiment.open(data_root, source)
+        stage, status = parent.config()["experiment"]["stage"], parent.provenance().get("status")
+        if stage == "baseline" or status != "completed":
+            raise UserError(f"finetune.from = {source!r} is a {status} {stage} experiment; name a completed "
+                            "pretrain (or finetune) experiment.")
         return candidate / "checkpoints" / "best-model.pth", source
     path = inside(data_root, source, "finetune.from checkpoint")
     if not path.is_file():

@@ -77,6 +77,8 @@ def match_bulk(meta: pd.DataFrame, bulk: pd.DataFrame, tolerance_mm: float = 5.0
     Returns (targets per spectrum row (NaN where none), unmatched samples, number of negative values clipped).
     When two samples pick the same spectrum, the nearer one wins and the other is reported unmatched."""
     targets = [t for t in TARGETS if t in bulk.columns]
+    # A row without any value measures nothing: it must not take a spectrum from a real sample nearby.
+    bulk = bulk[bulk[targets].notna().any(axis=1)]
     out = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS))
     clipped = int((bulk[targets] < 0).sum().sum())
     bulk = bulk.copy()

@@ -123,8 +123,8 @@ def resolve_split_by(split_by: str, cores: int) -> str:
 
 def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.ndarray:
     """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores."""
-    if split_by == "row":
-        keys = np.arange(len(df))
+    if split_by == "row":  # the same spot scanned twice stays on one side
+        keys = pd.factorize(df["core"].astype(str) + "@" + df["depth_mm"].round(1).astype(str))[0]
     elif split_by == "section":
         keys = pd.factorize(df["core"].astype(str) + "/" + df["section"].astype(str))[0]
     else:
