@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SMALL_ARCHIVE, resolved, train
+from conftest import resolved, train
 from coremax.data.dataset import build_dataset, load_info, load_split, resolve_split_by
 from coremax.data.simulate import LABELLED_HEADS, SCANNERS, plan_archive, simulate_archive
 from coremax.data.transforms import (centred_log_ratio, jitter_absorption, jitter_calibration, make_transform,
@@ -177,3 +177,25 @@ def test_absorption_jitter_tilts_the_light_element_end():
     low, high = y[:, 87] / x[:, 87], y[:, 400] / x[:, 400]   # Si K-alpha vs 8 keV
     assert (low.min() < 0.7) and (low.max() > 1.4) and torch.allclose(high, torch.ones_like(high), atol=0.02)
     assert torch.equal(jitter_absorption(x, 0.0), x)
+
+
+def test_a_checkpoint_alone_rebuilds_a_ready_model(tmp_path, data_root):
+    """No experiment folder, no data set: the checkpoint carries model arguments, window, transform with its
+    statistics, targets and their scaler."""
+    import shutil
+
+    from coremax import models
+
+    name = train(data_root, "self-desc", "finetune", WINDOW, 'data.transform="normalize"', "optim.epochs=1").name
+    exp = Experiment.open(data_root, name)
+    copy = tmp_path / "alone.pth"
+    shutil.copy(exp.checkpoints / "best-model.pth", copy)
+    loaded = models.load(copy)
+    assert loaded.stage == "finetune" and loaded.targets == ["CaCO3", "TOC"] and loaded.scaler is not None
+    x = load_split(data_root, "synthetic", "test")[list(range(2048))].to_numpy(np.float32)[:8]
+    with torch.no_grad():
+        wt = loaded.scaler.inverse(loaded.model(loaded.transform(torch.from_numpy(x))).numpy())
+    np.testing.assert_allclose(np.clip(wt, 0, 100), np.clip(load_predictor(exp).predict(x), 0, 100), rtol=1e-5)
+    copy.write_bytes(b"junk")
+    with pytest.raises(UserError, match="cannot be read safely"):
+        models.load(copy)

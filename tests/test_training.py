@@ -13,7 +13,7 @@ import torch
 
 from conftest import ROOT, train
 from coremax.data.dataset import load_split
-from coremax.engine import checkpoint as ckpt
+from coremax import checkpoint as ckpt
 from coremax.engine import trainer
 from coremax.errors import UserError
 from coremax.experiment import Experiment, file_sha256

@@ -9,29 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 
 from coremax import config as configlib
 from coremax.cli import experiment_parser, guard, resolve_args
-from coremax.engine import checkpoint as ckpt
+from coremax import checkpoint as ckpt
 from coremax.engine.data import input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.trainer import TASKS, fit
 from coremax.errors import UserError
 from coremax.experiment import Experiment, device_info, file_sha256
-from coremax.models import build_max, build_regressor, load_encoder
+from coremax.models import build_model, load_encoder
 from coremax.paths import experiment_dir, inside
-
-
-def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
-                patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
-                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1) -> torch.nn.Module:
-    """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
-    if stage == "pretrain":
-        return build_max(size=size, spectrum_length=spectrum_length, patch_size=patch_size,
-                         mask_ratio=mask_ratio, loss_on=loss_on, norm_pix_loss=norm_pix_loss, drop_path=drop_path)
-    return build_regressor(num_targets, size=size, spectrum_length=spectrum_length, patch_size=patch_size,
-                           global_pool=global_pool, drop_path=drop_path)
 
 
 # [experiment], [finetune], [baseline] and [eval] are read directly, so their lowest level is the default file.
@@ -98,10 +86,12 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             exp.record(device={**device_info(str(rt.device)), "world_size": rt.world_size})
         with exp.run(main_process=rt.main) as log:
             model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
-            extra = {}
+            # Everything needed to use the checkpoint without the experiment folder or the data set.
+            extra = {"input_length": input_length(config["data"]), "targets": data.targets}
             if data.scaler is not None:
                 extra["target_scaler"] = data.scaler.state_dict()
-                extra["targets"] = data.targets
+            if data.channel_stats is not None:
+                extra["channel_stats"] = [s.tolist() for s in data.channel_stats]
             if parent is not None:
                 _init_from_parent(model, parent, exp, log, rt.main)
             if stage == "finetune" and config["finetune"]["mode"] == "linear_probe":

@@ -78,7 +78,7 @@ def load_arrays(data_root, name: str, split: str) -> tuple[pd.DataFrame, np.ndar
 def load_split(data_root, name: str, split: str) -> pd.DataFrame:
     """One split as a DataFrame: metadata, targets and the channels as integer columns 0..L-1."""
     meta, x = load_arrays(data_root, name, split)
-    return pd.concat([meta, pd.DataFrame(np.asarray(x), columns=list(range(x.shape[1])))], axis=1)
+    return pd.concat([meta, pd.DataFrame(np.array(x), columns=list(range(x.shape[1])))], axis=1)  # an in-memory copy
 
 
 def load_info(data_root, name: str) -> dict:

@@ -13,7 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from coremax.data.transforms import jitter_absorption, jitter_calibration, poisson_resample
-from coremax.engine import checkpoint as ckpt
+from coremax import checkpoint as ckpt
 from coremax.engine.data import ArrayData, Prepared
 from coremax.engine.optim import build_optimizer
 from coremax.engine.runtime import Runtime, all_reduce_sum

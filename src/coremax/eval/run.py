@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coremax import logs
+from coremax import logs, models
 from coremax.data.dataset import load_info, load_split, spectra_array
-from coremax.engine import checkpoint as ckpt
-from coremax.data.transforms import TargetScaler, make_transform, window
-from coremax.engine.data import Prepared, input_length, labelled
+from coremax.data.transforms import window
+from coremax.engine.data import Prepared, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.baselines import load_baseline, make_baseline
@@ -92,8 +91,8 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     if stage != "finetune":
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
-    model, transform, state = load_network(exp, device)
-    scaler = TargetScaler.from_state(state["target_scaler"])
+    loaded = models.load(exp.checkpoints / "best-model.pth", device)
+    model, transform, scaler = loaded.model, loaded.transform, loaded.scaler
 
     def run(x: np.ndarray, fn) -> np.ndarray:
         out = []
@@ -104,28 +103,15 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         width = out[0].shape[1] if out else 0
         return np.concatenate(out) if out else np.zeros((0, width))
 
-    return Predictor(list(state["targets"]), lambda x: np.asarray(scaler.inverse(run(x, model))),
+    return Predictor(loaded.targets, lambda x: np.asarray(scaler.inverse(run(x, model))),
                      lambda x: run(x, model.features))
 
 
 def load_network(exp: Experiment, device: str = "cpu"):
-    """The network of a pretrain or finetune experiment from best-model.pth, its input transform (from raw
-    counts of the full spectrum: the experiment's energy window, then its transform) and state."""
-    from coremax.stages import build_model
-
-    cfg = exp.config()
-    state = ckpt.load(exp.checkpoints / "best-model.pth", map_location=device)
-    model = build_model(cfg["experiment"]["stage"], len(state.get("targets", [])), input_length(cfg["data"]),
-                        **cfg["model"])
-    model.load_state_dict(state["model"])
-    model.to(device).eval()
-    stats = None
-    if cfg["data"]["transform"] == "normalize":
-        info = load_info(exp.data_root, cfg["data"]["dataset"])
-        stats = (window(torch.tensor(info["channel_mean"], device=device), cfg["data"]["channels"]),
-                 window(torch.tensor(info["channel_std"], device=device), cfg["data"]["channels"]))
-    transform = make_transform(cfg["data"]["transform"], *(stats or (None, None)))
-    return model, lambda x: transform(window(x, cfg["data"]["channels"])), state
+    """(network, input transform from raw counts of the full spectrum, checkpoint state) of a pretrain or
+    finetune experiment's best-model.pth: `coremax.models.load`, which needs nothing but the checkpoint."""
+    loaded = models.load(exp.checkpoints / "best-model.pth", device)
+    return loaded.model, loaded.transform, loaded.state
 
 
 def _log_total_features(x: np.ndarray) -> np.ndarray:

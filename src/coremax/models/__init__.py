@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
 from torch import nn
 
+from coremax import checkpoint as ckpt
+from coremax.data.transforms import TargetScaler, make_transform, window
 from coremax.errors import UserError
 from coremax.models.max import MaX
 from coremax.models.regressor import Regressor, masked_mse
@@ -39,6 +46,50 @@ def build_regressor(num_targets: int, size: str = "tiny", spectrum_length: int =
     return Regressor(num_targets, spectrum_length, patch_size, **enc, global_pool=global_pool, drop_path=drop_path)
 
 
+def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
+                patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
+                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1) -> nn.Module:
+    """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
+    if stage == "pretrain":
+        return build_max(size=size, spectrum_length=spectrum_length, patch_size=patch_size,
+                         mask_ratio=mask_ratio, loss_on=loss_on, norm_pix_loss=norm_pix_loss, drop_path=drop_path)
+    return build_regressor(num_targets, size=size, spectrum_length=spectrum_length, patch_size=patch_size,
+                           global_pool=global_pool, drop_path=drop_path)
+
+
+@dataclass
+class Loaded:
+    """A ready network and what it takes to use it, from a checkpoint alone."""
+    model: nn.Module
+    transform: Callable[[torch.Tensor], torch.Tensor]  # raw counts of the full spectrum -> the model's input
+    targets: list[str]
+    scaler: TargetScaler | None
+    stage: str
+    state: dict
+
+
+def load(path, device: str = "cpu") -> Loaded:
+    """Rebuild the network of a checkpoint (pretrain or finetune) in eval mode with its input transform (energy
+    window, transform and its statistics) and target scaler; used by fine-tuning, test.py, predict.py and the
+    notebooks. Needs nothing but the file."""
+    state = ckpt.load(path, map_location=device)
+    cfg = state.get("config", {})
+    try:
+        stage, data = state["stage"], cfg["data"]
+        length = state.get("input_length", data["channels"][1] - data["channels"][0])
+        model = build_model(stage, len(state.get("targets", [])), length, **cfg["model"])
+        model.load_state_dict(state["model"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise UserError(f"The checkpoint {Path(path)} does not describe its model ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:80]}); it was not written by this version of CoreMAX.") from None
+    model.to(device).eval()
+    stats = [torch.tensor(s, device=device) for s in state["channel_stats"]] if state.get("channel_stats") else ()
+    base = make_transform(data["transform"], *stats)
+    channels = data["channels"]
+    scaler = TargetScaler.from_state(state["target_scaler"]) if state.get("target_scaler") else None
+    return Loaded(model, lambda x: base(window(x, channels)), list(state.get("targets", [])), scaler, stage, state)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters (the fixed position embeddings are buffers and do not count)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -63,5 +114,5 @@ def load_encoder(model: nn.Module, state_dict: dict) -> dict:
             "unexpected": [prefix + k for k in result.unexpected_keys]}
 
 
-__all__ = ["SIZES", "MaX", "Regressor", "VitX", "build_max", "build_regressor", "count_parameters",
-           "load_encoder", "masked_mse"]
+__all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_max", "build_model", "build_regressor",
+           "count_parameters", "load", "load_encoder", "masked_mse"]
