@@ -12,13 +12,15 @@ def main(argv=None):
     p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
     p.add_argument("--split", default="test", choices=("test", "val"), help="rows to evaluate (default: test)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate although the data set's split changed since training (recorded in the results)")
     args = p.parse_args(argv)
     import pandas as pd
 
     from coremax.eval.run import evaluate_experiment
     from coremax.experiment import Experiment
 
-    metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device)
+    metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device, args.allow_changed_data)
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(metrics.round(4).to_string(index=False))
     exp = Experiment.open(args.data_root, args.experiment)

@@ -145,3 +145,16 @@ def test_progress_uses_a_bar_on_a_terminal(capsys):
     with Progress(3, "x", log=None, tty=True) as bar:
         bar.update(loss=1.0)
         assert bar.bar is not None
+
+
+def test_a_killed_run_reads_as_stale(tmp_path):
+    import subprocess
+
+    exp = Experiment.create(tmp_path, "k", {"experiment": {"stage": "pretrain"}}, command=["x"])
+    exp.set_status("running")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    exp.record(process={"host": exp.provenance()["process"]["host"], "pid": dead.pid})
+    assert exp.status() == "stale"
+    exp.record(process={"host": exp.provenance()["process"]["host"], "pid": os.getpid()})
+    assert exp.status() == "running"

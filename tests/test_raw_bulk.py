@@ -160,3 +160,19 @@ def test_an_empty_bulk_row_takes_no_spectrum():
                          "TOC": [0.5, np.nan]})
     targets, unmatched, _ = match_bulk(meta, bulk, 5.0)
     assert targets.loc[0, "CaCO3"] == 30.0 and len(unmatched) == 0
+
+
+def test_duplicate_bulk_samples_are_merged_or_refused(tmp_path):
+    path = tmp_path / "bulk.csv"
+    path.write_text("core,depth_mm,CaCO3,TOC\nA,10,20,0.5\nA,10,20,0.5\nA,30,25,0.4\n")
+    assert len(read_bulk(path)) == 2
+    path.write_text("core,depth_mm,CaCO3,TOC\nA,10,20,0.5\nA,10,35,0.5\n")
+    with pytest.raises(UserError, match=r"core A at 10 mm twice .*lines 2, 3"):
+        read_bulk(path)
+
+
+def test_one_run_folder_reads_too(data_root):
+    raw = data_root / "datasets" / "external" / "synthetic" / "raw"
+    run = sorted(raw.glob("*/*"))[0]
+    meta, counts, _ = read_folder(run, 10.0, 2048, workers=1)
+    assert set(meta["core"]) == {run.parent.name} and all(f.count("/") == 2 for f in meta["source_file"])

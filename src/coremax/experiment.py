@@ -96,6 +96,16 @@ def environment() -> dict:
     }
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that the run ends as `interrupted` with its files intact."""
 
@@ -147,6 +157,16 @@ class Experiment:
     def config(self) -> dict:
         return read_toml(self.config_file)
 
+    def status(self) -> str:
+        """The recorded status, or "stale" for a run recorded as running whose process is gone (killed with
+        SIGKILL, or its machine went down): it will never finish by itself; resume it."""
+        prov = self.provenance()
+        status = prov.get("status", "unknown")
+        if status == "running" and prov.get("process", {}).get("host") == socket.gethostname() \
+                and not _alive(prov["process"].get("pid", 0)):
+            return "stale"
+        return status
+
     def provenance(self) -> dict:
         return read_toml(self.provenance_file) if self.provenance_file.is_file() else {}
 
@@ -170,6 +190,7 @@ class Experiment:
         if resume:  # the original command stays; each resume adds its own
             prov["resume_commands"] = prov.get("resume_commands", []) + [this_command]
         prov.update({
+            "process": {"host": socket.gethostname(), "pid": os.getpid()},
             "experiment": self.name,
             "command": prov.get("command", this_command),
             "started_utc": prov.get("started_utc", utc_now()),

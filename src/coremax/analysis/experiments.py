@@ -11,6 +11,7 @@ import pandas as pd
 from coremax.analysis._figures import new_figure, save
 from coremax.errors import UserError
 from coremax.io import UntrustedPickle, read_pickle, read_toml
+from coremax.experiment import Experiment
 from coremax.paths import experiment_dir
 
 # Test metrics copied into the table (scope "all", one column per metric and target).
@@ -90,7 +91,8 @@ def experiment_row(data_root, name: str) -> dict | None:
     except Exception:  # noqa: BLE001
         prov = {}
     stage = config.get("experiment", {}).get("stage") or ("study" if "study" in config else "")
-    row.update(stage=stage, status=prov.get("status", "unknown"), started_utc=prov.get("started_utc", ""),
+    status = Experiment(data_root, name).status() if prov else "unknown"  # "stale": recorded running, process gone
+    row.update(stage=stage, status=status, started_utc=prov.get("started_utc", ""),
                ended_utc=prov.get("ended_utc", ""))
     results = folder / "results"
     row.update(_history_columns(_read(data_root, results / "history.pkl")))

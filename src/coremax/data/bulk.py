@@ -68,6 +68,15 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
     if out["depth_mm"].isna().any():
         row = int(np.flatnonzero(out["depth_mm"].isna().to_numpy())[0]) + 2
         raise UserError(f"The bulk file {path}, line {row}: depth_mm is empty; every sample needs its depth.")
+    # The same sample listed twice: identical rows are merged, conflicting ones refused by name.
+    same = out.duplicated(["core", "depth_mm"], keep=False)
+    if same.any():
+        for (core, depth), group in out[same].groupby(["core", "depth_mm"]):
+            if len(group[targets].drop_duplicates()) > 1:
+                lines = ", ".join(str(i + 2) for i in group.index[:3])
+                raise UserError(f"The bulk file {path} lists core {core} at {depth:g} mm twice with different values "
+                                f"(lines {lines}); keep the right one.")
+        out = out.drop_duplicates(["core", "depth_mm", *targets])
     return out
 
 

@@ -60,6 +60,8 @@ def find_files(raw: str | os.PathLike, kv: float | None) -> tuple[Path, list[Pat
     found = _spe_files(raw, "*/*/*")
     if not found and _spe_files(raw, "*/*"):  # --raw <raw>/<core>: a single core's run folders
         raw, found = raw.parent, _spe_files(raw, "*/*")
+    elif not found and _spe_files(raw, "*"):  # --raw <raw>/<core>/<run>: a single run folder
+        raw, found = raw.parent.parent, _spe_files(raw, "*")
     files = []
     for f in found:
         folder_kv = run_kv(f.parent.name)

@@ -13,7 +13,7 @@ from coremax.cli import guard
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.raw import read_folder
 from coremax.eval import figures
-from coremax.eval.run import Distance, calibrate, load_predictor, predict_frame
+from coremax.eval.run import Distance, calibrate, check_trained, load_predictor, predict_frame
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 
@@ -21,9 +21,11 @@ MAX_REFERENCE_ROWS = 2000  # training rows used to describe the training distrib
 
 
 def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: str = "skip",
-                percentile: float = 99.0) -> tuple[pd.DataFrame, list[str]]:
+                percentile: float = 99.0, allow_changed_data: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Predict every spectrum under `raw` (all runs); returns the table and the warnings it raised."""
     exp = Experiment.open(data_root, name)
+    # The intervals are calibrated on the validation rows: they must be the ones of training.
+    changed = check_trained(exp, "val", allow_changed_data)
     cfg = exp.config()
     dataset = cfg["data"]["dataset"]
     info = load_info(data_root, dataset)
@@ -58,6 +60,9 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
         n = int(table[flag].sum())
         if n:
             warnings.append(f"warning: {n} of {len(table)} spectra {what}; treat their predictions with care.")
+    if changed:
+        warnings.append(f"warning: the data set changed since training ({', '.join(changed)}); the intervals are "
+                        "calibrated on validation rows the experiment may not have held out.")
     if skipped:
         warnings.append(f"warning: {len(skipped)} files could not be read and were skipped "
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']}).")
@@ -79,8 +84,11 @@ def main(argv=None) -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="cpu")
     p.add_argument("--on-error", default="skip", choices=("fail", "skip"), help="what a bad .spe file does")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="predict although the data set changed since training (said in the warnings)")
     args = p.parse_args(argv)
-    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error)
+    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
+                                  allow_changed_data=args.allow_changed_data)
     for w in warnings:
         print(w, file=sys.stderr)
     print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")

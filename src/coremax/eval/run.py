@@ -55,13 +55,16 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
 
 
 # -- loading a trained experiment ------------------------------------------------------------------------------
-def check_trained(exp: Experiment, split: str | None = None) -> None:
+def check_trained(exp: Experiment, split: str | None = None, allow_changed_data: bool = False) -> list[str]:
     """Refuse to use an experiment that did not complete, whose model file changed since training, or (for
-    `split`) whose data set's files of that split are no longer the ones it was trained beside."""
-    prov = exp.provenance()
-    if prov.get("status") != "completed":
-        raise UserError(f"The experiment {exp.name!r} did not complete (status {prov.get('status', '?')!r}); resume "
-                        f"it (scripts/train.py --name {exp.name} --resume) or train it again first.")
+    `split`) whose data set's files of that split are no longer the ones it was trained beside, unless
+    `allow_changed_data`; returns the changed data files (to be recorded with the results)."""
+    prov, status = exp.provenance(), exp.status()
+    if status != "completed":
+        why = "it is recorded as running but its process is gone (killed)" if status == "stale" else \
+            f"its status is {status!r}"
+        raise UserError(f"The experiment {exp.name!r} did not complete ({why}); resume it (scripts/train.py --name "
+                        f"{exp.name} --resume) or train it again first.")
     for name, sha in prov.get("model_sha256", {}).items():
         path = exp.checkpoints / name
         if not path.is_file() or file_sha256(path) != sha:
@@ -72,10 +75,12 @@ def check_trained(exp: Experiment, split: str | None = None) -> None:
         dataset = prov["dataset"]["name"]
         now = load_info(exp.data_root, dataset).get("files", {})
         changed = [f for f in (f"{split}.parquet", f"{split}.npy") if recorded.get(f) != now.get(f)]
-        if changed:
+        if changed and not allow_changed_data:
             raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
                             f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
-                            "or train the experiment again on this one.")
+                            "train the experiment again on this one, or pass --allow-changed-data.")
+        return changed
+    return []
 
 
 def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
@@ -159,12 +164,13 @@ def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndar
                      for j, t in enumerate(pred.targets)])
 
 
-def evaluate_experiment(data_root, name: str, split: str = "test", device: str = "cpu") -> pd.DataFrame:
+def evaluate_experiment(data_root, name: str, split: str = "test", device: str = "cpu",
+                        allow_changed_data: bool = False) -> pd.DataFrame:
     """Evaluate an experiment on a split (the held-out test cores by default); writes results/ and logs."""
     if split not in ("test", "val"):
         raise UserError(f"--split {split!r} is not test or val.")
     exp = Experiment.open(data_root, name)
-    check_trained(exp, split)
+    changed = check_trained(exp, split, allow_changed_data)
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     df = load_split(data_root, cfg["data"]["dataset"], split)
@@ -172,16 +178,16 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
     log = logs.get_logger()
     try:
         if stage == "pretrain":
-            metrics = _test_pretrain(exp, df, split, device)
+            metrics = _test_pretrain(exp, df, split, device, changed)
         else:
-            metrics = _test_regression(exp, cfg, df, split, device)
+            metrics = _test_regression(exp, cfg, df, split, device, changed)
         log.info("test", split=split, rows=len(df), metrics=metrics.to_dict(orient="records"))
     finally:
         logs.pop()
     return metrics
 
 
-def _test_regression(exp, cfg, df, split, device) -> pd.DataFrame:
+def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     pred = load_predictor(exp, device)
     val_df = load_split(exp.data_root, cfg["data"]["dataset"], "val")
     q = calibrate(pred, val_df, cfg["eval"]["interval"])
@@ -189,6 +195,7 @@ def _test_regression(exp, cfg, df, split, device) -> pd.DataFrame:
     metrics = metrics_table(frame, pred.targets)
     metrics.insert(0, "split", split)
     metrics["half_width"] = metrics["target"].map(dict(zip(pred.targets, q)))
+    metrics["data_changed"] = ", ".join(changed)  # files that differ from training, allowed by the user
     exp.write_result(f"{split}-predictions", frame)
     exp.write_result(f"{split}-metrics", metrics)
     floor = floor_metrics(exp.data_root, cfg["data"]["dataset"], pred.targets, split)
@@ -203,7 +210,7 @@ def _test_regression(exp, cfg, df, split, device) -> pd.DataFrame:
     return metrics
 
 
-def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
+def _test_pretrain(exp, df, split, device, changed) -> pd.DataFrame:
     """Reconstruction error on masked and on all patches, R^2 of the reconstruction, and a figure."""
     model, transform, state = load_network(exp, device)
     sums = np.zeros(4)  # squared error masked, count masked, squared error all, count all
@@ -229,6 +236,7 @@ def _test_pretrain(exp, df, split, device) -> pd.DataFrame:
         "split": split, "n": len(df),
         "mse_masked": sums[0] / max(sums[1], 1), "mse_all": sums[2] / max(sums[3], 1),
         "r2_masked": 1 - sums[0] / max(ss_tot[0], 1e-12), "r2_all": 1 - sums[2] / max(ss_tot[1], 1e-12),
+        "data_changed": ", ".join(changed),
     }])
     exp.write_result(f"{split}-metrics", metrics)
     if shown is not None:
