@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test pickles and info.toml).
+"""Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test Parquet tables + .npy counts, info.toml).
 
     python scripts/preprocess.py --split=0.8                     # the embedded synthetic data (generated if needed)
     python scripts/preprocess.py --raw path/to/raw --bulk bulk.csv --name mycores --test-cores A,B --split-by section
