@@ -164,3 +164,8 @@ def test_absurd_counts_are_refused(bad):
 def test_empty_channel_range_is_refused():
     with pytest.raises(UserError, match="holds no channels"):
         parse_spe("$DATA:\n0 -1\n", "f.spe", 4)
+
+
+def test_a_spectrum_far_shorter_than_expected_is_refused():
+    with pytest.raises(UserError, match="only 4 channels"):
+        parse_spe("$SPEC_ID:\nx\n$DATA:\n0 3\n1 2 3 4\n", "junk.spe", 2048)

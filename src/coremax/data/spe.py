@@ -138,6 +138,9 @@ def parse_spe(content: bytes | str, name: str = "<text>", spectrum_length: int =
     if first < 0 or expected < 1:
         raise UserError(f"{name}, line {data_line + 1}: the channel range {first} {last} after $DATA: holds no "
                         "channels; the file is damaged.")
+    if expected < spectrum_length // 4:  # other scanner series write 1024 of 2048; a few counts are damage
+        raise UserError(f"{name}, line {data_line + 1}: the spectrum has only {expected} channels, far fewer than "
+                        f"the {spectrum_length} expected; the file is damaged or from another instrument.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # older numpy warns instead of raising on unparsed text

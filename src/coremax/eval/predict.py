@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pandas as pd
 from coremax.cli import guard
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.raw import read_folder
+from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.run import Distance, calibrate, check_trained, load_predictor, predict_frame
 from coremax.experiment import Experiment
@@ -24,6 +26,10 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
                 percentile: float = 99.0, allow_changed_data: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Predict every spectrum under `raw` (all runs); returns the table and the warnings it raised."""
     exp = Experiment.open(data_root, name)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):  # say so before the work, not after it
+        raise UserError(f"Cannot write {out}: its folder is not writable; choose another --out.")
     # The intervals are calibrated on the validation rows: they must be the ones of training.
     changed = check_trained(exp, "val", allow_changed_data)
     cfg = exp.config()
@@ -66,7 +72,6 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     if skipped:
         warnings.append(f"warning: {len(skipped)} files could not be read and were skipped "
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']}).")
-    out = Path(out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     for core in table["core"].unique():
