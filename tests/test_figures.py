@@ -57,3 +57,10 @@ def test_label_budget_with_seeds(tmp_path):
             for m in ["finetune", "nmf_svr"] for n in [10, 100, 1000] for s in range(3) for t in TARGETS]
     out = tmp_path / "budget.png"
     assert_png(figures.plot_label_budget(pd.DataFrame(rows), out), out)
+
+
+def test_label_budget_figure_with_identical_seeds(tmp_path):
+    from coremax.eval.figures import plot_label_budget
+
+    rows = [{"target": "CaCO3", "method": "pls", "n_labels": 10, "seed": s, "r2": 0.1, "rmse": 0.1} for s in range(3)]
+    assert plot_label_budget(pd.DataFrame(rows), tmp_path / "f.png").is_file()

@@ -128,8 +128,9 @@ def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
             for method, s in stats.loc[t].groupby(level="method"):
                 s = s.droplevel("method")
                 mean = s[(metric, "mean")].to_numpy(float)
-                err = np.vstack([mean - s[(metric, "min")].to_numpy(float),
-                                 s[(metric, "max")].to_numpy(float) - mean])
+                # clipped: the mean of equal values can exceed their max by a rounding error
+                err = np.clip(np.vstack([mean - s[(metric, "min")].to_numpy(float),
+                                         s[(metric, "max")].to_numpy(float) - mean]), 0, None)
                 ax.errorbar(s.index.to_numpy(float), mean, yerr=err, marker="o", ms=4, capsize=3, label=method)
             ax.set_xscale("log")
             ax.set(xlabel="labelled spectra", ylabel="test $R^2$" if metric == "r2" else "test RMSE (wt%)")
