@@ -15,7 +15,7 @@ from pathlib import Path
 from coremax.cli import guard
 
 
-DEMO_PRETRAIN_EPOCHS = 2  # the shipped CPU recipe pretrains for 10; the demo keeps within 10 minutes
+DEMO_PRETRAIN_EPOCHS = 1  # the shipped CPU recipe pretrains for 10; the demo keeps within 10 minutes
 
 
 def completed(data_root, name) -> bool:
