@@ -56,10 +56,26 @@ def test_finetune_starts_from_the_pretrained_encoder(data_root, pretrained, fine
         assert torch.equal(v, state["model"][f"encoder.{k}"]), k
 
 
-def test_shape_mismatch_is_refused(data_root, pretrained):
-    with pytest.raises(UserError, match="shape"):
-        train(data_root, "ft-bad", "finetune", "optim.epochs=1", "model.patch_size=32",
-              f'finetune.from="{pretrained}"')
+@pytest.mark.parametrize("override", ["model.patch_size=32", 'model.size="small"'])
+def test_shape_mismatch_is_refused_before_anything_exists(data_root, pretrained, override):
+    with pytest.raises(UserError, match="shapes must match"):
+        train(data_root, "ft-bad", "finetune", "optim.epochs=1", override, f'finetune.from="{pretrained}"')
+    assert not (data_root / "experiments" / "ft-bad").exists()
+
+
+def test_a_permission_error_is_one_sentence(data_root, monkeypatch, capsys):
+    """A read-only data root (not reproducible as root, so simulated): one sentence, exit status 2."""
+    from coremax.experiment import Experiment as Exp
+    from coremax.stages import train_main
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", "/data/experiments/x")
+
+    monkeypatch.setattr(Exp, "create", classmethod(refuse))
+    with pytest.raises(SystemExit) as e:
+        train_main(["--stage", "baseline", "--name", "x", "--data-root", str(data_root)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "cannot be written or read" in err and "Traceback" not in err
 
 
 def test_missing_parent_is_a_clear_error(data_root):

@@ -148,12 +148,18 @@ def check_parent_window(path: Path, config: dict, data_root) -> None:
     the same position embeddings, so it is refused before anything is created."""
     if not path.is_file():
         raise UserError(f"finetune.from points at {path}, which does not exist; the parent has no checkpoint.")
-    parent_data = ckpt.load(path).get("config", {}).get("data", {})
+    parent = ckpt.load(path).get("config", {})
+    parent_data = parent.get("data", {})
     theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))
     ours = list(config["data"]["channels"])
     if theirs != ours:
         raise UserError(f"The parent checkpoint {Path(path).name} of finetune.from was pretrained on the energy window "
                         f"data.channels = {theirs}, this run asks for {ours}; set data.channels = {theirs}.")
+    for key in ("size", "patch_size"):  # the encoder's shapes: checked here, before any folder exists
+        if key in parent.get("model", {}) and parent["model"][key] != config["model"][key]:
+            raise UserError(f"The parent of finetune.from has model.{key} = {parent['model'][key]!r}, this run asks "
+                            f"for {config['model'][key]!r}; the encoder's shapes must match: set model.{key} = "
+                            f"{parent['model'][key]!r}.")
 
 
 def _init_from_parent(model, parent: tuple[Path, str], exp: Experiment, log, main: bool) -> None:
