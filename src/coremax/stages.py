@@ -67,7 +67,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
         parent = resolve_parent(data_root, config["finetune"]["from"]) \
             if stage == "finetune" and config["finetune"]["from"] and not resume else None
         if parent is not None:
-            check_parent_window(parent[0], config, data_root)
+            parent_state = check_parent(parent[0], config)
         if stage != "baseline":
             width, patch = input_length(config["data"]), config["model"]["patch_size"]
             if patch < 1 or width % patch:
@@ -93,7 +93,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             if data.channel_stats is not None:
                 extra["channel_stats"] = [s.tolist() for s in data.channel_stats]
             if parent is not None:
-                _init_from_parent(model, parent, exp, log, rt.main)
+                _init_from_parent(model, parent, parent_state, exp, log, rt.main)
             if stage == "finetune" and config["finetune"]["mode"] == "linear_probe":
                 for p in model.encoder.parameters():
                     p.requires_grad_(False)
@@ -143,12 +143,14 @@ def check_resumable(data_root, config: dict) -> None:
         ckpt.load(last)  # a truncated or foreign file is refused here, before config or status change
 
 
-def check_parent_window(path: Path, config: dict, data_root) -> None:
-    """A fine-tune reads the same energy window as its parent: another window means other channels under
-    the same position embeddings, so it is refused before anything is created."""
+def check_parent(path: Path, config: dict) -> dict:
+    """The parent checkpoint's state, read once, after checking that it has this run's energy window (another
+    window means other channels under the same position embeddings) and encoder shapes: refused before
+    anything is created."""
     if not path.is_file():
         raise UserError(f"finetune.from points at {path}, which does not exist; the parent has no checkpoint.")
-    parent = ckpt.load(path).get("config", {})
+    state = ckpt.load(path)
+    parent = state.get("config", {})
     parent_data = parent.get("data", {})
     theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))
     ours = list(config["data"]["channels"])
@@ -160,11 +162,11 @@ def check_parent_window(path: Path, config: dict, data_root) -> None:
             raise UserError(f"The parent of finetune.from has model.{key} = {parent['model'][key]!r}, this run asks "
                             f"for {config['model'][key]!r}; the encoder's shapes must match: set model.{key} = "
                             f"{parent['model'][key]!r}.")
+    return state
 
 
-def _init_from_parent(model, parent: tuple[Path, str], exp: Experiment, log, main: bool) -> None:
+def _init_from_parent(model, parent: tuple[Path, str], state: dict, exp: Experiment, log, main: bool) -> None:
     path, name = parent
-    state = ckpt.load(path)
     report = load_encoder(model, state["model"])
     log.info("encoder_loaded", checkpoint=exp.relpath(path), missing=report["missing"],
              unexpected=report["unexpected"])
