@@ -5,7 +5,7 @@
     python scripts/archive.py unpack ft1.tar.gz --data-root /scratch/data
     python scripts/archive.py check /scratch/data/experiments/ft1
 """
-from coremax.archive import main
+from coremax.cli import archive_main
 
 if __name__ == "__main__":
-    main()
+    archive_main()

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Label-budget study: python scripts/label_budget.py --config configs/label-budget-smoke.toml."""
-from coremax.eval.study import main
+"""Label-budget study (a sweep): python scripts/label_budget.py --config configs/label-budget-smoke.toml."""
+from coremax.cli import label_budget_main
 
 if __name__ == "__main__":
-    main()
+    label_budget_main()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Predict CaCO3/TOC profiles of newly scanned cores:
+"""Predict down-core profiles (CaCO3, TOC, ... the experiment's targets) of newly scanned cores:
 python scripts/predict.py --experiment ft1 --raw path/to/new/raw --out profiles.csv"""
-from coremax.eval.predict import main
+from coremax.cli import predict_main
 
 if __name__ == "__main__":
-    main()
+    predict_main()

@@ -3,7 +3,7 @@
 
     python scripts/simulate.py --out data/datasets/external/synthetic --cores 12 --spacing-mm 10
 """
-from coremax.data.simulate import main
+from coremax.cli import simulate_main
 
 if __name__ == "__main__":
-    main()
+    simulate_main()

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Train an experiment: python scripts/train.py --config exp.toml --stage pretrain|finetune|baseline."""
-from coremax.stages import train_main
+from coremax.cli import train_main
 
 if __name__ == "__main__":
     train_main()

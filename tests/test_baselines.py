@@ -44,8 +44,8 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     x_tr, y_tr, x_va, y_va, _, _ = data
-    return {"nmf_svr": make_baseline("nmf_svr", n_components=6, channels=0).fit(x_tr, y_tr, x_va, y_va, TARGETS),
-            "pls": make_baseline("pls", n_components=10, channels=0).fit(x_tr, y_tr, x_va, y_va, TARGETS)}
+    return {"nmf_svr": make_baseline("nmf_svr", n_components=6).fit(x_tr, y_tr, x_va, y_va, TARGETS),
+            "pls": make_baseline("pls").fit(x_tr, y_tr, x_va, y_va, TARGETS)}
 
 
 @pytest.mark.parametrize("method", ["nmf_svr", "pls"])
@@ -100,12 +100,12 @@ def test_svr_choice_follows_the_validation_rows_only(data):
     assert real.selected_params()["CaCO3"]["val_rmse"] == pytest.approx(np.sqrt(np.mean((pred - y_va[:, 0]) ** 2)))
 
 
-def test_nmf_svr_nan_rows_and_channel_window(data):
+def test_nmf_svr_nan_rows_and_width_check(data):
     x_tr, y_tr, x_va, y_va, x_te, y_te = data
     y_tr = y_tr.copy()
     y_tr[::3, 1] = np.nan
-    b = NmfSvr(n_components=6, channels=200, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS)
-    pred = b.predict(x_te)
+    b = NmfSvr(n_components=6, **SMALL_SVR_GRID).fit(x_tr[:, :200], y_tr, x_va[:, :200], y_va, TARGETS)
+    pred = b.predict(x_te[:, :200])
     assert np.isfinite(pred).all()
     assert regression_metrics(y_te[:, 1], pred[:, 1])["r2"] > 0.8
     with pytest.raises(UserError, match="channels"):

@@ -7,7 +7,8 @@ import pytest
 
 from coremax import config as configlib
 from coremax.errors import UserError
-from coremax.stages import function_defaults, train_main
+from coremax.cli import train_main
+from coremax.stages import function_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,3 +137,19 @@ def test_a_folder_as_config_and_an_overlong_name_are_one_sentence(tmp_path):
 
     with pytest.raises(UserError, match="characters long"):
         check_name("x" * 300)
+
+
+def disagreements(defaults: dict, file_values: dict) -> list[str]:
+    return [f"{s}.{k}: function {v!r} vs default-config {file_values.get(s, {}).get(k)!r}"
+            for s, keys in defaults.items() for k, v in keys.items() if file_values.get(s, {}).get(k) != v]
+
+
+def test_each_default_is_stated_once_function_defaults_equal_the_file():
+    from coremax.io import read_toml
+
+    file_values = read_toml(configlib.DEFAULT_PATH)
+    assert disagreements(function_defaults(), file_values) == []
+    # The check bites: a signature default that drifts from the file is reported.
+    drifted = function_defaults()
+    drifted["model"]["drop_path"] = 0.0
+    assert disagreements(drifted, file_values) == ["model.drop_path: function 0.0 vs default-config 0.1"]

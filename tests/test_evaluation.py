@@ -132,7 +132,7 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
     n_all = len(load_split(data_root, "synthetic", "train").dropna(subset=["CaCO3", "TOC"], how="all"))
     assert sorted(table["n_labels"].unique()) == [20, n_all]
     assert (results / "label-budget.png").is_file() and (results / "label-budget.pkl").is_file()
-    assert Experiment.open(data_root, "study-msm-n20-s0").provenance()["parent"]["experiment"] == pretrained
+    assert Experiment.open(data_root, "study-msm-p00-s0").provenance()["parent"]["experiment"] == pretrained
 
 
 def test_study_refuses_unknown_key(tmp_path):
@@ -145,23 +145,26 @@ def test_study_refuses_unknown_key(tmp_path):
         configlib.resolve(f, default_file=STUDY_DEFAULTS)
 
 
-def test_study_plan_covers_methods_budgets_and_seeds():
+def test_the_study_is_a_sweep_over_methods_budgets_and_seeds():
     from coremax import config as configlib
-    from coremax.eval.study import STUDY_DEFAULTS, plan
+    from coremax.eval.study import STUDY_DEFAULTS, study_sweep
+    from coremax.sweep import runs
 
     study = configlib.resolve(None, ['study.pretrain="pre"', "study.seeds=[0, 1]", "study.budgets=[10, 0]"],
                               default_file=STUDY_DEFAULTS)["study"]
-    runs = plan(study)
-    assert len(runs) == 2 * 2 * 4
-    names = {r["name"] for r in runs}
-    assert len(names) == len(runs) and "label-budget-msm-nall-s1" in names and "label-budget-nmfsvr-n10-s0" in names
-    msm = next(r for r in runs if r["name"] == "label-budget-msm-n10-s1")
+    sweep = study_sweep(study)
+    assert sweep["grid"] == {"data.max_labels": [10, 0]} and sweep["test"] and not sweep["parent"]
+    plan = runs(sweep)
+    assert len(plan) == 2 * 2 * 4
+    names = {r["name"] for r in plan}
+    assert len(names) == len(plan) and "label-budget-msm-p01-s1" in names and "label-budget-nmfsvr-p00-s0" in names
+    msm = next(r for r in plan if r["name"] == "label-budget-msm-p00-s1")
     assert 'finetune.from="pre"' in msm["overrides"] and "experiment.seed=1" in msm["overrides"]
     assert "data.max_labels=10" in msm["overrides"]
-    scratch = next(r for r in runs if r["name"] == "label-budget-scratch-n10-s1")
+    scratch = next(r for r in plan if r["name"] == "label-budget-scratch-p00-s1")
     assert 'finetune.from=""' in scratch["overrides"]
     with pytest.raises(UserError, match="study.methods"):
-        plan({**study, "methods": ["magic"]})
+        study_sweep({**study, "methods": ["magic"]})
 
 
 def test_study_trains_its_own_pretraining_and_adds_the_floor(tmp_path, data_root):

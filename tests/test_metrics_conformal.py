@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coremax.eval.conformal import conformal_quantile, coverage, intervals
+from coremax.eval.conformal import conformal_quantile, intervals
+from coremax.eval.metrics import coverage
 from coremax.eval.metrics import metrics_table, regression_metrics
 
 

@@ -7,8 +7,7 @@ from coremax.errors import UserError
 from coremax.models import (
     SIZES,
     VitX,
-    build_max,
-    build_regressor,
+    build_model,
     count_parameters,
     load_encoder,
 )
@@ -20,7 +19,7 @@ N = L // P
 
 
 def small_max(**kw):
-    return build_max(spectrum_length=L, patch_size=P, **kw)
+    return build_model("pretrain", spectrum_length=L, patch_size=P, **kw)
 
 
 def test_vitx_shapes_and_fixed_positions():
@@ -105,9 +104,9 @@ def test_norm_pix_loss_target_is_normalised_per_patch():
 
 def test_patch_size_must_divide_the_length():
     with pytest.raises(UserError, match="model.patch_size"):
-        build_max(spectrum_length=100, patch_size=16)
+        build_model("pretrain", spectrum_length=100, patch_size=16)
     with pytest.raises(UserError, match="model.size"):
-        build_max(size="huge")
+        build_model("pretrain", size="huge")
 
 
 def test_drop_path_is_identity_in_eval_and_drops_whole_samples_in_training():
@@ -124,7 +123,7 @@ def test_drop_path_is_identity_in_eval_and_drops_whole_samples_in_training():
 def test_regressor_shapes_pooling_and_drop_path_in_eval():
     x = torch.randn(5, L)
     for pool in (True, False):
-        r = build_regressor(2, spectrum_length=L, patch_size=P, global_pool=pool, drop_path=0.5).eval()
+        r = build_model("finetune", 2, spectrum_length=L, patch_size=P, global_pool=pool, drop_path=0.5).eval()
         assert r(x).shape == (5, 2) and r.features(x).shape == (5, SIZES["tiny"]["embed_dim"])
         assert torch.equal(r(x), r(x))  # stochastic depth is off in eval mode
         assert torch.allclose(r.head(r.features(x)), r(x))
@@ -136,13 +135,13 @@ def test_regressor_shapes_pooling_and_drop_path_in_eval():
 
 def test_encoder_weights_transfer_and_shape_mismatch():
     m = small_max()
-    r = build_regressor(2, spectrum_length=L, patch_size=P)
+    r = build_model("finetune", 2, spectrum_length=L, patch_size=P)
     assert not torch.equal(r.encoder.patch_embed.weight, m.encoder.patch_embed.weight)
     report = load_encoder(r, m.state_dict())
     assert report == {"missing": [], "unexpected": []}
     for k, v in r.encoder.state_dict().items():
         assert torch.equal(v, m.encoder.state_dict()[k])
-    other = build_regressor(2, spectrum_length=L, patch_size=32)
+    other = build_model("finetune", 2, spectrum_length=L, patch_size=32)
     with pytest.raises(UserError, match=r"encoder\.pos_embed has shape \(1, 17, 192\).*\(1, 9, 192\)"):
         load_encoder(other, m.state_dict())
     with pytest.raises(UserError, match="encoder"):
@@ -153,7 +152,7 @@ def test_load_encoder_reports_missing_and_unexpected_keys():
     state = small_max().state_dict()
     del state["encoder.norm.bias"]
     state["encoder.extra"] = torch.zeros(1)
-    r = build_regressor(1, spectrum_length=L, patch_size=P)
+    r = build_model("finetune", 1, spectrum_length=L, patch_size=P)
     assert load_encoder(r, state) == {"missing": ["encoder.norm.bias"], "unexpected": ["encoder.extra"]}
 
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from coremax.data.dataset import (TARGETS, build_dataset, default_synthetic, info_hash, load_info, load_split,
+from coremax.data.bulk import TARGETS
+from coremax.data.dataset import (build_dataset, default_synthetic, info_hash, load_info, load_split,
                                   spectra_array, spectrum_columns)
 from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError

@@ -6,7 +6,6 @@ The tar holds paths relative to the data root (`experiments/<name>/...`, `datase
 
 from __future__ import annotations
 
-import argparse
 import os
 import posixpath
 import shutil
@@ -15,10 +14,8 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from coremax.cli import guard
 from coremax.errors import UserError
-from coremax.experiment import file_sha256, utc_now
-from coremax.io import atomic_path, read_toml, sign, write_toml
+from coremax.io import atomic_path, file_sha256, read_toml, sign, utc_now, write_toml
 from coremax.paths import check_name
 
 MANIFEST = "MANIFEST.toml"
@@ -125,34 +122,3 @@ def unpack(tar_path: str | Path, data_root) -> Path:
         raise UserError(f"{tar_path} cannot be read as a tar archive ({type(e).__name__}); it is damaged, "
                         "truncated or not an archive, and nothing was unpacked.") from None
     return target
-
-
-@guard
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("pack", help="pack a data set or experiment into a .tar.gz")
-    a.add_argument("kind", choices=list(KINDS))
-    a.add_argument("name")
-    a.add_argument("--out", required=True)
-    a.add_argument("--data-root", default="data")
-    c = sub.add_parser("check", help="check a folder against its manifest")
-    c.add_argument("folder")
-    t = sub.add_parser("trust", help="vouch for the results pickles of a folder that came from elsewhere "
-                                      "(signs them with this machine's key so they can be read)")
-    t.add_argument("folder")
-    u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
-    u.add_argument("archive")
-    u.add_argument("--data-root", default="data")
-    args = p.parse_args(argv)
-    if args.cmd == "pack":
-        print(f"wrote {pack(args.data_root, args.kind, args.name, args.out)}")
-    elif args.cmd == "check":
-        problems = check(args.folder)
-        print("\n".join(problems) if problems else f"{args.folder}: all files match the manifest")
-        if problems:
-            raise SystemExit(1)
-    elif args.cmd == "trust":
-        print(f"trusted {trust(args.folder)} results pickles under {args.folder}")
-    else:
-        print(f"unpacked and checked {unpack(args.archive, args.data_root)}")

@@ -1,14 +1,33 @@
-"""Command-line plumbing shared by the scripts: the common flags and the one-sentence error exit."""
+"""Every command-line entry point, by one rule: `scripts/<name>.py` calls `<name>_main` here, which parses the
+flags, calls the library and prints; `guard` turns a UserError into one sentence and exit status 2. Nothing
+below this module imports it, so the library never depends on its command line."""
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 
+import pandas as pd
+
+from coremax import archive
 from coremax import config as configlib
+from coremax.data.dataset import EMBEDDED, build_dataset, load_info
+from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError
-from coremax.paths import experiment_dir
+from coremax.eval.predict import predict_raw
+from coremax.eval.run import evaluate_experiment
+from coremax.eval.study import STUDY_DEFAULTS, run_study, summarise
+from coremax.experiment import Experiment
+from coremax.paths import dataset_dir, experiment_dir
+from coremax.stages import function_defaults, run_stage
+from coremax.sweep import SWEEP_DEFAULTS, run_sweep
+
+POOL = "synthetic-pool"  # the unlabelled pool built beside the embedded labelled set
 
 
 def experiment_parser(description: str) -> argparse.ArgumentParser:
@@ -65,3 +84,281 @@ def guard(main):
             sys.exit(2)
     return wrapper
 
+
+
+def _jobs(value: int) -> int:
+    if value < 1:
+        raise UserError(f"--jobs {value} must be at least 1.")
+    return value
+
+
+@guard
+def train_main(argv=None) -> None:
+    parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
+    args = parser.parse_args(argv)
+    cfg = resolve_args(args, function_defaults())
+    if args.print_config:
+        print(cfg.describe())
+        return
+    exp = run_stage(cfg.to_dict(), args.data_root, resume=args.resume, command=sys.argv)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"experiment written to {exp.path}")
+
+
+@guard
+def test_main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Evaluate an experiment on its held-out test cores.")
+    p.add_argument("--experiment", required=True, help="experiment name under <data-root>/experiments/")
+    p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="rows to evaluate (default: test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate although the data set's split changed since training (recorded in the results)")
+    args = p.parse_args(argv)
+    metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device, args.allow_changed_data)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(metrics.round(4).to_string(index=False))
+    exp = Experiment.open(args.data_root, args.experiment)
+    if exp.has_result(f"{args.split}-floor"):
+        floor = exp.read_result(f"{args.split}-floor")
+        print("floor (the true composition under each scan spot against the lab values; no model can do better):")
+        print(floor[floor["scope"] == "all"][["target", "n", "r2", "rmse"]].round(4).to_string(index=False))
+    print(f"results written to {exp.results}")
+
+
+@guard
+def preprocess_main(argv=None) -> None:
+    p = argparse.ArgumentParser(
+        description="Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test Parquet tables + "
+                    ".npy counts, info.toml). Without --raw: the embedded synthetic data (generated if needed).")
+    p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
+    p.add_argument("--raw", help="folder of <core>/<run folder>/*.spe (default: the embedded synthetic archive "
+                   "under <data-root>/datasets/external/<name>/, generated if missing)")
+    p.add_argument("--bulk", help="CSV of core, depth_mm and measured columns: CaCO3, TOC and any other, each a "
+                   "target (default: bulk.csv beside --raw)")
+    p.add_argument("--name", help=f"data set name (default: synthetic, which also builds the unlabelled pool "
+                   f"{POOL} when missing; with --raw the raw folder's name, or its parent's when it is called raw)")
+    p.add_argument("--kv", type=float, default=10.0, help="tube voltage of the run to read (default: 10)")
+    p.add_argument("--match-mm", type=float, default=5.0, help="max depth distance of a bulk sample (default: 5)")
+    p.add_argument("--split", type=float, default=0.8, help="train fraction of the non-test rows (default: 0.8)")
+    p.add_argument("--split-by", default="auto", choices=("auto", "core", "section", "row"),
+                   help="split whole cores, whole sections or rows into train and validation (default: auto = "
+                        "by core when there are at least 4 non-test cores, else by row)")
+    p.add_argument("--test-cores", help="comma-separated cores held out whole for testing (default: test_cores in "
+                   "manifest.toml beside --raw, else a seeded 15%% of the labelled cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--spectrum-length", type=int, default=2048)
+    p.add_argument("--on-error", default="fail", choices=("fail", "skip"), help="what a bad .spe file does")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data set of the same name")
+    p.add_argument("--workers", type=int, default=2, help="processes reading files (default: 2)")
+    args = p.parse_args(argv)
+    # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
+    raw = Path(args.raw).resolve() if args.raw else None
+    name = args.name or ("synthetic" if raw is None else raw.parent.name if raw.name.lower() == "raw" else raw.name)
+    names = [name]
+    if raw is None and args.name is None and not (dataset_dir(args.data_root, POOL) / "info.toml").is_file():
+        names.append(POOL)  # the embedded default: the labelled set and the pool pretraining reads beside it
+    for name in names:
+        path = build_dataset(args.data_root, name, raw=args.raw, bulk=args.bulk, split=args.split,
+                             split_by=args.split_by, test_cores=args.test_cores.split(",") if args.test_cores else None,
+                             kv=args.kv, match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite,
+                             seed=args.seed, spectrum_length=args.spectrum_length, workers=args.workers,
+                             command=sys.argv)
+        _describe_dataset(args.data_root, name, path)
+
+
+def _describe_dataset(data_root, name: str, path: Path) -> None:
+    info = load_info(data_root, name)
+    c = info["counts"]
+    print(f"data set {name!r} written to {path} (validation split by {info['split']['by']})")
+    print(f"  files read {c['files_read']}, skipped {c['files_skipped']}, bulk samples unmatched {c['bulk_unmatched']}"
+          f", negative values clipped {c['bulk_negative_clipped']}")
+    print(f"  targets: {', '.join(info.get('targets', {})) or 'none (no bulk file)'}")
+    for split in ("train", "val", "test"):
+        print(f"  {split:5}: {c[f'rows_{split}']:6d} spectra, {c[f'labelled_{split}']:5d} labelled, "
+              f"cores {', '.join(info['cores'][split][:12])}{' ...' if len(info['cores'][split]) > 12 else ''}")
+    for s in info["skipped"][:10]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+    for u in info["unmatched"][:10]:
+        print(f"  unmatched bulk sample {u['core']} at {u['depth_mm']} mm: {u['reason']}")
+    if len(info["unmatched"]) > 10:
+        print(f"  ... {len(info['unmatched']) - 10} more unmatched samples listed in {path / 'info.toml'}")
+
+
+@guard
+def predict_main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Predict down-core profiles of newly scanned cores with an experiment.")
+    p.add_argument("--experiment", required=True, help="fine-tuned or baseline experiment name")
+    p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe")
+    p.add_argument("--out", required=True, help="CSV to write (profile figures go beside it)")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--on-error", default="skip", choices=("fail", "skip"), help="what a bad .spe file does")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="predict although the data set changed since training (said in the warnings)")
+    args = p.parse_args(argv)
+    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
+                                  allow_changed_data=args.allow_changed_data)
+    for w in warnings:
+        print(w, file=sys.stderr)
+    print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")
+
+
+@guard
+def simulate_main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Write a synthetic Avaatech XRF core-scanner archive.")
+    p.add_argument("--out", default="data/datasets/external/synthetic")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cores", type=int, default=12)
+    p.add_argument("--spacing-mm", type=float, default=10.0)
+    p.add_argument("--kv", default="10", help="comma-separated tube voltages, one run folder each")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="write an unlabelled pool (every head, cores named apart, no bulk.csv)")
+    args = p.parse_args(argv)
+    try:
+        kvs = [float(k) for k in args.kv.split(",")]
+    except ValueError:
+        raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
+    m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
+                         overwrite=args.overwrite, labelled=not args.unlabelled)
+    print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
+          f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
+
+
+def _sweep_parser(description: str, what: str, defaults: Path) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", required=True, help=f"{what} TOML (see src/coremax/config/{defaults.name})")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained side by side (processes on the CPU)")
+    p.add_argument("--print-config", action="store_true")
+    p.add_argument("overrides", nargs="*", metavar=f"{what}.key=value")
+    return p
+
+
+@guard
+def sweep_main(argv=None) -> None:
+    args = _sweep_parser("Run a sweep of experiments over config keys and seeds.", "sweep", SWEEP_DEFAULTS) \
+        .parse_args(argv)
+    cfg = configlib.resolve(args.config, args.overrides, default_file=SWEEP_DEFAULTS)
+    if args.print_config:
+        print(cfg.describe())
+        return
+    summary = run_sweep(args.data_root, cfg["sweep"], _jobs(args.jobs))
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        print(summary.round(4).to_string(index=False))
+    print(f"summary written to {experiment_dir(args.data_root, cfg['sweep']['name']) / 'results'}")
+
+
+@guard
+def label_budget_main(argv=None) -> None:
+    args = _sweep_parser("Label-budget study: fine-tuning vs from scratch vs baselines (a sweep).", "study",
+                         STUDY_DEFAULTS).parse_args(argv)
+    cfg = configlib.resolve(args.config, args.overrides, default_file=STUDY_DEFAULTS)
+    if args.print_config:
+        print(cfg.describe())
+        return
+    summary = run_study(args.data_root, cfg["study"], _jobs(args.jobs))
+    with pd.option_context("display.width", 140, "display.max_columns", 20):
+        print(summarise(summary).round(3).to_string(index=False))
+    print(f"summary written to {experiment_dir(args.data_root, cfg['study']['name']) / 'results'}")
+
+
+@guard
+def archive_main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("pack", help="pack a data set or experiment into a .tar.gz")
+    a.add_argument("kind", choices=list(archive.KINDS))
+    a.add_argument("name")
+    a.add_argument("--out", required=True)
+    a.add_argument("--data-root", default="data")
+    c = sub.add_parser("check", help="check a folder against its manifest")
+    c.add_argument("folder")
+    t = sub.add_parser("trust", help="vouch for the results pickles of a folder that came from elsewhere "
+                                      "(signs them with this machine's key so they can be read)")
+    t.add_argument("folder")
+    u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
+    u.add_argument("archive")
+    u.add_argument("--data-root", default="data")
+    args = p.parse_args(argv)
+    if args.cmd == "pack":
+        print(f"wrote {archive.pack(args.data_root, args.kind, args.name, args.out)}")
+    elif args.cmd == "check":
+        problems = archive.check(args.folder)
+        print("\n".join(problems) if problems else f"{args.folder}: all files match the manifest")
+        if problems:
+            raise SystemExit(1)
+    elif args.cmd == "trust":
+        print(f"trusted {archive.trust(args.folder)} results pickles under {args.folder}")
+    else:
+        print(f"unpacked and checked {archive.unpack(args.archive, args.data_root)}")
+
+
+DEMO_DOC = """The whole chain on the embedded synthetic data (what `make demo` runs):
+synthetic scanner -> preprocess (labelled set + unlabelled pool) -> tiny MSM pretrain on the pool -> fine-tune
+-> test -> MSM against the same network from scratch and the classical baselines at one small label budget.
+
+Steps already done under the data root (a data set, a completed experiment) are reused, so the demo can be
+re-run; pass --fresh-names to train new experiments beside the old ones.
+"""
+DEMO_PRETRAIN_EPOCHS = 1  # the shipped CPU recipe pretrains for 10; the demo keeps within 10 minutes
+
+
+def _completed(data_root, name) -> bool:
+    return (experiment_dir(data_root, name) / "config.toml").is_file() and \
+        Experiment.open(data_root, name).provenance().get("status") == "completed"
+
+
+@guard
+def demo_main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=DEMO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--fresh-names", action="store_true", help="suffix experiment names with the time")
+    p.add_argument("--skip-study", action="store_true", help="stop after testing the fine-tuned model")
+    args = p.parse_args(argv)
+    root = Path(args.data_root)
+    suffix = datetime.now(timezone.utc).strftime("-%Y%m%d-%H%M%S") if args.fresh_names else ""
+    pre, ft, study = f"demo-pretrain{suffix}", f"demo-finetune{suffix}", f"demo-budget{suffix}"
+    t0 = time.monotonic()
+
+    print("== 1/5 data: synthetic scanner -> data sets 'synthetic' (labelled) and 'synthetic-pool' (unlabelled)")
+    for name in EMBEDDED:
+        if (dataset_dir(root, name) / "info.toml").is_file():
+            print(f"   reusing {root / 'datasets' / name}")
+        else:
+            print(f"   wrote {build_dataset(root, name, split=0.8)}")
+
+    for step, name, conf, extra in (
+        ("2/5 pretrain (the CPU recipe, shortened: MSM on the pool + the labelled train rows)", pre,
+         "configs/cpu-pretrain.toml", ['experiment.stage="pretrain"', f"optim.epochs={DEMO_PRETRAIN_EPOCHS}"]),
+        ("3/5 fine-tune (CaCO3, TOC; the CPU recipe, every labelled train row)", ft, "configs/cpu-finetune.toml",
+         ['experiment.stage="finetune"', f'finetune.from="{pre}"']),
+    ):
+        print(f"== {step}: experiment {name!r}")
+        if _completed(root, name):
+            print(f"   reusing {root / 'experiments' / name}")
+            continue
+        cfg = configlib.resolve(conf, extra + [f'experiment.name="{name}"'], function_defaults=function_defaults())
+        print(f"   wrote {run_stage(cfg.to_dict(), root, command=sys.argv).path}")
+
+    print(f"== 4/5 test {ft!r} on the held-out test cores")
+    metrics = evaluate_experiment(root, ft)
+    print(metrics[metrics["scope"] == "all"][["target", "n", "r2", "rmse", "mae", "bias", "coverage"]]
+          .round(3).to_string(index=False))
+    floor = Experiment.open(root, ft).read_result("test-floor")
+    print("   the floor (true composition under each scan spot; no model can do better): " + ", ".join(
+        f"{r.target} RMSE {r.rmse:.2f} (R^2 {r.r2:.3f})" for r in floor[floor["scope"] == "all"].itertuples()))
+    print(f"   figures and pickles in {root / 'experiments' / ft / 'results'}")
+
+    if not args.skip_study:
+        print("== 5/5 MSM against the same network from scratch and the classical baselines, 50 labels, one seed")
+        study_cfg = configlib.resolve("configs/label-budget-smoke.toml",
+                                      [f'study.name="{study}"', f'study.pretrain="{pre}"'],
+                                      default_file=STUDY_DEFAULTS)
+        summary = run_study(root, study_cfg["study"])
+        print(summarise(summary).round(3).to_string(index=False))
+        print("   one seed and a shortened pretraining: the README's table (3 seeds, every budget) is the measure.")
+        print(f"   table and figure in {root / 'experiments' / study / 'results'}")
+    print(f"done in {time.monotonic() - t0:.0f} s; experiments under {root / 'experiments'}")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shlex
@@ -27,22 +26,10 @@ import pandas as pd
 
 from coremax import logs
 from coremax.errors import UserError
-from coremax.io import read_pickle, read_toml, write_pickle, write_text, write_toml
-from coremax.paths import check_name, experiment_dir
+from coremax.io import file_sha256, read_pickle, read_toml, utc_now, write_pickle, write_text, write_toml
+from coremax.paths import check_name, experiment_dir, relative_to_root
 
 STATUSES = ("running", "completed", "failed", "interrupted")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _git(*args: str, cwd: Path) -> str | None:
@@ -231,8 +218,6 @@ class Experiment:
 
     def relpath(self, path) -> str:
         """A path as stored in config/provenance: relative to the data root."""
-        from coremax.paths import relative_to_root
-
         return relative_to_root(self.data_root, path)
 
     # -- running -------------------------------------------------------------------------------------------

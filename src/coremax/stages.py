@@ -6,18 +6,21 @@ config hierarchy: [data] -> load_data, [model] -> build_model, [optim] -> fit, [
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 
 from coremax import config as configlib
-from coremax.cli import experiment_parser, guard, resolve_args
 from coremax import checkpoint as ckpt
-from coremax.engine.data import input_length, load_data
+from coremax.engine.data import Prepared, input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.trainer import TASKS, fit
 from coremax.errors import UserError
-from coremax.experiment import Experiment, device_info, file_sha256
+from coremax.eval.baselines import BASELINE_FILE, make_baseline
+from coremax.eval.metrics import rmse
+from coremax.experiment import Experiment, device_info
+from coremax.io import file_sha256
 from coremax.models import build_model, load_encoder
 from coremax.paths import experiment_dir, inside
 
@@ -74,8 +77,6 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
                 raise UserError(f"The energy window data.channels = {config['data']['channels']} is {width} channels "
                                 f"wide, which model.patch_size = {patch} does not divide; change either.")
         if stage == "baseline":
-            from coremax.eval.run import run_baseline  # sklearn is only needed here
-
             exp = Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
             exp.record(device={**device_info("cpu"), "world_size": 1})
             with exp.run() as log:
@@ -101,6 +102,24 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
         return exp
     finally:
         cleanup(rt)
+
+
+def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
+    """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
+    b = config["baseline"]
+    # baseline.n_components is the NMF setting; PLS chooses its number of components on the val rows
+    model = make_baseline(b["method"], **({"n_components": b["n_components"]} if b["method"] == "nmf_svr" else {}))
+    x_tr, x_va = data.train.x.numpy(), data.val.x.numpy()
+    y_tr = data.train.frame[data.targets].to_numpy(np.float64)
+    y_va = data.val.frame[data.targets].to_numpy(np.float64)
+    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets)
+    model.save(exp.checkpoints / BASELINE_FILE)
+    pred = model.predict(x_va)
+    row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])
+                          for j, t in enumerate(data.targets)}}
+    exp.write_result("history", pd.DataFrame([row]))
+    log.info("baseline_done", selected=model.selected_params(), **row)
 
 
 def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
@@ -175,16 +194,3 @@ def _init_from_parent(model, parent: tuple[Path, str], state: dict, exp: Experim
         log.warning("transform_differs", parent=parent_transform, this=exp.config()["data"]["transform"])
     if main:
         exp.record(parent={"experiment": name, "checkpoint": exp.relpath(path), "sha256": file_sha256(path)})
-
-
-@guard
-def train_main(argv=None) -> None:
-    parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
-    args = parser.parse_args(argv)
-    cfg = resolve_args(args, function_defaults())
-    if args.print_config:
-        print(cfg.describe())
-        return
-    exp = run_stage(cfg.to_dict(), args.data_root, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"experiment written to {exp.path}")

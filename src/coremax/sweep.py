@@ -1,7 +1,9 @@
 """Sweeps: a base experiment TOML, a grid and/or random samples over any config keys, and seeds.
 
-Every point is an ordinary experiment named `<sweep>-p<NN>-s<seed>`, trained by `scripts/train.py` in its own
-process. A re-run skips completed points and resumes interrupted ones from `last.pth`; `--jobs N` runs N points
+Every point is an ordinary experiment named `<sweep>-p<NN>-s<seed>` (`<sweep>-<variant>-p<NN>-s<seed>` when the
+sweep has variants: named bundles of a base TOML and overrides, e.g. fine-tuned vs from scratch vs a baseline),
+trained by `scripts/train.py` in its own process; a `parent` experiment (a pretraining the variants fine-tune
+from) is trained first when it is not complete. A re-run skips completed points and resumes interrupted ones from `last.pth`; `--jobs N` runs N points
 side by side. The summary (`experiments/<sweep>/results/sweep.{pkl,csv,png}`) aggregates the chosen validation
 metrics at each run's best epoch over seeds (mean, sd, n); with `sweep.test` the test metrics stand beside them,
 reported and never used to choose.
@@ -9,7 +11,6 @@ reported and never used to choose.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import os
@@ -22,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from coremax import config as configlib
-from coremax.cli import guard
 from coremax.errors import UserError
 from coremax.eval import figures
+from coremax.stages import function_defaults
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
@@ -39,7 +40,7 @@ def _toml(value) -> str:
 
 
 def points(sweep: dict) -> list[dict]:
-    """Every point: its index and the values of the swept keys (grid x random draws)."""
+    """Every point: its index, variant ("" without variants) and the values of the swept keys (grid x random)."""
     grid = sweep["grid"]
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -59,25 +60,54 @@ def points(sweep: dict) -> list[dict]:
                 v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
                 draw[key] = type(bounds[0])(round(v)) if isinstance(bounds[0], int) else float(f"{v:.4g}")
             draws.append(draw)
-    return [{"point": i, "values": {**c, **d}} for i, (c, d) in enumerate(itertools.product(combos, draws))]
+    values = [{**c, **d} for c, d in itertools.product(combos, draws)]
+    return [{"point": i, "variant": variant, "values": v} for variant in (list(sweep["variants"]) or [""])
+            for i, v in enumerate(values)]
+
+
+def _variant(sweep: dict, name: str) -> tuple[str, list]:
+    """(base TOML, overrides) of a variant; "" is the sweep's own base."""
+    if not name:
+        return sweep["base_config"], []
+    v = sweep["variants"][name]
+    unknown = set(v) - {"config", "overrides"}
+    if unknown or not isinstance(v.get("overrides", []), list):
+        raise UserError(f"sweep.variants.{name} takes config (a TOML path) and overrides (a list); it has "
+                        f"{sorted(v)}.")
+    return v.get("config", "") or sweep["base_config"], list(v.get("overrides", []))
 
 
 def runs(sweep: dict) -> list[dict]:
     """Every run (point x seed) with its name and command-line overrides; the config is checked once here,
     so a typo in a swept key is refused before any experiment exists."""
-    from coremax.stages import function_defaults
-
     check_name(sweep["name"], "sweep")
     out = []
     for p in points(sweep):
+        config_file, variant_overrides = _variant(sweep, p["variant"])
         for seed in sweep["seeds"]:
-            name = f"{sweep['name']}-p{p['point']:02d}-s{seed}"
-            overrides = list(sweep["overrides"]) + [f"{k}={_toml(v)}" for k, v in p["values"].items()] + \
-                [f"experiment.seed={seed}"]
-            configlib.resolve(sweep["base_config"] or None, overrides + [f'experiment.name="{name}"'],
+            name = f"{sweep['name']}-{p['variant'].replace('_', '') + '-' if p['variant'] else ''}" \
+                   f"p{p['point']:02d}-s{seed}"
+            overrides = list(sweep["overrides"]) + variant_overrides + \
+                [f"{k}={_toml(v)}" for k, v in p["values"].items()] + [f"experiment.seed={seed}"]
+            configlib.resolve(config_file or None, overrides + [f'experiment.name="{name}"'],
                               function_defaults=function_defaults())
-            out.append({**p, "seed": seed, "name": name, "overrides": overrides})
+            out.append({**p, "seed": seed, "name": name, "config_file": config_file, "overrides": overrides})
     return out
+
+
+def parent_run(sweep: dict) -> dict | None:
+    """The experiment trained before the points (sweep.parent: name, config, overrides), checked like a point."""
+    parent = sweep["parent"]
+    if not parent:
+        return None
+    unknown = set(parent) - {"name", "config", "overrides"}
+    if unknown or not parent.get("name"):
+        raise UserError(f"sweep.parent needs a name (and may have config and overrides); it has {sorted(parent)}.")
+    check_name(parent["name"], "sweep.parent.name")
+    overrides = list(sweep["overrides"]) + list(parent.get("overrides", []))
+    configlib.resolve(parent.get("config") or None, overrides + [f'experiment.name="{parent["name"]}"'],
+                      function_defaults=function_defaults())
+    return {"name": parent["name"], "config_file": parent.get("config", ""), "overrides": overrides}
 
 
 def _state(data_root, name: str) -> str:
@@ -91,7 +121,7 @@ def _state(data_root, name: str) -> str:
     return "resume" if (folder / "checkpoints" / "last.pth").is_file() else "restart"
 
 
-def _train(data_root, sweep: dict, run: dict, threads: int) -> str:
+def _train(data_root, run: dict, threads: int) -> str:
     state = _state(data_root, run["name"])
     if state == "done":
         return "skipped"
@@ -99,7 +129,7 @@ def _train(data_root, sweep: dict, run: dict, threads: int) -> str:
         raise UserError(f"The sweep run {run['name']!r} exists without a checkpoint to resume; delete "
                         f"{experiment_dir(data_root, run['name'])} and run the sweep again.")
     cmd = [sys.executable, str(TRAIN), "--data-root", str(data_root), "--name", run["name"]]
-    cmd += ["--resume"] if state == "resume" else (["--config", sweep["base_config"]] if sweep["base_config"] else [])
+    cmd += ["--resume"] if state == "resume" else (["--config", run["config_file"]] if run["config_file"] else [])
     cmd += [] if state == "resume" else run["overrides"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -112,29 +142,32 @@ def _train(data_root, sweep: dict, run: dict, threads: int) -> str:
 def best_row(data_root, name: str) -> dict:
     """The history row of the epoch that best-model.pth holds (the lowest selection score)."""
     history = Experiment.open(data_root, name).read_result("history")
-    score = "val_nrmse" if "val_nrmse" in history.columns else "val_loss"
-    return history.loc[history[score].idxmin()].to_dict()
+    score = next((c for c in ("val_nrmse", "val_loss") if c in history.columns), None)
+    # A baseline is fitted once: its one row holds the validation metrics of the hyperparameters it chose.
+    return (history.loc[history[score].idxmin()] if score else history.iloc[-1]).to_dict()
 
 
 def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
-    all_runs = runs(sweep)
+    all_runs, parent = runs(sweep), parent_run(sweep)
+    if parent is not None:
+        log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with ThreadPoolExecutor(max(jobs, 1)) as pool:  # each thread waits on one training process
-        for run, what in zip(all_runs, pool.map(lambda r: _train(data_root, sweep, r, threads), all_runs)):
+        for run, what in zip(all_runs, pool.map(lambda r: _train(data_root, r, threads), all_runs)):
             log(f"{run['name']}: {what}")
     rows = []
     for run in all_runs:
         best = best_row(data_root, run["name"])
-        row = {"point": run["point"], "seed": run["seed"], "experiment": run["name"], **run["values"],
-               "best_epoch": best["epoch"], **{m: best.get(m, np.nan) for m in sweep["metrics"]}}
+        row = {"point": run["point"], "variant": run["variant"], "seed": run["seed"], "experiment": run["name"],
+               **run["values"], "best_epoch": best["epoch"], **{m: best.get(m, np.nan) for m in sweep["metrics"]}}
         if sweep["test"]:
-            metrics = evaluate_experiment(data_root, run["name"])
+            metrics = test_metrics(data_root, run["name"])
             for r in metrics[metrics["scope"] == "all"].itertuples():
                 row[f"test_rmse_{r.target}"] = r.rmse
                 row[f"test_r2_{r.target}"] = r.r2
         rows.append(row)
     table = pd.DataFrame(rows)
-    summary = summarise(table, list(sweep["grid"]) + list(sweep["random"]))
+    summary = summarise(table, ["variant", *sweep["grid"], *sweep["random"]])
     exp = Experiment.create(data_root, sweep["name"], {"sweep": sweep},
                             resume=(experiment_dir(data_root, sweep["name"]) / "config.toml").is_file())
     with exp.run():
@@ -146,34 +179,21 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     return summary
 
 
+def test_metrics(data_root, name: str) -> pd.DataFrame:
+    """The run's test metrics (overall and per test core): evaluated once, then read from its results."""
+    exp = Experiment.open(data_root, name)
+    if (exp.results / "test-metrics.pkl").is_file():
+        return exp.read_result("test-metrics")
+    return evaluate_experiment(data_root, name)
+
+
 def summarise(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean, sd and n over seeds of every metric column, one row per point."""
     metrics = [c for c in table.columns if c not in {"point", "seed", "experiment", *keys}]
-    g = table.groupby("point")
-    out = g[keys].first() if keys else pd.DataFrame(index=g.size().index)
+    g = table.groupby(["variant", "point"], sort=False)
+    out = g[[k for k in keys if k != "variant"]].first()
     for m in metrics:
         out[m] = g[m].mean()
         out[f"{m}_sd"] = g[m].std()
     out["n"] = g.size()
-    return out.reset_index()
-
-
-@guard
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Run a sweep of experiments over config keys and seeds.")
-    p.add_argument("--config", required=True, help="sweep TOML (see src/coremax/config/sweep.toml)")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--jobs", type=int, default=1, help="points trained side by side (processes on the CPU)")
-    p.add_argument("--print-config", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="sweep.key=value")
-    args = p.parse_args(argv)
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs} must be at least 1.")
-    cfg = configlib.resolve(args.config, args.overrides, default_file=SWEEP_DEFAULTS)
-    if args.print_config:
-        print(cfg.describe())
-        return
-    summary = run_sweep(args.data_root, cfg["sweep"], args.jobs)
-    with pd.option_context("display.width", 160, "display.max_columns", 30):
-        print(summary.round(4).to_string(index=False))
-    print(f"summary written to {experiment_dir(args.data_root, cfg['sweep']['name']) / 'results'}")
+    return out.reset_index()[["variant", "point", *out.columns]]

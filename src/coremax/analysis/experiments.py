@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.analysis._figures import new_figure, save
+from coremax.plotting import new_figure, save
 from coremax.errors import UserError
 from coremax.io import UntrustedPickle, read_pickle, read_toml
 from coremax.experiment import Experiment

@@ -7,12 +7,16 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import RidgeCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 import torch
 
 from coremax.analysis._model import evaluating
 
-from coremax.analysis._figures import new_figure, save
+from coremax.plotting import new_figure, save
 from coremax.errors import UserError
+from coremax.eval.metrics import regression_metrics
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
@@ -87,11 +91,6 @@ def linear_probe(train_emb, y_train, test_emb, y_test, targets=None, alphas=RIDG
     trained on the train rows with a value and scored on the test rows with a value.
     y_*: DataFrames (targets = their columns unless given) or arrays (n,) / (n, T).
     Returns one row per target: target, n_train, n_test, alpha, r2, rmse (NaN when too few rows)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.metrics import r2_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     def as_frame(y, names):
         if isinstance(y, pd.DataFrame):
             return y.reset_index(drop=True)
@@ -116,7 +115,7 @@ def linear_probe(train_emb, y_train, test_emb, y_test, targets=None, alphas=RIDG
             model.fit(x_tr[tr], y_tr.loc[tr, t].to_numpy(float))
             pred = model.predict(x_te[te])
             truth = y_te.loc[te, t].to_numpy(float)
-            row.update(alpha=float(model[-1].alpha_), r2=float(r2_score(truth, pred)),
-                       rmse=float(np.sqrt(np.mean((pred - truth) ** 2))))
+            m = regression_metrics(truth, pred)
+            row.update(alpha=float(model[-1].alpha_), r2=m["r2"], rmse=m["rmse"])
         rows.append(row)
     return pd.DataFrame(rows)

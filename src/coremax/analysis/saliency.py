@@ -20,7 +20,7 @@ import torch
 
 from coremax.analysis._model import evaluating
 
-from coremax.analysis._figures import new_figure, save
+from coremax.plotting import new_figure, save
 from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.errors import UserError
 

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import xraylib as xrl
 
-from coremax.analysis._figures import new_figure, save
+from coremax.plotting import new_figure, save
+from coremax.data.simulate import SCANNERS
 from coremax.errors import UserError
 
 NOMINAL_GAIN_KEV = 0.02
@@ -62,8 +63,6 @@ def energy_axis(source=None, length: int | None = None, gain_kev: float | None =
     if isinstance(source, dict):
         n = int(source.get("spectrum_length", n))
     elif isinstance(source, str):
-        from coremax.data.simulate import SCANNERS
-
         match = [s for s in SCANNERS if source.startswith(s.head)]
         if not match:
             raise UserError(f"The scanner {source!r} is not one of the simulated heads, so its calibration is "

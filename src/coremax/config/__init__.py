@@ -22,7 +22,6 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-LEVELS = ("function", "default-config", "experiment", "command-line")
 DEFAULT_PATH = Path(__file__).with_name("default-config.toml")
 
 # Keys whose value is one of a few words: checked when the config is resolved, before anything runs.
@@ -221,22 +220,17 @@ def resolve(
     *,
     function_defaults: dict[str, dict[str, Any]] | None = None,
     default_file: str | Path = DEFAULT_PATH,
-    config_data: dict | None = None,
 ) -> Config:
-    """Merge the four levels into one checked Config.
-
-    `config_data` stands in for the experiment file when the caller already holds it (a frozen
-    config.toml being resumed); `config_file` names the file for messages and is read when no data is given.
-    """
+    """Merge the four levels (function defaults, the default file, the experiment file, command-line
+    overrides) into one checked Config."""
     cfg = Config()
     for section, keys in (function_defaults or {}).items():
         for key, value in keys.items():
             cfg._define(section, key, value, "function")
     # The default file defines the schema: it may add keys no function declares, never drop any.
     cfg.merge(read_toml(default_file), "default-config", str(default_file), define=True)
-    if config_file is not None or config_data is not None:
-        data = config_data if config_data is not None else read_toml(config_file)
-        cfg.merge(data, "experiment", str(config_file or "the experiment config"))
+    if config_file is not None:
+        cfg.merge(read_toml(config_file), "experiment", str(config_file))
     for text in overrides:
         section, key, value = parse_override(text)
         cfg._set(section, key, value, "command-line", f"the command-line override {text!r}")

@@ -1,4 +1,4 @@
-"""Bulk lab measurements (CaCO3, TOC wt%) joined to the spectrum of the same core nearest in depth."""
+"""Bulk lab measurements (CaCO3, TOC wt% and any other measured column) joined to the spectrum of the same core nearest in depth."""
 
 from __future__ import annotations
 
@@ -11,59 +11,75 @@ import pandas as pd
 
 from coremax.errors import UserError
 
-TARGETS = ("CaCO3", "TOC")
+TARGETS = ("CaCO3", "TOC")  # the default targets, recognised whatever their case or unit suffix
 _DEPTH = ("depth_mm", "mid_depth_mm")
+_UNIT = re.compile(r"[\s_]*(\(.*\)|\[.*\]|%|wt%|wt)$", flags=re.IGNORECASE)
 
 
-def _canonical(column: str) -> str | None:
-    """`CaCO3%`, `CaCO3 (wt%)`, `toc_wt%` ... -> the target name; None for other columns."""
-    base = re.sub(r"[\s_]*(\(.*\)|%|wt%|wt)$", "", column.strip(), flags=re.IGNORECASE).strip(" _%")
+def _canonical(column: str) -> tuple[str, bool]:
+    """`CaCO3%`, `Fe (wt%)`, `toc_wt%`, `grain size (um)` -> (the target name, whether it is a content in wt%)."""
+    raw = column.strip()
+    base = _UNIT.sub("", raw).strip(" _%") or raw
     for t in TARGETS:
         if base.lower() == t.lower():
-            return t
-    return None
+            return t, True
+    return base, "%" in raw[len(base):]
+
+
+def _numbers(column: pd.Series) -> pd.Series:
+    return pd.to_numeric(column.astype(str).str.replace(",", ".", regex=False).replace({"nan": None, "": None}),
+                         errors="coerce")
 
 
 def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
-    """Columns core, depth_mm and the targets present (NaN = not measured)."""
+    """Columns core, depth_mm and every numeric column as a target (NaN = not measured). Contents in wt% (CaCO3,
+    TOC and columns whose header says %) are checked to lie in 0-100; `attrs["contents"]` names them."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"The bulk file {str(path)!r} does not exist; pass --bulk with a CSV of core, depth_mm, "
-                        "CaCO3, TOC.")
+                        "CaCO3, TOC (and any other measured column).")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
         raise UserError(f"The bulk file {path} cannot be read as CSV ({str(e).splitlines()[0]}); fix it.") from None
-    rename = {}
+    rename, contents, header = {}, [], [str(c) for c in df.columns]
     for c in df.columns:
-        if c.strip().lower() in _DEPTH:
+        c_str = str(c)
+        if c_str.strip().lower() in _DEPTH:
             rename[c] = "depth_mm"
-        elif c.strip().lower() == "core":
+        elif c_str.strip().lower() == "core":
             rename[c] = "core"
-        elif _canonical(c):
-            rename[c] = _canonical(c)
-    df = df.rename(columns=rename)
+        else:
+            name, content = _canonical(c_str)
+            filled = df[c].notna() & (df[c].astype(str).str.strip() != "")
+            # A text column (sample ids, comments) is not a target; a numeric one with a typo is refused below.
+            if name not in TARGETS and (not filled.any() or _numbers(df[c])[filled].notna().mean() < 0.5):
+                continue
+            if name in rename.values():
+                raise UserError(f"The bulk file {path} has two columns for {name!r}; keep one.")
+            rename[c] = name
+            contents += [name] if content else []
+    df = df[list(rename)].rename(columns=rename)
     missing = [c for c in ("core", "depth_mm") if c not in df.columns]
-    targets = [t for t in TARGETS if t in df.columns]
+    targets = [c for c in df.columns if c not in ("core", "depth_mm")]
     if missing or not targets:
-        raise UserError(f"The bulk file {path} needs columns core, depth_mm (or mid_depth_mm) and CaCO3 and/or TOC; "
-                        f"it has {list(df.columns)}.")
+        raise UserError(f"The bulk file {path} needs columns core, depth_mm (or mid_depth_mm) and at least one "
+                        f"measured column (CaCO3, TOC, ...); it has {header}.")
     out = df[["core", "depth_mm", *targets]].copy()
     out["core"] = out["core"].astype(str).str.strip()
     for c in ["depth_mm", *targets]:
-        values = pd.to_numeric(out[c].astype(str).str.replace(",", ".", regex=False).replace({"nan": None, "": None}),
-                               errors="coerce")
+        values = _numbers(out[c])
         bad = values.isna() & out[c].notna() & (out[c].astype(str).str.strip() != "")
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
             raise UserError(f"The bulk file {path}, line {row}: {c} = {out[c].iloc[row - 2]!r} is not a number; "
                             "fix it or leave the cell empty.")
         # inf passes to_numeric; a content above 100 wt% is a typo or a unit slip, never a measurement.
-        absurd = np.isinf(values) | ((values > 100) if c in targets else False)
+        absurd = np.isinf(values) | ((values > 100) if c in contents else False)
         if absurd.any():
             row = int(np.flatnonzero(absurd.to_numpy())[0]) + 2
             raise UserError(f"The bulk file {path}, line {row}: {c} = {out[c].iloc[row - 2]!r} is not a possible "
-                            f"{'depth' if c == 'depth_mm' else 'content in wt% (0-100)'}; fix it or leave the cell empty.")
+                            f"{'content in wt% (0-100)' if c in contents else 'value'}; fix it or leave the cell empty.")
         out[c] = values
     if out["depth_mm"].isna().any():
         row = int(np.flatnonzero(out["depth_mm"].isna().to_numpy())[0]) + 2
@@ -77,6 +93,7 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
                 raise UserError(f"The bulk file {path} lists core {core} at {depth:g} mm twice with different values "
                                 f"(lines {lines}); keep the right one.")
         out = out.drop_duplicates(["core", "depth_mm", *targets])
+    out.attrs["contents"] = contents
     return out
 
 
@@ -85,13 +102,14 @@ def match_bulk(meta: pd.DataFrame, bulk: pd.DataFrame, tolerance_mm: float = 5.0
 
     Returns (targets per spectrum row (NaN where none), unmatched samples, number of negative values clipped).
     When two samples pick the same spectrum, the nearer one wins and the other is reported unmatched."""
-    targets = [t for t in TARGETS if t in bulk.columns]
+    targets = [c for c in bulk.columns if c not in ("core", "depth_mm")]
+    # Slightly negative contents (below detection) become 0; other targets (isotopes, ...) may be negative.
+    contents = [c for c in bulk.attrs.get("contents", TARGETS) if c in targets]
     # A row without any value measures nothing: it must not take a spectrum from a real sample nearby.
-    bulk = bulk[bulk[targets].notna().any(axis=1)]
-    out = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS))
-    clipped = int((bulk[targets] < 0).sum().sum())
-    bulk = bulk.copy()
-    bulk[targets] = bulk[targets].clip(lower=0)
+    bulk = bulk[bulk[targets].notna().any(axis=1)].copy()
+    out = pd.DataFrame(np.nan, index=meta.index, columns=targets)
+    clipped = int((bulk[contents] < 0).sum().sum())
+    bulk[contents] = bulk[contents].clip(lower=0)
     unmatched, best = [], {}
     for core, samples in bulk.groupby("core", sort=False):
         rows = meta.index[meta["core"] == core]

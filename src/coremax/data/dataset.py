@@ -1,7 +1,8 @@
 """Prepared data sets: `<data-root>/datasets/<name>/{train,val,test}.{parquet,npy}` and `info.toml`.
 
 Per split, one row per spectrum: `<split>.parquet` holds the metadata columns (core, depth_mm, scanner
-settings, source file) and the targets (CaCO3, TOC; NaN = no bulk sample matched); `<split>.npy` the counts,
+settings, source file) and the targets (every measured column of the bulk file, e.g. CaCO3, TOC, Fe;
+NaN = no bulk sample matched); `<split>.npy` the counts,
 int32 (rows, channels), memory-mapped when read. Neither format can run code when read (a pickle could), so a
 data set copied from another lab is safe to open; `info.toml` lists every file with its sha256.
 `load_split` joins both into one DataFrame with the channels as integer-labelled columns 0..L-1, which the
@@ -11,21 +12,17 @@ notebooks and evaluation read; training reads the arrays directly (`load_arrays`
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from coremax.data.bulk import TARGETS, match_bulk, read_bulk
+from coremax.data.bulk import match_bulk, read_bulk
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
-from coremax.experiment import file_sha256, utc_now
-from coremax.io import read_toml, write_toml
+from coremax.data.simulate import simulate_archive
+from coremax.io import file_sha256, folder_in_place, read_toml, utc_now, write_toml
 from coremax.paths import check_name, dataset_dir, inside
 
 SPLITS = ("train", "val", "test")
@@ -98,8 +95,6 @@ def info_hash(data_root, name: str) -> str:
 def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
     """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
     is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""
-    from coremax.data.simulate import simulate_archive
-
     if name not in EMBEDDED:
         raise UserError(f"Without --raw the data set name must be one of the embedded ones ({', '.join(EMBEDDED)}); "
                         f"got {name!r}. Pass --raw for your own spectra.")
@@ -219,9 +214,14 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         bulk = raw.parent / "bulk.csv"
     meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
     if bulk is not None:
-        targets, unmatched, clipped = match_bulk(meta, read_bulk(bulk), match_mm)
-    else:
-        targets, unmatched, clipped = pd.DataFrame(np.nan, index=meta.index, columns=list(TARGETS)), pd.DataFrame(), 0
+        measured = read_bulk(bulk)
+        clash = [c for c in measured.columns if c in META_COLUMNS and c not in ("core", "depth_mm")]
+        if clash:
+            raise UserError(f"The bulk file {bulk} has a column {clash[0]!r}, which is the name of a spectrum "
+                            "metadata column; rename it in the bulk file.")
+        targets, unmatched, clipped = match_bulk(meta, measured, match_mm)
+    else:  # an unlabelled pool: no targets at all
+        targets, unmatched, clipped = pd.DataFrame(index=meta.index), pd.DataFrame(), 0
     test_cores = _choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
     for col in META_COLUMNS:
         if col not in meta.columns:
@@ -255,10 +255,10 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "counts": {"files_read": int(len(meta)), "files_skipped": len(skipped), "bulk_unmatched": int(len(unmatched)),
                    "bulk_negative_clipped": clipped,
                    **{f"rows_{k}": int(len(v)) for k, v in parts.items()},
-                   **{f"labelled_{k}": int(v[list(TARGETS)].notna().any(axis=1).sum()) for k, v in parts.items()}},
+                   **{f"labelled_{k}": int(v[list(targets.columns)].notna().any(axis=1).sum()) for k, v in parts.items()}},
         "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
         "test_cores": test_cores,
-        "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in TARGETS},
+        "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},
         "live_time_s": _stats(meta["live_time_s"]),
         "scanners": sorted(meta["scanner"].unique().tolist()),
         "skipped": skipped,
@@ -270,28 +270,6 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     }
     _write_atomically(target, parts, info)
     return target
-
-
-@contextmanager
-def folder_in_place(target: Path):
-    """Yield a temporary folder beside `target`; on success rename it onto `target` (an old one is moved aside
-    and removed only once the new one is in place), on error remove it: nothing is ever left half-written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a data set is shared like any other folder
-        yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _write_atomically(target: Path, parts: dict, info: dict) -> None:

@@ -19,7 +19,6 @@ Layout written by simulate_archive (and scripts/simulate.py): `<out>/raw/<core>/
 
 from __future__ import annotations
 
-import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -32,9 +31,8 @@ import xraylib as xrl
 from scipy.signal import lfilter
 
 from coremax.data.spe import format_spe
-from coremax.data.dataset import folder_in_place
 from coremax.errors import UserError
-from coremax.io import write_toml
+from coremax.io import folder_in_place, write_toml
 
 ELEMENTS = ["H", "C", "N", "O", "Na", "Mg", "Al", "Si", "S", "Cl", "K", "Ca", "Ti", "Mn", "Fe", "Br", "Rb", "Sr",
             "Zr", "Ba"]
@@ -208,8 +206,8 @@ def core_composition(depth_mm: np.ndarray, region: str, rng: np.random.Generator
                          "terrigenous": 100 - (caco3 + opal + organic + pyrite + barite), "porosity": porosity})
 
 
-def element_fractions(comp: pd.DataFrame, region: str, detrital_ca_scale: np.ndarray | float = 1.0) -> np.ndarray:
-    """Mass fractions of ELEMENTS in the wet sample (rows), from dry composition (wt%) and porosity."""
+def dry_fractions(comp: pd.DataFrame, region: str, detrital_ca_scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Mass fractions of ELEMENTS in the dry sediment (rows), from its composition (wt%)."""
     r = REGIONS[region]
     n = len(comp)
     dry = np.zeros((n, len(ELEMENTS)))
@@ -248,7 +246,13 @@ def element_fractions(comp: pd.DataFrame, region: str, detrital_ca_scale: np.nda
         add("O", terr * share * n_o * MOLAR["O"] / mw)
     for trace in ("Rb", "Zr"):
         add(trace, terr * r[trace] * 100 / oxide_total)
-    dry /= dry.sum(axis=1, keepdims=True)
+    return dry / dry.sum(axis=1, keepdims=True)
+
+
+def element_fractions(comp: pd.DataFrame, region: str, detrital_ca_scale: np.ndarray | float = 1.0) -> np.ndarray:
+    """Mass fractions of ELEMENTS in the wet sample (rows), from dry composition (wt%) and porosity."""
+    ix = {e: i for i, e in enumerate(ELEMENTS)}
+    dry = dry_fractions(comp, region, detrital_ca_scale)
     # Pore water: porosity (volume) -> water mass fraction, with sea salt.
     phi = comp["porosity"].to_numpy()
     water_mass = phi * 1.025 / (phi * 1.025 + (1 - phi) * 2.6)
@@ -399,27 +403,37 @@ def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,)) -> dict
     truth = pd.DataFrame({"core": plan.core, "depth_mm": scan_depth, "region": plan.region,
                           "scanner": scanner.head, "gain_kev": scanner.gain_kev, "offset_kev": scanner.offset_kev,
                           "water_film_um": film, **{c: comp[c] for c in comp.columns}})
-    bulk = bulk_samples(plan, fine, comp_fine, rng)
+    bulk = bulk_samples(plan, fine, comp_fine, rng, detrital_ca)
     return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "scanner": scanner}
 
 
-def bulk_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, rng) -> pd.DataFrame:
+BULK_ELEMENTS = ("Ca", "Fe", "Si", "K")  # element contents a lab also reports (dry wt%, e.g. ICP-OES)
+
+
+def bulk_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, rng,
+                 detrital_ca: float = 1.0) -> pd.DataFrame:
     """Discrete lab samples every few cm to tens of cm: each integrates 1-2 cm, is registered a few mm off,
-    and carries lab error; TOC is not measured on every sample."""
+    and carries lab error; TOC is not measured on every sample. Element contents (dry wt%, 2 % relative
+    error) come last so that adding them left every other value of the archive as it was."""
     depths, d = [], rng.uniform(20, 80)
     while d < plan.length_mm - 20:
         depths.append(d)
         d += rng.choice([rng.uniform(20, 60), rng.uniform(60, 200)], p=[0.7, 0.3])
     mids = np.array(depths)
     n = len(mids)
-    true = window_mean(comp_fine[["CaCO3", "TOC"]], fine, mids, rng.uniform(5, 10, n))
+    true = window_mean(comp_fine, fine, mids, rng.uniform(5, 10, n))
     caco3, toc = true["CaCO3"].to_numpy(), true["TOC"].to_numpy()
-    return pd.DataFrame({
+    samples = pd.DataFrame({
         "core": plan.core,
         "depth_mm": np.round(mids + rng.normal(0, 3.0, n), 1),
         "CaCO3": np.round(np.clip(caco3 + rng.normal(0, 1.0 + 0.02 * caco3), 0, 100), 2),
         "TOC": np.where(rng.random(n) > 0.15, np.round(toc + rng.normal(0, 0.04 + 0.05 * toc), 3), np.nan),
     })
+    dry = dry_fractions(true, plan.region, detrital_ca) * 100
+    for element in BULK_ELEMENTS:
+        wt = dry[:, ELEMENTS.index(element)]
+        samples[f"{element} (wt%)"] = np.round(wt * np.exp(rng.normal(0, 0.02, n)), 3)
+    return samples
 
 
 def section_label(start_mm: int, scanner: Scanner) -> str:
@@ -497,31 +511,3 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
                                  for s in SCANNERS if s.head in {SCANNERS[p.scanner].head for p in plans}}}
         write_toml(tmp / "manifest.toml", manifest)
     return manifest
-
-
-def main(argv=None) -> None:
-    from coremax.cli import guard
-
-    @guard
-    def run():
-        p = argparse.ArgumentParser(description="Write a synthetic Avaatech XRF core-scanner archive.")
-        p.add_argument("--out", default="data/datasets/external/synthetic")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--cores", type=int, default=12)
-        p.add_argument("--spacing-mm", type=float, default=10.0)
-        p.add_argument("--kv", default="10", help="comma-separated tube voltages, one run folder each")
-        p.add_argument("--workers", type=int, default=2)
-        p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
-        p.add_argument("--unlabelled", action="store_true",
-                       help="write an unlabelled pool (every head, cores named apart, no bulk.csv)")
-        args = p.parse_args(argv)
-        try:
-            kvs = [float(k) for k in args.kv.split(",")]
-        except ValueError:
-            raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
-        m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
-                             overwrite=args.overwrite, labelled=not args.unlabelled)
-        print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
-              f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
-
-    run()

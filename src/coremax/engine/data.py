@@ -33,8 +33,17 @@ class ArrayData:
         if world > 1:
             total = math.ceil(n / world) * world
             order = torch.cat([order, order[: total - n]])[rank::world]
+        order = order.to(self.x.device)  # rows on the GPU are sliced there, with no copy per step
         for start in range(0, len(order), batch_size):
             yield order[start:start + batch_size]
+
+    def to(self, device: torch.device) -> "ArrayData":
+        return ArrayData(self.x.to(device), self.y.to(device) if self.y is not None else None, self.frame)
+
+    @property
+    def nbytes(self) -> int:
+        return self.x.element_size() * self.x.nelement() + (self.y.element_size() * self.y.nelement()
+                                                            if self.y is not None else 0)
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
         return math.ceil(math.ceil(len(self) / world) / batch_size)
@@ -91,12 +100,14 @@ def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
     return rows[0][keep], rows[1][keep]
 
 
-def check_targets(df: pd.DataFrame, targets: list[str], dataset: str) -> None:
-    missing = [t for t in targets if t not in df.columns]
-    if missing or not targets:
-        raise UserError(f"data.targets = {targets} but the data set {dataset!r} has no column "
-                        f"{missing[0] if missing else '(none given)'}; use some of "
-                        f"{[c for c in ('CaCO3', 'TOC') if c in df.columns]}.")
+def check_targets(targets: list[str], info: dict, dataset: str) -> None:
+    """data.targets must name measured columns of the data set (info.toml lists them under [targets])."""
+    available = list(info.get("targets", {}))
+    missing = [t for t in targets if t not in available]
+    if missing or not targets or len(set(targets)) < len(targets):
+        raise UserError(f"data.targets = {targets} but the data set {dataset!r} has no target "
+                        f"{missing[0] if missing else '(none or a repeated one given)'}; choose from {available}"
+                        f"{'' if available else ' (it was built without a bulk file)'}.")
 
 
 def input_length(data_config: dict) -> int:
@@ -147,7 +158,7 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
     if stage == "pretrain":
         train, val = pool_rows(data_root, dataset, info, list(pool), train, val, spectrum_length, channels)
     else:
-        check_targets(train[0], targets, dataset)
+        check_targets(targets, info, dataset)
         train, val = labelled_rows(train, targets), labelled_rows(val, targets)
         if len(train[0]) == 0:
             raise UserError(f"The data set {dataset!r} has no train rows with any of {targets}; "

@@ -41,8 +41,9 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.05, layer_decay: float = 1.0,
-                    betas: tuple = (0.9, 0.95)) -> torch.optim.AdamW:
+                    betas: tuple = (0.9, 0.95), fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; `fused` (CUDA only) updates every parameter in one kernel."""
     groups = param_groups(model, weight_decay, layer_decay)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)

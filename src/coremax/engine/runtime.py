@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,13 +20,13 @@ class Runtime:
     amp_dtype: torch.dtype | None       # None = full precision
     scaler: torch.amp.GradScaler | None  # only for fp16
     compile: bool
+    data_on_device: bool
     pin_mem: bool
     save_every: int
     log_interval_s: float
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def main(self) -> bool:
@@ -46,7 +46,8 @@ class Runtime:
         return f"{self.device} amp={amp} world_size={self.world_size}"
 
 
-def setup(*, device: str = "auto", num_workers: int = 0, pin_mem: bool = False, amp: str = "auto",
+def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = True, pin_mem: bool = False,
+          amp: str = "auto",
           compile: bool = False, save_every: int = 0, log_interval_s: float = 30.0) -> Runtime:
     """Consumes the [runtime] section. Under torchrun (RANK/WORLD_SIZE set) it joins the process group:
     gloo on the CPU, nccl on GPUs, one GPU per local rank."""
@@ -72,7 +73,8 @@ def setup(*, device: str = "auto", num_workers: int = 0, pin_mem: bool = False, 
 
     amp_dtype, scaler = None, None
     if amp == "auto":
-        amp = "off" if dev.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        amp = ("bf16" if cpu_has_bf16() else "off") if dev.type == "cpu" else \
+            ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     if amp == "bf16":
         amp_dtype = torch.bfloat16
     elif amp == "fp16":
@@ -80,8 +82,31 @@ def setup(*, device: str = "auto", num_workers: int = 0, pin_mem: bool = False, 
             raise UserError("runtime.amp = \"fp16\" needs a CUDA GPU; use \"bf16\" or \"off\" on the CPU.")
         amp_dtype = torch.float16
         scaler = torch.amp.GradScaler("cuda")
-    return Runtime(dev, amp_dtype, scaler, compile, pin_mem and dev.type == "cuda", save_every, log_interval_s,
-                   rank, world_size, local_rank)
+    return Runtime(dev, amp_dtype, scaler, compile, data_on_device and dev.type == "cuda",
+                   pin_mem and dev.type == "cuda", save_every, log_interval_s, rank, world_size, local_rank)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): only then is bf16 autocast faster;
+    elsewhere it is emulated and slower."""
+    try:
+        flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    except OSError:  # not Linux: stay in full precision
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+# Dense bf16 tensor-core peak (FLOP/s) by GPU name, for the MFU; an unknown GPU gets no MFU.
+BF16_PEAK = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H100 NVL": 835e12,
+             "H100 PCIe": 756e12, "H100": 756e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12}
+
+
+def peak_flops(rt: Runtime) -> float | None:
+    """The device's dense bf16 peak per process, or None (CPU, unknown GPU)."""
+    if rt.device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(rt.device)
+    return next((v for k, v in BF16_PEAK.items() if k in name), None)
 
 
 def seed_everything(seed: int) -> None:

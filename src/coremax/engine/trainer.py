@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,13 +17,16 @@ from coremax.data.transforms import jitter_absorption, jitter_calibration, poiss
 from coremax import checkpoint as ckpt
 from coremax.engine.data import ArrayData, Prepared
 from coremax.engine.optim import build_optimizer
-from coremax.engine.runtime import Runtime, all_reduce_sum
+from coremax.engine.runtime import Runtime, all_reduce_sum, peak_flops
 from coremax.engine.schedule import lr_at, scaled_lr, set_lr
 from coremax.errors import UserError
+from coremax.eval.metrics import rmse
+from coremax.models import train_flops_per_spectrum
 from coremax.models.regressor import masked_mse
 from coremax.progress import Progress
 
 VAL_SEED = 12345  # fixed masks for pretraining validation, so epochs are compared on the same task
+CHECK_EVERY = 50  # GPU steps between read-backs of the loss (a non-finite loss is caught at the next one)
 
 
 class TrainingDiverged(UserError):
@@ -64,16 +68,15 @@ class PretrainTask(Task):
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=self.rt.device), 0
         with torch.random.fork_rng(devices=[self.rt.device] if self.rt.device.type == "cuda" else []):
             torch.manual_seed(VAL_SEED)
             for idx in val.batches(batch_size):
                 x = self.inputs(val.x[idx].to(self.rt.device), train=False)
                 with self.rt.autocast():
-                    loss = model(x)[0]
-                total += float(loss) * len(idx)
+                    total += model(x)[0].float() * len(idx)
                 count += len(idx)
-        return {"val_loss": total / max(count, 1)}
+        return {"val_loss": float(total) / max(count, 1)}
 
 
 class FinetuneTask(Task):
@@ -86,25 +89,35 @@ class FinetuneTask(Task):
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):
-        preds = [model(self.inputs(val.x[idx].to(self.rt.device), train=False)).float().cpu()
+        preds = [model(self.inputs(val.x[idx].to(self.rt.device), train=False)).float()
                  for idx in val.batches(batch_size)]
-        pred = torch.cat(preds) if preds else torch.zeros(0, len(self.data.targets))
+        pred = torch.cat(preds).cpu() if preds else torch.zeros(0, len(self.data.targets))
         out = {"val_loss": float(masked_mse(pred, val.y))}
         # Normalised RMSE per target, averaged: comparable across targets of different units.
         nrmse = []
         pred_wt = self.data.scaler.inverse(pred.numpy())
-        true_wt = self.data.scaler.inverse(val.y.numpy())
+        true_wt = self.data.scaler.inverse(val.y.cpu().numpy())
         for j, t in enumerate(self.data.targets):
-            ok = ~np.isnan(true_wt[:, j])
-            err = pred_wt[ok, j] - true_wt[ok, j]
-            rmse = float(np.sqrt(np.mean(err ** 2))) if ok.any() else float("nan")
-            out[f"val_rmse_{t}"] = rmse
-            nrmse.append(rmse / self.data.scaler.std[j])
+            out[f"val_rmse_{t}"] = rmse(true_wt[:, j], pred_wt[:, j])
+            nrmse.append(out[f"val_rmse_{t}"] / self.data.scaler.std[j])
         out["val_nrmse"] = float(np.nanmean(nrmse))
         return out
 
 
 TASKS = {"pretrain": PretrainTask, "finetune": FinetuneTask}
+
+
+@dataclass
+class Schedule:
+    """How a run's steps are laid out: the [optim] values the epoch loop needs."""
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    epochs: int
+    batch_size: int
+    accum_iter: int
+    clip_grad: float
+    steps_per_epoch: int
 
 
 def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict, seed: int,
@@ -116,89 +129,130 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
     if batch_size < 1 or epochs < 1 or accum_iter < 1:
         raise UserError("optim.batch_size, optim.epochs and optim.accum_iter must all be at least 1.")
     data = task.data
-    lr = scaled_lr(blr, batch_size * accum_iter * rt.world_size, lr_scaling)
+    sched = Schedule(scaled_lr(blr, batch_size * accum_iter * rt.world_size, lr_scaling), min_lr, warmup_epochs,
+                     epochs, batch_size, accum_iter, clip_grad, data.train.num_batches(batch_size, rt.world_size))
     model.to(rt.device)
-    optimizer = build_optimizer(model, lr, weight_decay=weight_decay,
-                                layer_decay=layer_decay if task.layer_decay else 1.0)
-    history: list[dict] = []
-    start_epoch, step, best = 0, 0, math.inf
+    on_device = place_on_device(data, rt)
+    optimizer = build_optimizer(model, sched.lr, weight_decay=weight_decay,
+                                layer_decay=layer_decay if task.layer_decay else 1.0, fused=rt.device.type == "cuda")
     last = exp.checkpoints / "last.pth"
-    if resume and last.is_file():
-        state = ckpt.load(last, map_location=rt.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if rt.scaler is not None and state.get("scaler"):
-            rt.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        start_epoch, step, best, history = state["epoch"], state["step"], state["best"], list(state["history"])
-        log.info("resumed", epoch=start_epoch, step=step, checkpoint=exp.relpath(last))
-
+    start_epoch, step, best, history = _resume(last, model, optimizer, rt, exp, log) if resume and last.is_file() \
+        else (0, 0, math.inf, [])
     net = torch.compile(model) if rt.compile else model
     if rt.distributed:
         net = DistributedDataParallel(net, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    steps_per_epoch = data.train.num_batches(batch_size, rt.world_size)
-    log.info("training", stage=task.stage, rows=len(data.train), val_rows=len(data.val), lr=lr,
-             epochs=epochs, steps_per_epoch=steps_per_epoch, runtime=rt.describe())
-
+    flops = train_flops_per_spectrum(model)
+    peak = peak_flops(rt)
+    log.info("training", stage=task.stage, rows=len(data.train), val_rows=len(data.val), lr=sched.lr,
+             epochs=epochs, steps_per_epoch=sched.steps_per_epoch, runtime=rt.describe(), data_on_device=on_device,
+             gflops_per_spectrum=round(flops / 1e9, 4), peak_tflops=round(peak / 1e12, 1) if peak else None)
     for epoch in range(start_epoch, epochs):
         started = time.monotonic()
-        # Every epoch draws from streams seeded by (seed, epoch): a resumed run repeats the same epochs.
-        torch.manual_seed(seed * 100_003 + epoch * 101 + rt.rank)
-        order = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        augment_gen = torch.Generator(device=rt.device).manual_seed(seed + epoch + 7_919 * rt.rank)
-        net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)
-        with Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", log, rt.log_interval_s,
-                      enabled=rt.main) as bar:
-            for i, idx in enumerate(data.train.batches(batch_size, order, rt.rank, rt.world_size)):
-                if i % accum_iter == 0:
-                    set_lr(optimizer, lr_at(epoch + i / steps_per_epoch, lr, min_lr, warmup_epochs, epochs))
-                x = data.train.x[idx]
-                if rt.pin_mem:  # page-locked batch: the copy to the GPU below runs asynchronously
-                    x = x.pin_memory()
-                x = task.inputs(x.to(rt.device, non_blocking=True), True, augment_gen)
-                y = data.train.y[idx].to(rt.device) if data.train.y is not None else None
-                boundary = (i + 1) % accum_iter == 0 or i + 1 == steps_per_epoch
-                sync = rt.distributed and not boundary
-                with net.no_sync() if sync else contextlib.nullcontext(), rt.autocast():
-                    loss = task.loss(net, x, y)
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(
-                            f"The loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good "
-                            f"checkpoint is {exp.relpath(last) if last.exists() else '(none yet)'}; lower "
-                            "optim.blr or set optim.clip_grad.")
-                    scaled = loss / accum_iter
-                    (rt.scaler.scale(scaled) if rt.scaler else scaled).backward()
-                if boundary:
-                    _step(optimizer, model, rt, clip_grad)
-                    step += 1
-                loss_sum += torch.tensor([value * len(idx), len(idx)], dtype=torch.float64)
-                bar.update(loss=value)
-        loss_sum = all_reduce_sum(loss_sum, rt)
+        train_loss, step, seen = _train_epoch(task, net, model, optimizer, rt, sched, epoch, step, seed, log,
+                                              exp.relpath(last) if last.exists() else "(none yet)")
+        train_s = time.monotonic() - started
         net.eval()
         val = task.validate(model, data.val, batch_size)
-        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-               "train_loss": float(loss_sum[0] / loss_sum[1]), **val,
-               "seconds": round(time.monotonic() - started, 3)}
+        # Throughput of the training steps over all processes; MFU against the device's bf16 peak.
+        speed = seen / train_s
+        row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+               **val, "seconds": round(time.monotonic() - started, 3), "spectra_per_s": round(speed, 1),
+               "mfu": round(flops * speed / (peak * rt.world_size), 4) if peak else float("nan")}
         history.append(row)
         improved = row[task.score] < best
         best = min(best, row[task.score])
         log.info("epoch", **row, best=improved)
         if rt.main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": {"kind": "warmup_cosine", "lr": lr, "min_lr": min_lr,
+                     "scheduler": {"kind": "warmup_cosine", "lr": sched.lr, "min_lr": min_lr,
                                    "warmup_epochs": warmup_epochs, "epochs": epochs},
                      "scaler": rt.scaler.state_dict() if rt.scaler else {}, "epoch": epoch + 1, "step": step,
                      "rng": ckpt.rng_state(), "config": config, "best": best, "history": history,
                      "stage": task.stage, **(extra_state or {})}
-            ckpt.save(last, state)
-            if improved:
-                ckpt.save(exp.checkpoints / "best-model.pth", state)
-            if rt.save_every and (epoch + 1) % rt.save_every == 0:
-                ckpt.save(exp.checkpoints / f"checkpoint-epoch-{epoch + 1}.pth", state)
-            exp.write_result("history", pd.DataFrame(history))
+            _save_checkpoints(exp, state, improved, rt.save_every)
     return pd.DataFrame(history)
+
+
+def place_on_device(data: Prepared, rt: Runtime) -> bool:
+    """With runtime.data_on_device, move the train and val spectra to the GPU once when they take at most a
+    quarter of its free memory; the steps then slice batches there instead of copying each one."""
+    if not rt.data_on_device:
+        return False
+    free, _ = torch.cuda.mem_get_info(rt.device)
+    if data.train.nbytes + data.val.nbytes > free / 4:
+        return False
+    data.train, data.val = data.train.to(rt.device), data.val.to(rt.device)
+    return True
+
+
+def _resume(last, model, optimizer, rt: Runtime, exp, log) -> tuple[int, int, float, list]:
+    """Weights, optimizer, loss scaler and random streams from last.pth: (epoch, step, best score, history)."""
+    state = ckpt.load(last, map_location=rt.device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if rt.scaler is not None and state.get("scaler"):
+        rt.scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    log.info("resumed", epoch=state["epoch"], step=state["step"], checkpoint=exp.relpath(last))
+    return state["epoch"], state["step"], state["best"], list(state["history"])
+
+
+def _train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule, epoch: int, step: int,
+                 seed: int, log, last_good: str) -> tuple[float, int, int]:
+    """One pass over the training rows: (mean loss per spectrum over all processes, optimizer steps so far,
+    spectra seen by all processes). The loss stays on the device and is read back only every `check`
+    steps (every step on the CPU, where reading it costs nothing), so a GPU never waits on the host."""
+    data = task.data
+    # Every epoch draws from streams seeded by (seed, epoch): a resumed run repeats the same epochs.
+    torch.manual_seed(seed * 100_003 + epoch * 101 + rt.rank)
+    order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    augment_gen = torch.Generator(device=rt.device).manual_seed(seed + epoch + 7_919 * rt.rank)
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
+    seen, checked, check = 0, step + 1, 1 if rt.device.type == "cpu" else CHECK_EVERY
+    n = sched.steps_per_epoch
+    with Progress(n, f"epoch {epoch + 1}/{sched.epochs}", log, rt.log_interval_s, enabled=rt.main) as bar:
+        for i, idx in enumerate(data.train.batches(sched.batch_size, order, rt.rank, rt.world_size)):
+            if i % sched.accum_iter == 0:
+                set_lr(optimizer, lr_at(epoch + i / n, sched.lr, sched.min_lr, sched.warmup_epochs, sched.epochs))
+            x = data.train.x[idx]
+            if rt.pin_mem and x.device.type == "cpu":  # page-locked batch: the copy below runs asynchronously
+                x = x.pin_memory()
+            x = task.inputs(x.to(rt.device, non_blocking=True), True, augment_gen)
+            y = data.train.y[idx].to(rt.device, non_blocking=True) if data.train.y is not None else None
+            boundary = (i + 1) % sched.accum_iter == 0 or i + 1 == n
+            with net.no_sync() if rt.distributed and not boundary else contextlib.nullcontext(), rt.autocast():
+                loss = task.loss(net, x, y)
+                loss_sum += loss.detach().float() * len(idx)
+                seen += len(idx)
+                if (i + 1) % check == 0 or i + 1 == n:
+                    mean = float(loss_sum) / seen  # the one read-back to the host
+                    if not math.isfinite(mean):
+                        where = f"step {step + 1}" if check == 1 else f"between steps {checked} and {step + 1}"
+                        raise TrainingDiverged(
+                            f"The loss became {mean} at epoch {epoch + 1}, {where}; the last good checkpoint is "
+                            f"{last_good}; lower optim.blr or set optim.clip_grad.")
+                    checked = step + 2
+                    bar.update(i + 1 - bar.count, loss=mean)
+                scaled = loss / sched.accum_iter
+                (rt.scaler.scale(scaled) if rt.scaler else scaled).backward()
+            if boundary:
+                _step(optimizer, model, rt, sched.clip_grad)
+                step += 1
+    total = all_reduce_sum(torch.stack([loss_sum.double(), torch.tensor(float(seen), dtype=torch.float64,
+                                                                        device=rt.device)]), rt)
+    return float(total[0] / total[1]), step, int(total[1])
+
+
+def _save_checkpoints(exp, state: dict, improved: bool, save_every: int) -> None:
+    """last.pth every epoch, best-model.pth when the score improved, checkpoint-epoch-N.pth every N; then
+    the history table."""
+    ckpt.save(exp.checkpoints / "last.pth", state)
+    if improved:
+        ckpt.save(exp.checkpoints / "best-model.pth", state)
+    if save_every and state["epoch"] % save_every == 0:
+        ckpt.save(exp.checkpoints / f"checkpoint-epoch-{state['epoch']}.pth", state)
+    exp.write_result("history", pd.DataFrame(state["history"]))
 
 
 def _step(optimizer, model, rt: Runtime, clip_grad: float) -> None:

@@ -24,12 +24,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
 from coremax.errors import UserError
+from coremax.eval.metrics import rmse
 from coremax.io import atomic_path
 from coremax.paths import inside
 
 
-def _rmse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((a - b) ** 2)))
+BASELINE_FILE = "baseline.skops"
 
 
 def _plain(v):
@@ -42,8 +42,7 @@ class Baseline:
 
     method = ""
 
-    def __init__(self, channels: int = 0):
-        self.channels = int(channels)   # use the first N channels; 0 = all
+    def __init__(self):
         self.targets: list[str] = []
         self.models: list = []
         self.selected: dict[str, dict] = {}
@@ -66,17 +65,16 @@ class Baseline:
 
     # -- shared ----------------------------------------------------------------------------------------------
     def _cut(self, x) -> np.ndarray:
-        """The channel window the model uses (`channels`), checked against the width seen at fit."""
+        """The spectra as floats, their width checked against the width seen at fit (the energy window
+        data.channels is cut before a baseline sees the spectra)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2:
             raise UserError(f"The {self.method} baseline expects spectra as a 2-D array (rows, channels), "
                             f"got shape {x.shape}; pass one spectrum per row.")
-        width = self.channels or x.shape[1]
-        if x.shape[1] < width or (self.n_channels and width != self.n_channels):
-            raise UserError(f"The {self.method} baseline needs {self.n_channels or width} channels per "
-                            f"spectrum but got {x.shape[1]}; use spectra like those it was fitted on, or "
-                            "set baseline.channels no larger than the spectrum length.")
-        return x[:, :width]
+        if self.n_channels and x.shape[1] != self.n_channels:
+            raise UserError(f"The {self.method} baseline needs {self.n_channels} channels per spectrum but got "
+                            f"{x.shape[1]}; use spectra like those it was fitted on (the same data.channels).")
+        return x
 
     def fit(self, X_train, Y_train, X_val, Y_val, targets) -> "Baseline":
         self.targets = [str(t) for t in targets]
@@ -98,7 +96,7 @@ class Baseline:
             best = None
             for params in self._grid(int(tr.sum()), f_tr.shape[1]):
                 model = self._fit_one(f_tr[tr], Y_train[tr, j], params)
-                score = _rmse(np.ravel(model.predict(f_va[va])), Y_val[va, j])
+                score = rmse(Y_val[va, j], np.ravel(model.predict(f_va[va])))
                 if best is None or score < best[0]:
                     best = (score, params, model)
             score, params, model = best
@@ -163,9 +161,9 @@ class NmfSvr(Baseline):
 
     method = "nmf_svr"
 
-    def __init__(self, n_components: int = 10, channels: int = 0, C=(1.0, 10.0, 100.0),
+    def __init__(self, n_components: int = 10, C=(1.0, 10.0, 100.0),
                  gamma=(0.01, 0.03, 0.1, 0.3, 1.0), epsilon=(0.05, 0.2), max_iter: int = 1000):
-        super().__init__(channels)
+        super().__init__()
         self.n_components = int(n_components)
         # gamma values are multiples of 1/n_components, the "scale" default for standardised features;
         # C stops at 100 because C=1000 fits can take 20 s each on 1,500 rows
@@ -204,9 +202,8 @@ class Pls(Baseline):
 
     method = "pls"
 
-    def __init__(self, channels: int = 0, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20), n_components=None):
-        # n_components is the NMF setting of the shared [baseline] config section; PLS chooses its own
-        super().__init__(channels)
+    def __init__(self, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20)):
+        super().__init__()
         self.components = tuple(int(k) for k in components)
 
     @staticmethod
@@ -233,7 +230,7 @@ METHODS = {"nmf_svr": NmfSvr, "pls": Pls}
 
 
 def make_baseline(method: str, **params) -> Baseline:
-    """A fresh baseline by config name (`baseline.method`), e.g. make_baseline("pls", channels=520)."""
+    """A fresh baseline by config name (`baseline.method`), e.g. make_baseline("nmf_svr", n_components=10)."""
     if method not in METHODS:
         raise UserError(f"The baseline.method {method!r} is not known; use one of {', '.join(METHODS)}.")
     return METHODS[method](**params)

@@ -32,13 +32,3 @@ def intervals(pred, q: float) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric interval [pred - q, pred + q]."""
     pred = np.asarray(pred, dtype=np.float64)
     return pred - q, pred + q
-
-
-def coverage(y, lo, hi) -> float:
-    """Fraction of the non-NaN `y` inside [lo, hi] (NaN when there are none)."""
-    y = np.asarray(y, dtype=np.float64)
-    keep = ~np.isnan(y)
-    if not keep.any():
-        return math.nan
-    inside = (y >= np.asarray(lo, dtype=np.float64)) & (y <= np.asarray(hi, dtype=np.float64))
-    return float(np.mean(inside[keep]))

@@ -1,8 +1,4 @@
-"""Evaluation figures as PNG files. Each function writes its file atomically and returns the path.
-
-Figures are built with `matplotlib.figure.Figure` directly (Agg canvas), never through pyplot, so no global
-figure registry fills up across a long study and no display is needed.
-"""
+"""Evaluation figures as PNG files (style and atomic saving in coremax.plotting); each returns its path."""
 
 from __future__ import annotations
 
@@ -10,29 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
-from coremax.io import atomic_path
-
-DPI = 120
-
-
-def _figure(nrows: int, ncols: int, width: float, height: float):
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig: Figure, path) -> Path:
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        fig.clear()  # free the artists now; the figure is not in any pyplot registry
-    return Path(path)
-
+from coremax.plotting import new_figure, save
 
 def _metric_row(metrics, target: str) -> dict:
     """The metrics of one target from a metrics_table-like DataFrame (scope "all") or a {target: dict}."""
@@ -46,7 +20,7 @@ def _metric_row(metrics, target: str) -> dict:
 
 def plot_pred_vs_measured(df: pd.DataFrame, targets, metrics, path) -> Path:
     """Predicted against measured wt%, one panel per target, with the 1:1 line and R^2/RMSE/MAE."""
-    fig, axes = _figure(1, len(targets), 4.0, 4.0)
+    fig, axes = new_figure(1, len(targets), 4.0, 4.0)
     for ax, t in zip(axes[0], targets):
         keep = df[t].notna()
         y, p = df.loc[keep, t].to_numpy(float), df.loc[keep, f"{t}_pred"].to_numpy(float)
@@ -62,13 +36,13 @@ def plot_pred_vs_measured(df: pd.DataFrame, targets, metrics, path) -> Path:
                          [("r2", "$R^2$"), ("rmse", "RMSE"), ("mae", "MAE")] if key in m)
         ax.text(0.04, 0.96, text, transform=ax.transAxes, va="top", ha="left", fontsize=9,
                 bbox=dict(boxstyle="round", facecolor="white", alpha=0.8))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_profiles(pred_df: pd.DataFrame, meas_df: pd.DataFrame, targets, path, core,
                   depth: str = "depth_mm") -> Path:
     """Down-core profile of one core: predictions along every spectrum (with interval band) and measurements."""
-    fig, axes = _figure(1, len(targets), 3.0, 7.0)
+    fig, axes = new_figure(1, len(targets), 3.0, 7.0)
     pred_df = pred_df.sort_values(depth)
     for ax, t in zip(axes[0], targets):
         d = pred_df[depth].to_numpy(float)
@@ -85,7 +59,7 @@ def plot_profiles(pred_df: pd.DataFrame, meas_df: pd.DataFrame, targets, path, c
     axes[0][0].legend(fontsize=8, loc="best")
     axes[0][0].set_ylabel("depth (mm)")
     fig.suptitle(f"core {core}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_reconstructions(x, recon, mask, patch_size: int, path, energy_kev=None, max_spectra: int = 4) -> Path:
@@ -101,7 +75,7 @@ def plot_reconstructions(x, recon, mask, patch_size: int, path, energy_kev=None,
         mask = np.repeat(mask, patch_size, axis=1)[:, :length]
     xs = np.arange(length, dtype=float) if energy_kev is None else np.asarray(energy_kev, dtype=float)
     edges = np.append(xs, 2 * xs[-1] - xs[-2])  # channel i spans [edges[i], edges[i + 1])
-    fig, axes = _figure(len(x), 1, 9.0, 2.2)
+    fig, axes = new_figure(len(x), 1, 9.0, 2.2)
     for i, ax in enumerate(axes[:, 0]):
         runs = np.flatnonzero(np.diff(np.r_[0, mask[i].astype(int), 0])).reshape(-1, 2)  # [start, stop) pairs
         for k, (start, stop) in enumerate(runs):
@@ -112,14 +86,14 @@ def plot_reconstructions(x, recon, mask, patch_size: int, path, energy_kev=None,
         ax.set_xlim(xs[0], xs[-1])
     axes[0, 0].legend(fontsize=8, loc="upper right")
     axes[-1, 0].set_xlabel("channel" if energy_kev is None else "energy (keV)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
     """Test R^2 and RMSE against the number of labels, per target and method; mean over seeds, min-max bars."""
     df = summary_df[summary_df["n_labels"] > 0]  # a log axis has no place for zero
     targets = list(dict.fromkeys(df["target"]))
-    fig, axes = _figure(2, max(len(targets), 1), 4.5, 3.2)
+    fig, axes = new_figure(2, max(len(targets), 1), 4.5, 3.2)
     stats = df.groupby(["target", "method", "n_labels"])[["r2", "rmse"]].agg(["mean", "min", "max"])
     for col, t in enumerate(targets):
         axes[0, col].set_title(t)
@@ -137,16 +111,16 @@ def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
             ax.grid(True, which="both", alpha=0.3)
     if targets:
         axes[0, 0].legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_sweep(summary: pd.DataFrame, metrics, path) -> Path:
     """Each sweep point's mean validation metric with its sd over seeds, one panel per metric."""
     metrics = [m for m in metrics if m in summary.columns]
-    fig, axes = _figure(1, max(len(metrics), 1), 4.5, 3.2)
+    fig, axes = new_figure(1, max(len(metrics), 1), 4.5, 3.2)
     for col, m in enumerate(metrics):
         ax = axes[0, col]
         ax.errorbar(summary["point"], summary[m], yerr=summary[f"{m}_sd"].fillna(0), marker="o", ls="", capsize=3)
         ax.set(xlabel="sweep point", ylabel=m, title=m)
         ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)

@@ -26,14 +26,13 @@ def truth_file(data_root, dataset: str) -> Path | None:
 
 def floor_metrics(data_root, dataset: str, targets, split: str = "test") -> pd.DataFrame | None:
     """Metrics (overall and per core) of the truth at each labelled spectrum's scan spot against its bulk
-    value, in the same table as a model's; None when the archive holds no truth."""
+    value, in the same table as a model's, for the targets the truth holds; None when there are none."""
     path = truth_file(data_root, dataset)
     if path is None:
         return None
-    targets = list(targets)
     truth = pd.read_csv(path, usecols=lambda c: c in {"source_file", *targets})
-    missing = [t for t in targets if t not in truth.columns]
-    if missing:
+    targets = [t for t in targets if t in truth.columns]  # the truth knows the composition, not every lab column
+    if not targets:
         return None
     rows = labelled(load_split(data_root, dataset, split), targets)[["core", "source_file", *targets]]
     frame = rows.merge(truth.rename(columns={t: f"{t}_pred" for t in targets}), on="source_file", how="inner",

@@ -8,6 +8,11 @@ import pandas as pd
 COLUMNS = ["target", "scope", "n", "r2", "rmse", "mae", "bias"]
 
 
+def rmse(y_true, y_pred) -> float:
+    """Root mean squared error over the pairs whose truth is not NaN (NaN when there are none)."""
+    return regression_metrics(y_true, y_pred)["rmse"]
+
+
 def regression_metrics(y_true, y_pred) -> dict:
     """n, R^2, RMSE, MAE and bias (mean of pred - true) over the pairs whose truth is not NaN.
 
@@ -32,16 +37,22 @@ def regression_metrics(y_true, y_pred) -> dict:
     }
 
 
-def _interval_stats(y_true, lo, hi) -> dict:
-    """Fraction of non-NaN truth inside [lo, hi] and the mean interval width over those rows."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    lo = np.asarray(lo, dtype=np.float64)
-    hi = np.asarray(hi, dtype=np.float64)
-    keep = ~np.isnan(y_true)
+def coverage(y, lo, hi) -> float:
+    """Fraction of the non-NaN `y` inside [lo, hi], bounds included (NaN when there are none)."""
+    y = np.asarray(y, dtype=np.float64)
+    keep = ~np.isnan(y)
     if not keep.any():
-        return {"coverage": np.nan, "interval_width": np.nan}
-    t, lo, hi = y_true[keep], lo[keep], hi[keep]
-    return {"coverage": float(np.mean((t >= lo) & (t <= hi))), "interval_width": float(np.mean(hi - lo))}
+        return np.nan
+    inside = (y >= np.asarray(lo, dtype=np.float64)) & (y <= np.asarray(hi, dtype=np.float64))
+    return float(np.mean(inside[keep]))
+
+
+def _interval_stats(y_true, lo, hi) -> dict:
+    """Coverage of [lo, hi] and the mean interval width over the rows with a truth."""
+    keep = ~np.isnan(np.asarray(y_true, dtype=np.float64))
+    width = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
+    return {"coverage": coverage(y_true, lo, hi),
+            "interval_width": float(np.mean(width[keep])) if keep.any() else np.nan}
 
 
 def metrics_table(df: pd.DataFrame, targets, pred_suffix: str = "_pred", group: str = "core") -> pd.DataFrame:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from coremax.cli import guard
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
@@ -78,22 +75,3 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
         figures.plot_profiles(table[table["core"] == core], pd.DataFrame(), pred.targets,
                               out.with_name(f"{out.stem}-profile-{core}.png"), core)
     return table, warnings
-
-
-@guard
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Predict CaCO3/TOC profiles of newly scanned cores with an experiment.")
-    p.add_argument("--experiment", required=True, help="fine-tuned or baseline experiment name")
-    p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe")
-    p.add_argument("--out", required=True, help="CSV to write (profile figures go beside it)")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--on-error", default="skip", choices=("fail", "skip"), help="what a bad .spe file does")
-    p.add_argument("--allow-changed-data", action="store_true",
-                   help="predict although the data set changed since training (said in the warnings)")
-    args = p.parse_args(argv)
-    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
-                                  allow_changed_data=args.allow_changed_data)
-    for w in warnings:
-        print(w, file=sys.stderr)
-    print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")

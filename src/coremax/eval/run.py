@@ -16,17 +16,17 @@ import torch
 from coremax import logs, models
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
-from coremax.engine.data import Prepared, labelled
+from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.baselines import load_baseline, make_baseline
+from coremax.eval.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile
 from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
-from coremax.experiment import Experiment, file_sha256
+from coremax.experiment import Experiment
+from coremax.io import file_sha256
 
 PRED_BATCH = 256
-BASELINE_FILE = "baseline.skops"
 
 
 @dataclass
@@ -34,24 +34,6 @@ class Predictor:
     targets: list[str]
     predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> wt% (n, T)
     embed: Callable[[np.ndarray], np.ndarray]     # raw counts (n, L) -> features for distribution checks
-
-
-# -- the baseline stage -------------------------------------------------------------------------------------
-def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
-    """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
-    b = config["baseline"]
-    model = make_baseline(b["method"], n_components=b["n_components"])
-    x_tr, x_va = data.train.x.numpy(), data.val.x.numpy()
-    y_tr = data.train.frame[data.targets].to_numpy(np.float64)
-    y_va = data.val.frame[data.targets].to_numpy(np.float64)
-    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets)
-    model.save(exp.checkpoints / BASELINE_FILE)
-    pred = model.predict(x_va)
-    row = {"epoch": 1, **{f"val_rmse_{t}": float(np.sqrt(np.nanmean((pred[:, j] - y_va[:, j]) ** 2)))
-                          for j, t in enumerate(data.targets)}}
-    exp.write_result("history", pd.DataFrame([row]))
-    log.info("baseline_done", selected=model.selected_params(), **row)
 
 
 # -- loading a trained experiment ------------------------------------------------------------------------------

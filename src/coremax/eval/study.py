@@ -1,120 +1,93 @@
 """Label-budget study: for several label budgets and seeds, fine-tune from a pretrain experiment, train the
-same network from scratch and fit the baselines; every run is an ordinary experiment, then one summary."""
+same network from scratch and fit the baselines. It is one kind of sweep (`study_sweep`): every run is an
+ordinary experiment of that sweep; the study adds its table (label-budget.md, .csv, .png)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from coremax import config as configlib
-from coremax.cli import guard
 from coremax.data.dataset import load_split
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.floor import floor_metrics
-from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.paths import experiment_dir
+from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, test_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
 NEURAL = {"msm", "scratch"}
 BASELINES = {"nmf_svr", "pls"}
 
 
-def run_name(study: str, method: str, budget: int, seed: int) -> str:
-    return f"{study}-{method.replace('_', '')}-n{budget or 'all'}-s{seed}"
-
-
-def plan(study: dict) -> list[dict]:
-    """Every run of the study with its full command-line overrides."""
+def study_sweep(study: dict) -> dict:
+    """The study as a sweep: one variant per method, a grid over data.max_labels, the seeds, the pretraining
+    as the sweep's parent, and test metrics of every run (reported; nothing is chosen on them)."""
     unknown = set(study["methods"]) - NEURAL - BASELINES
     if unknown:
         raise UserError(f"study.methods has {sorted(unknown)}; use some of {sorted(NEURAL | BASELINES)}.")
-    runs = []
-    for seed in study["seeds"]:
-        for budget in study["budgets"]:
-            for method in study["methods"]:
-                common = [f'data.dataset="{study["dataset"]}"', f"data.max_labels={budget}",
-                          f"experiment.seed={seed}"]
-                if method in NEURAL:
-                    parent = study["pretrain"] if method == "msm" else ""
-                    extra = list(study["overrides"]) + ['experiment.stage="finetune"', f'finetune.from="{parent}"']
-                    config_file = study["finetune_config"] or None
-                else:
-                    extra = list(study["baseline_overrides"]) + ['experiment.stage="baseline"',
-                                                                 f'baseline.method="{method}"']
-                    config_file = None
-                runs.append({"method": method, "budget": budget, "seed": seed, "config_file": config_file,
-                             "overrides": extra + common, "name": run_name(study["name"], method, budget, seed)})
-    return runs
+    variants = {}
+    for method in study["methods"]:
+        if method in NEURAL:
+            parent = study["pretrain"] if method == "msm" else ""
+            variants[method] = {"config": study["finetune_config"], "overrides": list(study["overrides"]) + [
+                'experiment.stage="finetune"', f'finetune.from="{parent}"']}
+        else:
+            variants[method] = {"overrides": list(study["baseline_overrides"]) + [
+                'experiment.stage="baseline"', f'baseline.method="{method}"']}
+    parent = {}
+    if "msm" in study["methods"] and study["pretrain_config"]:
+        parent = {"name": study["pretrain"], "config": study["pretrain_config"],
+                  "overrides": list(study["pretrain_overrides"]) + ['experiment.stage="pretrain"']}
+    defaults = configlib.resolve(SWEEP_DEFAULTS, default_file=SWEEP_DEFAULTS)["sweep"]
+    return {**defaults, "name": study["name"], "overrides": [f'data.dataset="{study["dataset"]}"'],
+            "seeds": list(study["seeds"]), "grid": {"data.max_labels": list(study["budgets"])},
+            "variants": variants, "parent": parent, "test": True}
 
 
-def ensure_pretrain(data_root, study: dict, command=None) -> None:
-    """The msm runs' parent: reused when completed, else trained here from study.pretrain_config (so one
-    command reproduces the whole table), else a clear sentence."""
-    from coremax.stages import function_defaults, run_stage
-
-    if "msm" not in study["methods"]:
+def check_pretrain(data_root, study: dict) -> None:
+    """Without study.pretrain_config the msm runs need a completed pretrain experiment: say so up front."""
+    if "msm" not in study["methods"] or study["pretrain_config"]:
         return
     folder = experiment_dir(data_root, study["pretrain"] or "-")
-    if (folder / "checkpoints" / "best-model.pth").is_file() and \
-            Experiment.open(data_root, study["pretrain"]).provenance().get("status") == "completed":
-        return
-    if not study["pretrain_config"]:
+    if not (folder / "checkpoints" / "best-model.pth").is_file() or \
+            Experiment.open(data_root, study["pretrain"]).provenance().get("status") != "completed":
         raise UserError(f"study.pretrain = {study['pretrain']!r} is not a completed pretrain experiment under "
                         f"{Path(data_root) / 'experiments'}; train one first or set study.pretrain_config.")
-    resume = (folder / "checkpoints" / "last.pth").is_file()  # a killed study continues its pretraining
-    cfg = configlib.resolve(study["pretrain_config"], list(study["pretrain_overrides"]) + [
-        'experiment.stage="pretrain"', f'experiment.name="{study["pretrain"]}"', f'data.dataset="{study["dataset"]}"'],
-        function_defaults=function_defaults())
-    run_stage(cfg.to_dict(), data_root, resume=resume, command=command)
 
 
-def run_study(data_root, study: dict, command=None) -> pd.DataFrame:
-    from coremax.stages import function_defaults, run_stage
-
-    runs = plan(study)
-    ensure_pretrain(data_root, study, command)
-    n_all = len(labelled(load_split(data_root, study["dataset"], "train"), ["CaCO3", "TOC"]))
-    summary_exp = Experiment.create(data_root, study["name"], {"study": study},
-                                    resume=(experiment_dir(data_root, study["name"]) / "config.toml").is_file(),
-                                    command=command)
+def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
+    """Run the study's sweep, then its table: test RMSE/R^2 per method, label count and seed, overall and per
+    test core, next to the floor."""
+    check_pretrain(data_root, study)
+    sweep = study_sweep(study)
+    run_sweep(data_root, sweep, jobs, log)
     rows = []
-    with summary_exp.run() as log:
-        for i, r in enumerate(runs, 1):
-            exp_dir = experiment_dir(data_root, r["name"])
-            if (exp_dir / "results" / "test-metrics.pkl").is_file():
-                log.info("study_run_reused", run=r["name"], index=i, total=len(runs))
-            else:
-                if exp_dir.exists():
-                    raise UserError(f"The study run {r['name']!r} exists but has no test results; delete "
-                                    f"{exp_dir} (or rename the study) and run the study again.")
-                log.info("study_run", run=r["name"], index=i, total=len(runs))
-                cfg = configlib.resolve(r["config_file"], r["overrides"] + [f'experiment.name="{r["name"]}"'],
-                                        function_defaults=function_defaults())
-                run_stage(cfg.to_dict(), data_root, command=command)
-                evaluate_experiment(data_root, r["name"])
-            metrics = Experiment.open(data_root, r["name"]).read_result("test-metrics")
-            for m in metrics.itertuples():  # overall ("all") and per test core
-                rows.append({"method": r["method"], "budget": r["budget"], "seed": r["seed"], "scope": m.scope,
-                             "n_labels": min(r["budget"], n_all) if r["budget"] else n_all, "target": m.target,
-                             "n_test": m.n, "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias,
-                             "experiment": r["name"]})
-        summary = pd.DataFrame(rows)
-        floor = floor_metrics(data_root, study["dataset"], sorted(summary["target"].unique()))
-        if floor is not None:
-            summary_exp.write_result("floor", floor)
-            with atomic_path(summary_exp.results / "label-budget.md") as tmp:
-                tmp.write_text(markdown_table(summary, floor))
-        summary_exp.write_result("label-budget", summary)
-        with atomic_path(summary_exp.results / "label-budget.csv") as tmp:
-            summary.to_csv(tmp, index=False)
-        figures.plot_label_budget(summary[summary["scope"] == "all"], summary_exp.results / "label-budget.png")
-        log.info("study_done", runs=len(runs), table=summary_exp.relpath(summary_exp.results / "label-budget.csv"))
+    for r in runs(sweep):
+        exp = Experiment.open(data_root, r["name"])
+        targets = exp.config()["data"]["targets"]
+        n_all = len(labelled(load_split(data_root, study["dataset"], "train"), targets))
+        budget = r["values"]["data.max_labels"]
+        for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
+            rows.append({"method": r["variant"], "budget": budget, "seed": r["seed"], "scope": m.scope,
+                         "n_labels": min(budget, n_all) if budget else n_all, "target": m.target,
+                         "n_test": m.n, "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias,
+                         "experiment": r["name"]})
+    summary = pd.DataFrame(rows)
+    out = Experiment.open(data_root, study["name"])
+    floor = floor_metrics(data_root, study["dataset"], sorted(summary["target"].unique()))
+    if floor is not None:
+        out.write_result("floor", floor)
+    with atomic_path(out.results / "label-budget.md") as tmp:
+        tmp.write_text(markdown_table(summary, floor))
+    out.write_result("label-budget", summary)
+    with atomic_path(out.results / "label-budget.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+    figures.plot_label_budget(summary[summary["scope"] == "all"], out.results / "label-budget.png")
     return summary
 
 
@@ -160,23 +133,3 @@ def markdown_table(summary: pd.DataFrame, floor: pd.DataFrame | None) -> str:
                 part = part.set_index("method")
                 lines.append(f"| {target} | {core} | " + " | ".join(f"{part.loc[m].r2:.3f}" for m in methods) + " |")
     return "\n".join(lines) + "\n"
-
-
-@guard
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Label-budget study: fine-tuning vs from scratch vs baselines.")
-    p.add_argument("--config", required=True, help="study TOML (see src/coremax/config/label-budget.toml)")
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--print-config", action="store_true")
-    p.add_argument("overrides", nargs="*", metavar="study.key=value")
-    args = p.parse_args(argv)
-    cfg = configlib.resolve(args.config, args.overrides, default_file=STUDY_DEFAULTS)
-    if args.print_config:
-        print(cfg.describe())
-        return
-    import sys
-
-    summary = run_study(args.data_root, cfg["study"], command=sys.argv)
-    with pd.option_context("display.width", 140, "display.max_columns", 20):
-        print(summarise(summary).round(3).to_string(index=False))
-    print(f"summary written to {experiment_dir(args.data_root, cfg['study']['name']) / 'results'}")

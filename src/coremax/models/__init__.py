@@ -34,27 +34,40 @@ def _size(size: str) -> dict:
     return SIZES[size]
 
 
-def build_max(size: str = "tiny", spectrum_length: int = 2048, patch_size: int = 16, mask_ratio: float = 0.4,
-              loss_on: str = "masked", norm_pix_loss: bool = False, drop_path: float = 0.0) -> MaX:
-    return MaX(spectrum_length, patch_size, **_size(size), mask_ratio=mask_ratio, loss_on=loss_on,
-               norm_pix_loss=norm_pix_loss, drop_path=drop_path)
-
-
-def build_regressor(num_targets: int, size: str = "tiny", spectrum_length: int = 2048, patch_size: int = 16,
-                    global_pool: bool = True, drop_path: float = 0.0) -> Regressor:
-    enc = {k: _size(size)[k] for k in ENCODER_KEYS}
-    return Regressor(num_targets, spectrum_length, patch_size, **enc, global_pool=global_pool, drop_path=drop_path)
-
-
 def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
                 norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
+    dims = _size(size)
     if stage == "pretrain":
-        return build_max(size=size, spectrum_length=spectrum_length, patch_size=patch_size,
-                         mask_ratio=mask_ratio, loss_on=loss_on, norm_pix_loss=norm_pix_loss, drop_path=drop_path)
-    return build_regressor(num_targets, size=size, spectrum_length=spectrum_length, patch_size=patch_size,
-                           global_pool=global_pool, drop_path=drop_path)
+        return MaX(spectrum_length, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
+                   norm_pix_loss=norm_pix_loss, drop_path=drop_path)
+    return Regressor(num_targets, spectrum_length, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
+                     global_pool=global_pool, drop_path=drop_path)
+
+
+def _block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
+    """Forward FLOPs of one transformer block on `tokens` tokens: qkv, projection and MLP matmuls
+    (2 FLOPs per multiply-add) plus the two attention matmuls."""
+    linear = 2 * tokens * dim * (3 * dim + dim + 2 * int(dim * mlp_ratio))
+    return linear + 2 * 2 * tokens * tokens * dim
+
+
+def train_flops_per_spectrum(model: nn.Module) -> float:
+    """Training FLOPs per spectrum (forward + backward = 3 x forward) from the model's shapes, as in the MFU
+    of the PaLM paper: matmuls only; norms, softmax and the loss are left out."""
+    enc = model.encoder
+    n, d, p = enc.num_patches, enc.embed_dim, enc.patch_size
+    ratio = enc.blocks[0].mlp[0].out_features / d
+    if isinstance(model, MaX):
+        visible = round(n * (1 - model.mask_ratio))
+        dd = model.decoder_embed.out_features
+        forward = (2 * n * p * d + enc.depth * _block_flops(visible + 1, d, ratio)  # the encoder sees visible patches
+                   + 2 * (visible + 1) * d * dd + len(model.decoder_blocks) * _block_flops(n + 1, dd, ratio)
+                   + 2 * n * dd * p)
+    else:
+        forward = 2 * n * p * d + enc.depth * _block_flops(n + 1, d, ratio) + 2 * d * model.head.out_features
+    return 3.0 * forward
 
 
 @dataclass
@@ -114,5 +127,5 @@ def load_encoder(model: nn.Module, state_dict: dict) -> dict:
             "unexpected": [prefix + k for k in result.unexpected_keys]}
 
 
-__all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_max", "build_model", "build_regressor",
+__all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_model", "train_flops_per_spectrum",
            "count_parameters", "load", "load_encoder", "masked_mse"]

@@ -1,4 +1,6 @@
-"""Figure plumbing shared by the analysis helpers: an Agg `Figure` (no pyplot state) saved atomically."""
+"""The one figure style of every PNG CoreMAX writes (evaluation, studies, sweeps, notebooks' helpers): an Agg
+`Figure` built directly, never through pyplot (no global registry fills up over a long study, no display is
+needed), saved atomically at one DPI."""
 
 from __future__ import annotations
 

@@ -1,0 +1,81 @@
+"""One place per concern: the package's imports run one way (no circles, none hidden in a function), every
+module imports alone, and every script is a thin call of its entry point in coremax.cli."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+SRC = ROOT / "src"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted((SRC / "coremax").rglob("*.py"))}
+
+
+def imports(path: Path) -> tuple[set[str], list[str]]:
+    """(coremax modules this file imports, those imported inside a function or class)."""
+    tree = ast.parse(path.read_text())
+    found, nested = set(), []
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from coremax.eval import figures` imports the submodule coremax.eval.figures
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                     for a in node.names]
+        names = [n for n in names if n.split(".")[0] == "coremax" and n != "coremax"]
+        found.update(names)
+        if names and id(node) not in top:
+            nested += names
+    return found, nested
+
+
+def test_no_import_circles_and_none_hidden_in_functions():
+    graph = {m: imports(p)[0] & set(MODULES) for m, p in MODULES.items()}
+    for m, p in MODULES.items():
+        assert not imports(p)[1], f"{m} imports {imports(p)[1]} inside a function: import it at the top"
+    state = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for dep in sorted(graph[m]):
+            if state.get(dep) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(dep):] + [dep]))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[m] = "done"
+
+    for m in MODULES:
+        if m not in state:
+            visit(m, [m])
+
+
+def test_every_module_imports_in_a_fresh_interpreter_dependants_first():
+    # Importing a module before the modules it needs is the order in which a circle would break; one
+    # interpreter per module would take a minute of the suite for no more than the test above proves.
+    order = sorted(MODULES, key=lambda m: -len(imports(MODULES[m])[0] & set(MODULES)))
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    res = subprocess.run([sys.executable, "-c", code, *order], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_scripts_are_thin_calls_of_coremax_cli():
+    from coremax import cli
+
+    for script in sorted((ROOT / "scripts").glob("*.py")):
+        if script.name.startswith("bench_"):
+            continue
+        tree = ast.parse(script.read_text())
+        imported = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert [(i.module, [a.name for a in i.names]) for i in imported] == \
+            [("coremax.cli", [f"{script.stem}_main"])], f"{script.name} must only call coremax.cli.{script.stem}_main"
+        assert callable(getattr(cli, f"{script.stem}_main"))
