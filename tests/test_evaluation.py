@@ -136,7 +136,7 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
 
 
 def test_study_refuses_unknown_key(tmp_path):
-    from coremax.eval.study import STUDY_DEFAULTS
+    from coremax.study import STUDY_DEFAULTS
     from coremax import config as configlib
 
     f = tmp_path / "s.toml"
@@ -147,7 +147,7 @@ def test_study_refuses_unknown_key(tmp_path):
 
 def test_the_study_is_a_sweep_over_methods_budgets_and_seeds():
     from coremax import config as configlib
-    from coremax.eval.study import STUDY_DEFAULTS, study_sweep
+    from coremax.study import STUDY_DEFAULTS, study_sweep
     from coremax.sweep import runs
 
     study = configlib.resolve(None, ['study.pretrain="pre"', "study.seeds=[0, 1]", "study.budgets=[10, 0]"],

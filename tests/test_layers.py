@@ -2,6 +2,7 @@
 module imports alone, and every script is a thin call of its entry point in coremax.cli."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,15 @@ def test_scripts_are_thin_calls_of_coremax_cli():
         assert [(i.module, [a.name for a in i.names]) for i in imported] == \
             [("coremax.cli", [f"{script.stem}_main"])], f"{script.name} must only call coremax.cli.{script.stem}_main"
         assert callable(getattr(cli, f"{script.stem}_main"))
+
+
+def test_the_readme_layout_names_every_module_and_script():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    files = [p for p in (SRC / "coremax").rglob("*") if p.suffix in (".py", ".toml") and p.name != "__init__.py"]
+    files += sorted((ROOT / "scripts").glob("*.py"))
+    missing = [str(p.relative_to(ROOT)) for p in files if p.name not in layout]
+    assert not missing, f"the README's layout does not name {missing}"
+    named = set(re.findall(r"[\w-]+\.(?:py|toml)", layout))
+    existing = {p.name for p in files} | {"__init__.py", "test_layers.py"}
+    assert named <= existing, f"the README's layout names files that do not exist: {sorted(named - existing)}"

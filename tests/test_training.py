@@ -254,3 +254,18 @@ def test_a_three_target_model_trains_and_is_scored_on_each(data_root):
     assert models.load(exp.checkpoints / "best-model.pth").targets == ["CaCO3", "TOC", "Fe"]
     train(data_root, "three-pls", "baseline", 'baseline.method="pls"', 'data.targets=["Fe", "K"]')
     assert set(evaluate_experiment(data_root, "three-pls", "test")["target"]) == {"Fe", "K"}
+
+
+def test_provenance_holds_device_and_packages_and_tensorboard_scalars(data_root, pretrained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    exp = Experiment.open(data_root, pretrained)
+    prov = exp.provenance()
+    assert prov["device"]["type"] == "cpu" and prov["device"]["cpu"] and prov["device"]["world_size"] == 1
+    freeze = (exp.path / prov["packages"][0]).read_text().splitlines()
+    assert any(line.startswith("torch==") for line in freeze) and freeze == sorted(freeze, key=str.lower)
+    tb = train(data_root, "tb", "finetune", "optim.epochs=2", "data.max_labels=40", "runtime.tensorboard=true")
+    events = EventAccumulator(str(tb.path / "tensorboard")).Reload()
+    val = [e.value for e in events.Scalars("val_rmse_CaCO3")]
+    assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
+    assert val == pytest.approx(tb.read_result("history")["val_rmse_CaCO3"].tolist())

@@ -21,7 +21,7 @@ from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError
 from coremax.eval.predict import predict_raw
 from coremax.eval.run import evaluate_experiment
-from coremax.eval.study import STUDY_DEFAULTS, run_study, summarise
+from coremax.study import STUDY_DEFAULTS, run_study, summarise
 from coremax.experiment import Experiment
 from coremax.paths import dataset_dir, experiment_dir
 from coremax.stages import function_defaults, run_stage

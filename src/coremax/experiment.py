@@ -3,6 +3,7 @@
 <data-root>/experiments/<name>/
     config.toml       fully resolved config (pass it back with --config to repeat the run)
     provenance.toml   command, times, status, code version, library versions, machine, data, parent
+    pip-freeze.txt    every installed package and version when the run started (one more per resume)
     code.patch        uncommitted changes of the code when the run started from a dirty tree
     checkpoints/      best-model.pth, last.pth, checkpoint-epoch-<N>.pth
     logs/events.jsonl one JSON event per line
@@ -55,12 +56,10 @@ def code_version() -> tuple[dict, str]:
 
 
 def device_info(device: str = "cpu") -> dict:
+    """The machine a run used: the CPU always; on CUDA also the GPU's name, memory, compute capability and the
+    CUDA and cuDNN versions torch runs with."""
     import torch
 
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        idx = torch.device(device).index or 0
-        return {"type": "cuda", "name": torch.cuda.get_device_name(idx), "cuda": torch.version.cuda or "",
-                "count": torch.cuda.device_count()}
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -69,7 +68,24 @@ def device_info(device: str = "cpu") -> dict:
                 break
     except OSError:
         pass
-    return {"type": "cpu", "name": cpu, "cores": os.cpu_count() or 1}
+    info = {"type": "cpu", "cpu": cpu, "cores": os.cpu_count() or 1}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(idx)
+        info.update(type="cuda", name=props.name, memory_gib=round(props.total_memory / 2**30, 1),
+                    capability=f"{props.major}.{props.minor}", count=torch.cuda.device_count(),
+                    cuda=torch.version.cuda or "", cudnn=str(torch.backends.cudnn.version() or ""))
+    else:
+        info["name"] = cpu
+    return info
+
+
+def installed_packages() -> str:
+    """`pip freeze`-style lines (name==version) of every installed distribution, sorted."""
+    from importlib.metadata import distributions
+
+    names = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(names, key=str.lower)) + "\n"
 
 
 def environment() -> dict:
@@ -171,6 +187,9 @@ class Experiment:
         runs = prov.get("resumed_utc", [])
         if resume:
             runs.append(utc_now())
+        # The packages of this start; a resume may run under others, so each start writes its own list.
+        freeze = f"pip-freeze-resume-{len(runs)}.txt" if resume else "pip-freeze.txt"
+        write_text(self.path / freeze, installed_packages())
         dataset = config.get("data", {}).get("dataset", "")
         info = self.data_root / "datasets" / dataset / "info.toml" if dataset else None
         this_command = shlex.join(str(c) for c in command)
@@ -186,6 +205,7 @@ class Experiment:
             "stage": config.get("experiment", {}).get("stage", ""),
             "seed": config.get("experiment", {}).get("seed", 0),
             "git": {**git, "patch": "code.patch" if patch else ""},
+            "packages": prov.get("packages", []) + [freeze],
             **environment(),
             "dataset": {"name": dataset,
                         "info_sha256": file_sha256(info) if info is not None and info.is_file() else "",

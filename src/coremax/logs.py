@@ -73,3 +73,27 @@ def pop() -> None:
 
 def get_logger(**fields):
     return structlog.get_logger().bind(**fields)
+
+
+class Scalars:
+    """TensorBoard scalars from the same numbers as the `epoch` events (runtime.tensorboard); a no-op when
+    `folder` is None (the option off, or a rank other than 0)."""
+
+    def __init__(self, folder: Path | None):
+        self.writer = None
+        if folder is not None:
+            from torch.utils.tensorboard import SummaryWriter  # optional package, checked by runtime.setup
+
+            self.writer = SummaryWriter(str(folder))
+
+    def write(self, row: dict, epoch: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)) and value == value:  # NaN (no MFU) left out
+                self.writer.add_scalar(key, value, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import random
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class Runtime:
     data_on_device: bool
     pin_mem: bool
     save_every: int
+    tensorboard: bool
     log_interval_s: float
     rank: int = 0
     world_size: int = 1
@@ -48,7 +50,8 @@ class Runtime:
 
 def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = True, pin_mem: bool = False,
           amp: str = "auto",
-          compile: bool = False, save_every: int = 0, log_interval_s: float = 30.0) -> Runtime:
+          compile: bool = False, save_every: int = 0, tensorboard: bool = False,
+          log_interval_s: float = 30.0) -> Runtime:
     """Consumes the [runtime] section. Under torchrun (RANK/WORLD_SIZE set) it joins the process group:
     gloo on the CPU, nccl on GPUs, one GPU per local rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -66,6 +69,12 @@ def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = 
         dev = torch.device("cpu")
     else:
         raise UserError(f"runtime.device = {device!r} is not understood; use auto, cpu, cuda or cuda:N.")
+    if tensorboard:
+        try:
+            importlib.import_module("torch.utils.tensorboard")  # optional: checked before anything runs
+        except ImportError:
+            raise UserError("runtime.tensorboard = true needs the tensorboard package: pip install "
+                            "tensorboard (it is in requirements.txt), or set runtime.tensorboard = false.") from None
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if num_workers > 0:
@@ -83,7 +92,8 @@ def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = 
         amp_dtype = torch.float16
         scaler = torch.amp.GradScaler("cuda")
     return Runtime(dev, amp_dtype, scaler, compile, data_on_device and dev.type == "cuda",
-                   pin_mem and dev.type == "cuda", save_every, log_interval_s, rank, world_size, local_rank)
+                   pin_mem and dev.type == "cuda", save_every, tensorboard, log_interval_s, rank, world_size,
+                   local_rank)
 
 
 def cpu_has_bf16() -> bool:

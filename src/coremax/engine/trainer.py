@@ -23,6 +23,7 @@ from coremax.errors import UserError
 from coremax.eval.metrics import rmse
 from coremax.models import train_flops_per_spectrum
 from coremax.models.regressor import masked_mse
+from coremax.logs import Scalars
 from coremax.progress import Progress
 
 VAL_SEED = 12345  # fixed masks for pretraining validation, so epochs are compared on the same task
@@ -146,6 +147,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
     log.info("training", stage=task.stage, rows=len(data.train), val_rows=len(data.val), lr=sched.lr,
              epochs=epochs, steps_per_epoch=sched.steps_per_epoch, runtime=rt.describe(), data_on_device=on_device,
              gflops_per_spectrum=round(flops / 1e9, 4), peak_tflops=round(peak / 1e12, 1) if peak else None)
+    scalars = Scalars(exp.path / "tensorboard" if rt.tensorboard and rt.main else None)
     for epoch in range(start_epoch, epochs):
         started = time.monotonic()
         train_loss, step, seen = _train_epoch(task, net, model, optimizer, rt, sched, epoch, step, seed, log,
@@ -162,6 +164,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
         improved = row[task.score] < best
         best = min(best, row[task.score])
         log.info("epoch", **row, best=improved)
+        scalars.write(row, epoch + 1)
         if rt.main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": {"kind": "warmup_cosine", "lr": sched.lr, "min_lr": min_lr,
@@ -170,6 +173,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
                      "rng": ckpt.rng_state(), "config": config, "best": best, "history": history,
                      "stage": task.stage, **(extra_state or {})}
             _save_checkpoints(exp, state, improved, rt.save_every)
+    scalars.close()
     return pd.DataFrame(history)
 
 
