@@ -110,31 +110,6 @@ def test_predict_new_cores_flags_other_kv(tmp_path, data_root, finetuned):
     assert (tmp_path / f"pred-profile-{test_core}.png").is_file()
 
 
-def test_label_budget_smoke_study_writes_its_table(tmp_path, data_root, pretrained):
-    study = tmp_path / "study.toml"
-    study.write_text(f"""[study]
-name = "study"
-pretrain = "{pretrained}"
-budgets = [20, 0]
-seeds = [0]
-methods = ["msm", "scratch", "pls"]
-overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "runtime.log_interval_s=0.0"]
-""")
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "label_budget.py"), "--config", str(study),
-                          "--data-root", str(data_root)], capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    results = data_root / "experiments" / "study" / "results"
-    table = pd.read_csv(results / "label-budget.csv")
-    overall = table[table["scope"] == "all"]
-    assert len(overall) == 3 * 2 * 2  # methods x budgets x targets
-    assert set(table["scope"]) - {"all"} == set(load_split(data_root, "synthetic", "test")["core"])  # per core too
-    table = overall
-    n_all = len(load_split(data_root, "synthetic", "train").dropna(subset=["CaCO3", "TOC"], how="all"))
-    assert sorted(table["n_labels"].unique()) == [20, n_all]
-    assert (results / "label-budget.png").is_file() and (results / "label-budget.pkl").is_file()
-    assert Experiment.open(data_root, "study-msm-p00-s0").provenance()["parent"]["experiment"] == pretrained
-
-
 def test_study_refuses_unknown_key(tmp_path):
     from coremax.study import STUDY_DEFAULTS
     from coremax import config as configlib
@@ -167,27 +142,36 @@ def test_the_study_is_a_sweep_over_methods_budgets_and_seeds():
         study_sweep({**study, "methods": ["magic"]})
 
 
-def test_study_trains_its_own_pretraining_and_adds_the_floor(tmp_path, data_root):
-    """One command reproduces the table: the pretrain experiment is trained from study.pretrain_config."""
+def test_label_budget_study_trains_its_pretraining_and_writes_its_table(tmp_path, data_root):
+    """One command reproduces the table: the study is a sweep whose parent, the pretraining, is trained from
+    study.pretrain_config; its table has every method and budget, per test core too, and the floor."""
     pre_cfg = tmp_path / "pre.toml"
     pre_cfg.write_text('[optim]\nepochs = 1\n[model]\npatch_size = 64\n[runtime]\ndevice = "cpu"\n')
     study = tmp_path / "study.toml"
     study.write_text(f"""[study]
-name = "study-own"
-pretrain = "study-own-pre"
+name = "study"
+pretrain = "study-pre"
 pretrain_config = "{pre_cfg}"
-budgets = [20]
+budgets = [20, 0]
 seeds = [0]
 methods = ["msm", "pls"]
 overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "runtime.log_interval_s=0.0"]
 """)
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "label_budget.py"), "--config", str(study),
-                          "--data-root", str(data_root)], capture_output=True, text=True, timeout=600)
+                          "--data-root", str(data_root), "--jobs", "2"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert Experiment.open(data_root, "study-own-pre").provenance()["status"] == "completed"
-    results = data_root / "experiments" / "study-own" / "results"
-    table = (results / "label-budget.md").read_text()
-    assert "| CaCO3 | floor |" in table and "| TOC | 20 |" in table
+    assert Experiment.open(data_root, "study-pre").provenance()["status"] == "completed"
+    assert Experiment.open(data_root, "study-msm-p00-s0").provenance()["parent"]["experiment"] == "study-pre"
+    results = data_root / "experiments" / "study" / "results"
+    table = pd.read_csv(results / "label-budget.csv")
+    overall = table[table["scope"] == "all"]
+    assert len(overall) == 2 * 2 * 2  # methods x budgets x targets
+    assert set(table["scope"]) - {"all"} == set(load_split(data_root, "synthetic", "test")["core"])  # per core too
+    n_all = len(load_split(data_root, "synthetic", "train").dropna(subset=["CaCO3", "TOC"], how="all"))
+    assert sorted(overall["n_labels"].unique()) == [20, n_all]
+    assert (results / "label-budget.png").is_file() and (results / "label-budget.pkl").is_file()
+    markdown = (results / "label-budget.md").read_text()
+    assert "| CaCO3 | floor |" in markdown and "| TOC | 20 |" in markdown and "| msm | pls |" in markdown
 
 
 def test_test_refuses_a_changed_model_a_rebuilt_data_set_and_an_unfinished_run(tmp_path, data_root, finetuned):

@@ -1,5 +1,6 @@
-"""One place per concern: the package's imports run one way (no circles, none hidden in a function), every
-module imports alone, and every script is a thin call of its entry point in coremax.cli."""
+"""One place per concern: the package's imports run one way (no circles, counting the few imports deferred
+into a function for start-up time), every module imports alone, and every script is a thin call of its
+entry point in coremax.cli."""
 
 import ast
 import re
@@ -21,8 +22,10 @@ MODULES = {module_name(p): p for p in sorted((SRC / "coremax").rglob("*.py"))}
 
 
 def imports(path: Path) -> tuple[set[str], list[str]]:
-    """(coremax modules this file imports, those imported inside a function or class)."""
-    tree = ast.parse(path.read_text())
+    """(coremax modules this file imports anywhere, those imported inside a function without saying why)."""
+    text = path.read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text)
     found, nested = set(), []
     top = {id(n) for n in tree.body}
     for node in ast.walk(tree):
@@ -35,15 +38,16 @@ def imports(path: Path) -> tuple[set[str], list[str]]:
                      for a in node.names]
         names = [n for n in names if n.split(".")[0] == "coremax" and n != "coremax"]
         found.update(names)
-        if names and id(node) not in top:
+        if names and id(node) not in top and "# deferred" not in lines[node.lineno - 1]:
             nested += names
     return found, nested
 
 
-def test_no_import_circles_and_none_hidden_in_functions():
+def test_no_import_circles_and_no_unexplained_imports_in_functions():
     graph = {m: imports(p)[0] & set(MODULES) for m, p in MODULES.items()}
     for m, p in MODULES.items():
-        assert not imports(p)[1], f"{m} imports {imports(p)[1]} inside a function: import it at the top"
+        assert not imports(p)[1], f"{m} imports {imports(p)[1]} inside a function: import it at the top, " \
+            "or mark it '# deferred: <why>' (it still counts in the graph)"
     state = {}
 
     def visit(m, path):
@@ -73,8 +77,6 @@ def test_scripts_are_thin_calls_of_coremax_cli():
     from coremax import cli
 
     for script in sorted((ROOT / "scripts").glob("*.py")):
-        if script.name.startswith("bench_"):
-            continue
         tree = ast.parse(script.read_text())
         imported = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert [(i.module, [a.name for a in i.names]) for i in imported] == \

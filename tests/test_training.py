@@ -38,6 +38,7 @@ def test_pretraining_loss_falls_and_outputs_exist(data_root, pretrained):
     assert state["epoch"] == 3 and state["config"]["experiment"]["name"] == pretrained
     events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
+    assert all(e["spectra_per_s"] > 0 for e in events if e["event"] == "epoch")  # throughput logged per epoch
 
 
 def test_finetune_starts_from_the_pretrained_encoder(data_root, pretrained, finetuned):
@@ -165,20 +166,39 @@ def test_missing_dataset_and_bad_target_leave_nothing(data_root):
     assert not (data_root / "experiments" / "bad-target").exists()
 
 
-def test_torchrun_two_processes_on_cpu(data_root):
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_nodes_match_one_process_with_the_same_global_batch(data_root):
+    """Two torchrun agents as two nodes of one process each (rendezvous on 127.0.0.1), batch 16 per process,
+    against one process with batch 32: the same rows per step, so the same loss trajectory."""
+    same = ["optim.epochs=2", "model.patch_size=64", 'runtime.device="cpu"', "runtime.log_interval_s=0.0",
+            'data.targets=["CaCO3"]', "data.max_labels=64", "model.drop_path=0.0", "--stage", "finetune",
+            "--data-root", str(data_root)]
+    train_py = str(ROOT / "scripts" / "train.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           str(ROOT / "scripts" / "train.py"), "--stage", "pretrain", "--name", "ddp", "--data-root", str(data_root),
-           "optim.epochs=2", "model.patch_size=64", "optim.batch_size=32", 'runtime.device="cpu"']
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    exp = Experiment.open(data_root, "ddp")
-    assert exp.provenance()["status"] == "completed"
-    assert sorted(p.name for p in exp.checkpoints.iterdir()) == ["best-model.pth", "last.pth"]
-    events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
-    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2]
-    assert "world_size=2" in next(e for e in events if e["event"] == "training")["runtime"]
-    assert out.stdout.count("experiment written to") == 1
+    port = free_port()
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node_rank={rank}",
+                                "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}", train_py,
+                                "--name", "two-nodes", "optim.batch_size=16", *same],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    outs = [a.communicate(timeout=300) for a in agents]
+    assert all(a.returncode == 0 for a in agents), outs[0][1][-2000:] + outs[1][1][-2000:]
+    single = subprocess.run([sys.executable, train_py, "--name", "one-process", "optim.batch_size=32", *same],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    two, one = history(data_root, "two-nodes"), history(data_root, "one-process")
+    for column in ("train_loss", "val_loss", "val_rmse_CaCO3"):
+        np.testing.assert_allclose(two[column], one[column], rtol=1e-4)
+    exp = Experiment.open(data_root, "two-nodes")
+    assert exp.provenance()["device"]["world_size"] == 2
+    assert sorted(p.name for p in exp.checkpoints.iterdir()) == ["best-model.pth", "last.pth"]  # rank 0 only
+    assert sum(o[0].count("experiment written to") for o in outs) == 1
 
 
 def test_relative_data_root(tmp_path, data_root, pretrained, monkeypatch):

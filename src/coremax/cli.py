@@ -12,20 +12,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
-
-from coremax import archive
 from coremax import config as configlib
-from coremax.data.dataset import EMBEDDED, build_dataset, load_info
-from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError
-from coremax.eval.predict import predict_raw
-from coremax.eval.run import evaluate_experiment
-from coremax.study import STUDY_DEFAULTS, run_study, summarise
-from coremax.experiment import Experiment
 from coremax.paths import dataset_dir, experiment_dir
-from coremax.stages import function_defaults, run_stage
-from coremax.sweep import SWEEP_DEFAULTS, run_sweep
+
+# Each command imports the library it runs inside its main ("deferred"): a command starts without loading
+# what only the others need (scikit-learn, the simulator's physics, ...). tests/test_layers.py counts these
+# imports in the import graph too, so they cannot hide a circle.
 
 POOL = "synthetic-pool"  # the unlabelled pool built beside the embedded labelled set
 
@@ -94,6 +87,8 @@ def _jobs(value: int) -> int:
 
 @guard
 def train_main(argv=None) -> None:
+    from coremax.stages import function_defaults, run_stage  # deferred
+
     parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
     args = parser.parse_args(argv)
     cfg = resolve_args(args, function_defaults())
@@ -107,6 +102,11 @@ def train_main(argv=None) -> None:
 
 @guard
 def test_main(argv=None) -> None:
+    import pandas as pd
+
+    from coremax.eval.run import evaluate_experiment  # deferred
+    from coremax.experiment import Experiment  # deferred
+
     p = argparse.ArgumentParser(description="Evaluate an experiment on its held-out test cores.")
     p.add_argument("--experiment", required=True, help="experiment name under <data-root>/experiments/")
     p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
@@ -128,6 +128,8 @@ def test_main(argv=None) -> None:
 
 @guard
 def preprocess_main(argv=None) -> None:
+    from coremax.data.dataset import build_dataset  # deferred
+
     p = argparse.ArgumentParser(
         description="Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test Parquet tables + "
                     ".npy counts, info.toml). Without --raw: the embedded synthetic data (generated if needed).")
@@ -168,6 +170,8 @@ def preprocess_main(argv=None) -> None:
 
 
 def _describe_dataset(data_root, name: str, path: Path) -> None:
+    from coremax.data.dataset import load_info  # deferred
+
     info = load_info(data_root, name)
     c = info["counts"]
     print(f"data set {name!r} written to {path} (validation split by {info['split']['by']})")
@@ -187,6 +191,8 @@ def _describe_dataset(data_root, name: str, path: Path) -> None:
 
 @guard
 def predict_main(argv=None) -> None:
+    from coremax.eval.predict import predict_raw  # deferred
+
     p = argparse.ArgumentParser(description="Predict down-core profiles of newly scanned cores with an experiment.")
     p.add_argument("--experiment", required=True, help="fine-tuned or baseline experiment name")
     p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe")
@@ -206,6 +212,8 @@ def predict_main(argv=None) -> None:
 
 @guard
 def simulate_main(argv=None) -> None:
+    from coremax.data.simulate import simulate_archive  # deferred
+
     p = argparse.ArgumentParser(description="Write a synthetic Avaatech XRF core-scanner archive.")
     p.add_argument("--out", default="data/datasets/external/synthetic")
     p.add_argument("--seed", type=int, default=0)
@@ -239,6 +247,10 @@ def _sweep_parser(description: str, what: str, defaults: Path) -> argparse.Argum
 
 @guard
 def sweep_main(argv=None) -> None:
+    import pandas as pd
+
+    from coremax.sweep import SWEEP_DEFAULTS, run_sweep  # deferred
+
     args = _sweep_parser("Run a sweep of experiments over config keys and seeds.", "sweep", SWEEP_DEFAULTS) \
         .parse_args(argv)
     cfg = configlib.resolve(args.config, args.overrides, default_file=SWEEP_DEFAULTS)
@@ -253,6 +265,10 @@ def sweep_main(argv=None) -> None:
 
 @guard
 def label_budget_main(argv=None) -> None:
+    import pandas as pd
+
+    from coremax.study import STUDY_DEFAULTS, run_study, summarise  # deferred
+
     args = _sweep_parser("Label-budget study: fine-tuning vs from scratch vs baselines (a sweep).", "study",
                          STUDY_DEFAULTS).parse_args(argv)
     cfg = configlib.resolve(args.config, args.overrides, default_file=STUDY_DEFAULTS)
@@ -267,6 +283,8 @@ def label_budget_main(argv=None) -> None:
 
 @guard
 def archive_main(argv=None) -> None:
+    from coremax import archive  # deferred
+
     p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes.")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pack", help="pack a data set or experiment into a .tar.gz")
@@ -307,12 +325,20 @@ DEMO_PRETRAIN_EPOCHS = 1  # the shipped CPU recipe pretrains for 10; the demo ke
 
 
 def _completed(data_root, name) -> bool:
+    from coremax.experiment import Experiment  # deferred
+
     return (experiment_dir(data_root, name) / "config.toml").is_file() and \
         Experiment.open(data_root, name).provenance().get("status") == "completed"
 
 
 @guard
 def demo_main(argv=None) -> None:
+    from coremax.data.dataset import EMBEDDED, build_dataset  # deferred
+    from coremax.eval.run import evaluate_experiment  # deferred
+    from coremax.experiment import Experiment  # deferred
+    from coremax.stages import function_defaults, run_stage  # deferred
+    from coremax.study import STUDY_DEFAULTS, run_study, summarise  # deferred
+
     p = argparse.ArgumentParser(description=DEMO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", default="data")
     p.add_argument("--fresh-names", action="store_true", help="suffix experiment names with the time")
@@ -362,3 +388,45 @@ def demo_main(argv=None) -> None:
         print("   one seed and a shortened pretraining: the README's table (3 seeds, every budget) is the measure.")
         print(f"   table and figure in {root / 'experiments' / study / 'results'}")
     print(f"done in {time.monotonic() - t0:.0f} s; experiments under {root / 'experiments'}")
+
+
+@guard
+def bench_train_main(argv=None) -> None:
+    import torch
+
+    from coremax.bench import bench_train, cpu_cases, gpu_cases  # deferred
+
+    p = argparse.ArgumentParser(description="Training throughput of the real training loop: spectra/s, achieved "
+                                            "TFLOP/s, MFU on a GPU, peak memory; CPU cases, and GPU cases when a "
+                                            "GPU is present.")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case (after one warm-up epoch)")
+    p.add_argument("--only", default="", help="run only the cases whose name contains this text")
+    p.add_argument("--no-gpu", action="store_true", help="skip the GPU cases even when a GPU is present")
+    args = p.parse_args(argv)
+    cases = cpu_cases() + (gpu_cases() if torch.cuda.is_available() and not args.no_gpu else [])
+    cases = [c for c in cases if args.only in c["name"]]
+    if not cases:
+        raise UserError(f"No benchmark case matches --only {args.only!r}.")
+    print("case | device | stage | size | channels | batch | amp | compile | spectra/s | TFLOP/s | MFU | peak MiB")
+    table = bench_train(cases, args.steps)
+    ref = table.set_index("case")["spectra_per_s"]
+    pairs = [("CPU recipe pretrain (window 512)", "tiny, 2048 channels (reference)"),
+             ("base MAE, mask 0.75, batch 32, bf16", "base MAE, mask 0.75, batch 32")]
+    for a, b in pairs:
+        if a in ref and b in ref:
+            print(f"{a} / {b}: {ref[a] / ref[b]:.2f}x")
+
+
+@guard
+def bench_data_main(argv=None) -> None:
+    from coremax.bench import bench_data  # deferred
+
+    p = argparse.ArgumentParser(description="Data path at scale: simulate an unlabelled pool of N spectra as .spe "
+                                            "files, read them (files/s), preprocess, then report the data set's "
+                                            "size on disk, the time to read its energy window and peak RSS.")
+    p.add_argument("--spectra", type=int, default=20_000, help="pool size (the 10^6 target: 1000000)")
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.spectra < 1 or args.workers < 1:
+        raise UserError("--spectra and --workers must be at least 1.")
+    bench_data(args.spectra, args.workers)

@@ -17,7 +17,6 @@ from coremax.engine.data import Prepared, input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.trainer import TASKS, fit
 from coremax.errors import UserError
-from coremax.eval.baselines import BASELINE_FILE, make_baseline
 from coremax.eval.metrics import rmse
 from coremax.experiment import Experiment, device_info
 from coremax.io import file_sha256
@@ -106,6 +105,8 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
 
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
+    from coremax.eval.baselines import BASELINE_FILE, make_baseline  # deferred: scikit-learn, only for baselines
+
     b = config["baseline"]
     # baseline.n_components is the NMF setting; PLS chooses its number of components on the val rows
     model = make_baseline(b["method"], **({"n_components": b["n_components"]} if b["method"] == "nmf_svr" else {}))

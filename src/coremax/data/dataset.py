@@ -21,7 +21,6 @@ import pandas as pd
 from coremax.data.bulk import match_bulk, read_bulk
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
-from coremax.data.simulate import simulate_archive
 from coremax.io import file_sha256, folder_in_place, read_toml, utc_now, write_toml
 from coremax.paths import check_name, dataset_dir, inside
 
@@ -95,6 +94,8 @@ def info_hash(data_root, name: str) -> str:
 def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
     """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
     is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""
+    from coremax.data.simulate import simulate_archive  # deferred: the physics (xraylib, scipy), only to generate
+
     if name not in EMBEDDED:
         raise UserError(f"Without --raw the data set name must be one of the embedded ones ({', '.join(EMBEDDED)}); "
                         f"got {name!r}. Pass --raw for your own spectra.")

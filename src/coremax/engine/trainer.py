@@ -150,7 +150,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
     scalars = Scalars(exp.path / "tensorboard" if rt.tensorboard and rt.main else None)
     for epoch in range(start_epoch, epochs):
         started = time.monotonic()
-        train_loss, step, seen = _train_epoch(task, net, model, optimizer, rt, sched, epoch, step, seed, log,
+        train_loss, step, seen = train_epoch(task, net, model, optimizer, rt, sched, epoch, step, seed, log,
                                               exp.relpath(last) if last.exists() else "(none yet)")
         train_s = time.monotonic() - started
         net.eval()
@@ -201,7 +201,7 @@ def _resume(last, model, optimizer, rt: Runtime, exp, log) -> tuple[int, int, fl
     return state["epoch"], state["step"], state["best"], list(state["history"])
 
 
-def _train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule, epoch: int, step: int,
+def train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule, epoch: int, step: int,
                  seed: int, log, last_good: str) -> tuple[float, int, int]:
     """One pass over the training rows: (mean loss per spectrum over all processes, optimizer steps so far,
     spectra seen by all processes). The loss stays on the device and is read back only every `check`

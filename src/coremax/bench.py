@@ -1,0 +1,164 @@
+"""Benchmarks that print figures (tests never time anything).
+
+Training: spectra/s of the real training loop (`trainer.train_epoch`: augmentations, transform, lr schedule,
+loss check, optimizer step) on synthetic Poisson counts held in memory, per case = an experiment config
+(size, stage, energy window, mask, batch, AMP, compile); peak memory; achieved TFLOP/s from the model's
+shapes and, on a GPU with a known peak, the MFU. Each case runs in its own process so its peak memory is
+its own. Data: files/s of reading .spe files, preprocessing time, data set size, load time and peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from coremax import config as configlib
+from coremax.data.dataset import build_dataset, load_arrays
+from coremax.data.raw import read_folder
+from coremax.data.simulate import simulate_archive
+from coremax.engine.data import ArrayData, Prepared, input_length
+from coremax.engine.runtime import peak_flops, setup
+from coremax.engine.trainer import TASKS, Schedule, train_epoch
+from coremax.engine.optim import build_optimizer
+from coremax.models import build_model, train_flops_per_spectrum
+from coremax.stages import function_defaults
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def cpu_cases() -> list[dict]:
+    """The issue's CPU comparisons, each pair measured in the same run: the shipped CPU recipe against
+    max_tiny on full spectra, and the ViT-base MAE (mask 0.75, batch 32) in full precision and bf16."""
+    full = ['data.channels=[0, 2048]', 'runtime.device="cpu"']
+    return [
+        {"name": "tiny, 2048 channels (reference)", "config": "", "overrides": full + ['model.size="tiny"']},
+        {"name": "CPU recipe pretrain (window 512)", "config": str(CONFIGS / "cpu-pretrain.toml"), "overrides": []},
+        {"name": "CPU recipe finetune (window 512)", "config": str(CONFIGS / "cpu-finetune.toml"), "overrides": []},
+        {"name": "base MAE, mask 0.75, batch 32", "config": "", "overrides": full + [
+            'model.size="base"', "model.mask_ratio=0.75", "optim.batch_size=32", 'runtime.amp="off"']},
+        {"name": "base MAE, mask 0.75, batch 32, bf16", "config": "", "overrides": full + [
+            'model.size="base"', "model.mask_ratio=0.75", "optim.batch_size=32", 'runtime.amp="bf16"']},
+    ]
+
+
+def gpu_cases() -> list[dict]:
+    out = []
+    for size, batch in (("tiny", 512), ("base", 256)):
+        for stage in ("pretrain", "finetune"):
+            for channels in ([0, 2048], [0, 512]):
+                for amp, compile_ in (("off", False), ("bf16", False), ("bf16", True)):
+                    out.append({"name": f"{size} {stage} {channels[1] - channels[0]}ch amp={amp} compile={compile_}",
+                                "config": "", "overrides": [
+                                    f'model.size="{size}"', f'experiment.stage="{stage}"', f"data.channels={channels}",
+                                    f"optim.batch_size={batch}", f'runtime.amp="{amp}"',
+                                    f"runtime.compile={str(compile_).lower()}", 'runtime.device="cuda"']})
+    return out
+
+
+class _Quiet:
+    def info(self, *a, **k):
+        pass
+
+
+def run_case(case: dict, steps: int) -> dict:
+    """One case: a resolved config, its model and task on synthetic counts, one warm-up epoch, one timed."""
+    cfg = configlib.resolve(case["config"] or None, case["overrides"], function_defaults=function_defaults()).to_dict()
+    stage, d, m, o = cfg["experiment"]["stage"], cfg["data"], cfg["model"], cfg["optim"]
+    rt = setup(**{**cfg["runtime"], "log_interval_s": 1e9})
+    torch.manual_seed(0)
+    width, batch = input_length(d), o["batch_size"]
+    rows = batch * steps
+    # Counts of the size a 10 kV scan has (a few hundred per channel at the low-energy end).
+    x = torch.poisson(torch.full((rows, width), 50.0) * torch.linspace(4, 0.2, width))
+    y = torch.randn(rows, len(d["targets"])) if stage == "finetune" else None
+    arrays = ArrayData(x, y, pd.DataFrame(index=range(rows)))
+    data = Prepared(train=arrays, val=arrays, targets=list(d["targets"]), scaler=None,
+                    transform_name=d["transform"], channel_stats=None, augment=d["augment"] and stage == "finetune",
+                    augment_min_fraction=d["augment_min_fraction"],
+                    jitter=(d["jitter_gain"], d["jitter_offset"], d["jitter_width"]), absorption=d["jitter_absorption"],
+                    channels=tuple(d["channels"]), info={})
+    model = build_model(stage, len(d["targets"]), width, **m).to(rt.device)
+    if rt.data_on_device:
+        data.train = data.train.to(rt.device)
+    task = TASKS[stage](data, rt)
+    optimizer = build_optimizer(model, 1e-4, fused=rt.device.type == "cuda")
+    net = torch.compile(model) if rt.compile else model
+    sched = Schedule(1e-4, 1e-6, 0.0, 2, batch, 1, o["clip_grad"], data.train.num_batches(batch))
+    train_epoch(task, net, model, optimizer, rt, sched, 0, 0, 0, _Quiet(), "-")  # warm-up (and compilation)
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    _, _, seen = train_epoch(task, net, model, optimizer, rt, sched, 1, steps, 0, _Quiet(), "-")
+    if rt.device.type == "cuda":
+        torch.cuda.synchronize()
+        peak_mem = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    speed = seen / (time.perf_counter() - t0)
+    flops = train_flops_per_spectrum(model)
+    peak = peak_flops(rt)
+    return {"case": case["name"], "device": str(rt.device), "stage": stage, "size": m["size"], "channels": width,
+            "batch": batch, "amp": cfg["runtime"]["amp"], "compile": cfg["runtime"]["compile"],
+            "spectra_per_s": round(speed, 1), "tflops": round(flops * speed / 1e12, 3),
+            "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1)}
+
+
+def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:
+    rows = []
+    for case in cases:
+        out = subprocess.run([sys.executable, "-c", "import json, sys; from coremax.bench import run_case; "
+                              "print(json.dumps(run_case(json.loads(sys.argv[1]), int(sys.argv[2]))))",
+                              json.dumps(case), str(steps)], capture_output=True, text=True)
+        if out.returncode != 0:
+            show(f"{case['name']}: failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        show(" | ".join(str(v) for v in rows[-1].values()))
+    return pd.DataFrame(rows)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_data(spectra: int, workers: int, show=print) -> dict:
+    """Simulate an unlabelled pool of about `spectra` spectra (.spe files), preprocess it, load it."""
+    spacing = 10.0
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # A simulated core of ~1.5 m at 1 cm holds ~150 spectra on average.
+        cores = max(1, round(spectra / 150))
+        t0 = time.perf_counter()
+        m = simulate_archive(root / "datasets" / "external" / "pool", seed=3, cores=cores, spacing_mm=spacing,
+                             workers=workers, labelled=False)
+        simulate_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        meta, _, _ = read_folder(root / "datasets" / "external" / "pool" / "raw", 10.0, 2048, "fail", workers)
+        read_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        build_dataset(root, "pool", raw=root / "datasets" / "external" / "pool" / "raw", workers=workers)
+        preprocess_s = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in (root / "datasets" / "pool").iterdir())
+        rss_before = peak_rss_mib()
+        t0 = time.perf_counter()
+        _, x = load_arrays(root, "pool", "train")
+        total = float(np.asarray(x[:, :512], dtype=np.float32).sum())  # touch the energy window of every row
+        load_s = time.perf_counter() - t0
+    out = {"spectra": m["spectra"], "cores": cores, "simulate_s": round(simulate_s, 1),
+           "files_per_s": round(len(meta) / read_s), "preprocess_s": round(preprocess_s, 1),
+           "dataset_mib": round(size / 2**20, 1), "load_window_s": round(load_s, 2),
+           "peak_rss_mib": round(max(rss_before, peak_rss_mib()), 1), "checksum": total > 0}
+    show(" ".join(f"{k}={v}" for k, v in out.items()))
+    return out
+
+
