@@ -35,8 +35,9 @@ def splits(root, name="d"):
 def test_dataframe_contract_and_info(tmp_path, source):
     path = build(tmp_path, source, split=0.8)
     assert path == tmp_path / "datasets" / "d"
-    assert sorted(p.name for p in path.iterdir()) == ["info.toml", "test.npy", "test.parquet", "train.npy",
-                                                      "train.parquet", "val.npy", "val.parquet"]
+    assert sorted(p.name for p in path.iterdir()) == ["info.toml", "test-00000.npy", "test.parquet",
+                                                      "train-00000.npy", "train.parquet", "val-00000.npy",
+                                                      "val.parquet"]
     info, parts = load_info(tmp_path, "d"), splits(tmp_path)
     df = parts["train"]
     for col in ("core", "depth_mm", "section", "position_mm", "kv", "current_ma", "live_time_s", "real_time_s",
@@ -209,7 +210,7 @@ def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_
 
     path = build(tmp_path, source, split=0.8)
     info = load_info(tmp_path, "d")
-    assert set(info["files"]) == {f"{s}.{e}" for s in ("train", "val", "test") for e in ("parquet", "npy")}
+    assert set(info["files"]) == {f"{s}{e}" for s in ("train", "val", "test") for e in (".parquet", "-00000.npy")}
     assert all(len(h) == 64 for h in info["files"].values())
     meta, counts, _ = read_folder(source / "raw", 10.0, 2048, workers=1)
     by_file = dict(zip(meta["source_file"], counts))
@@ -224,7 +225,7 @@ def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_
     with pytest.raises(UserError, match="old pickle format"):
         load_split(tmp_path, "old", "train")
     # Files that do not belong together are refused.
-    np.save(path / "val.npy", np.zeros((3, 2048), np.int32))
+    np.save(path / "val-00000.npy", np.zeros((3, 2048), np.int32))
     with pytest.raises(UserError, match="do not belong together"):
         load_split(tmp_path, "d", "val")
 

@@ -153,6 +153,8 @@ def preprocess_main(argv=None) -> None:
     p.add_argument("--on-error", default="fail", choices=("fail", "skip"), help="what a bad .spe file does")
     p.add_argument("--overwrite", action="store_true", help="replace an existing data set of the same name")
     p.add_argument("--workers", type=int, default=2, help="processes reading files (default: 2)")
+    p.add_argument("--shard-rows", type=int, default=65_536,
+                   help="spectra per .npy shard file (default: 65536, 512 MiB of 2,048-channel counts)")
     args = p.parse_args(argv)
     # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
     raw = Path(args.raw).resolve() if args.raw else None
@@ -165,7 +167,7 @@ def preprocess_main(argv=None) -> None:
                              split_by=args.split_by, test_cores=args.test_cores.split(",") if args.test_cores else None,
                              kv=args.kv, match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite,
                              seed=args.seed, spectrum_length=args.spectrum_length, workers=args.workers,
-                             command=sys.argv)
+                             shard_rows=args.shard_rows, command=sys.argv)
         _describe_dataset(args.data_root, name, path)
 
 

@@ -110,7 +110,7 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     b = config["baseline"]
     # baseline.n_components is the NMF setting; PLS chooses its number of components on the val rows
     model = make_baseline(b["method"], **({"n_components": b["n_components"]} if b["method"] == "nmf_svr" else {}))
-    x_tr, x_va = data.train.x.numpy(), data.val.x.numpy()
+    x_tr, x_va = np.asarray(data.train.x, dtype=np.float32), np.asarray(data.val.x, dtype=np.float32)
     y_tr = data.train.frame[data.targets].to_numpy(np.float64)
     y_va = data.val.frame[data.targets].to_numpy(np.float64)
     log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va))

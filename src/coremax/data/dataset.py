@@ -2,8 +2,8 @@
 
 Per split, one row per spectrum: `<split>.parquet` holds the metadata columns (core, depth_mm, scanner
 settings, source file) and the targets (every measured column of the bulk file, e.g. CaCO3, TOC, Fe;
-NaN = no bulk sample matched); `<split>.npy` the counts,
-int32 (rows, channels), memory-mapped when read. Neither format can run code when read (a pickle could), so a
+NaN = no bulk sample matched); `<split>-00000.npy`, `<split>-00001.npy`, ... the counts, int32 (rows, channels)
+in shards of `shard_rows` rows, memory-mapped when read and read together as one array (`Shards`). Neither format can run code when read (a pickle could), so a
 data set copied from another lab is safe to open; `info.toml` lists every file with its sha256.
 `load_split` joins both into one DataFrame with the channels as integer-labelled columns 0..L-1, which the
 notebooks and evaluation read; training reads the arrays directly (`load_arrays`).
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from coremax.data.bulk import match_bulk, read_bulk
+from coremax.data.shards import SHARD_ROWS, Shards
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.io import file_sha256, folder_in_place, read_toml, utc_now, write_toml
@@ -45,30 +46,42 @@ def spectra_array(df: pd.DataFrame) -> np.ndarray:
     return df[spectrum_columns(df)].to_numpy(np.float32)
 
 
-def load_arrays(data_root, name: str, split: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """(metadata and targets, counts memory-mapped as int32 (rows, channels)) of one split."""
+def shard_files(folder: Path, split: str) -> list[str]:
+    """The .npy shards of a split as info.toml lists them; a data set from before shards has one `<split>.npy`."""
+    info = folder / "info.toml"
+    listed = read_toml(info).get("shards", {}).get(split) if info.is_file() else None
+    return list(listed) if listed else [f"{split}.npy"]
+
+
+def load_arrays(data_root, name: str, split: str) -> tuple[pd.DataFrame, Shards]:
+    """(metadata and targets, counts as int32 (rows, channels): the split's shards memory-mapped, read as one
+    array; nothing is loaded until rows are taken) of one split."""
     if split not in SPLITS:
         raise UserError(f"Unknown split {split!r}; use train, val or test.")
     folder = dataset_dir(data_root, name)
-    table, counts = folder / f"{split}.parquet", folder / f"{split}.npy"
+    table = folder / f"{split}.parquet"
     if (folder / f"{split}.pkl").is_file() and not table.is_file():
         raise UserError(f"The data set {name!r} is in the old pickle format, which can run code when read; rebuild "
                         f"it with its command from {folder / 'info.toml'} plus --overwrite (scripts/preprocess.py).")
-    if not table.is_file() or not counts.is_file():
-        raise UserError(f"The data set {name!r} has no {split}.parquet/.npy under {folder}; build it with "
-                        "scripts/preprocess.py (or check --data-root and data.dataset).")
+    shards = [inside(data_root, folder / f, "data set file") for f in shard_files(folder, split)]
+    if not table.is_file() or not all(s.is_file() for s in shards):
+        raise UserError(f"The data set {name!r} has no {split}.parquet or is missing a .npy shard of it under "
+                        f"{folder}; build it with scripts/preprocess.py (or check --data-root and data.dataset).")
     inside(data_root, table, "data set file")
+    current = table
     try:
         meta = pd.read_parquet(table)
-        x = np.load(counts, mmap_mode="r", allow_pickle=False)
+        arrays = []
+        for current in shards:
+            arrays.append(np.load(current, mmap_mode="r", allow_pickle=False))
     except (OSError, ValueError) as e:
-        raise UserError(f"The data set file {table if 'parquet' in str(e).lower() else counts} cannot be read "
-                        f"({type(e).__name__}); it is damaged: rebuild the data set with scripts/preprocess.py.") \
-            from None
-    if x.ndim != 2 or x.shape[0] != len(meta) or x.dtype != COUNT_DTYPE:
-        raise UserError(f"The data set {name!r}: {counts.name} holds {x.shape} {x.dtype} but {table.name} has "
-                        f"{len(meta)} rows; the files do not belong together: rebuild the data set.")
-    return meta, x
+        raise UserError(f"The data set file {current} cannot be read ({type(e).__name__}); it is damaged: rebuild "
+                        "the data set with scripts/preprocess.py.") from None
+    if any(a.ndim != 2 or a.dtype != COUNT_DTYPE or a.shape[1] != arrays[0].shape[1] for a in arrays) or \
+            sum(len(a) for a in arrays) != len(meta):
+        raise UserError(f"The data set {name!r}: the .npy shards of {split} do not hold {len(meta)} rows of int32 "
+                        f"counts as {table.name} says; the files do not belong together: rebuild the data set.")
+    return meta, Shards(arrays)
 
 
 def load_split(data_root, name: str, split: str) -> pd.DataFrame:
@@ -196,7 +209,7 @@ def _choose_test_cores(test_cores, manifest: dict, meta: pd.DataFrame, targets: 
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
                   split_by: str = "auto", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
-                  workers: int = 2, command=None) -> Path:
+                  workers: int = 2, shard_rows: int = SHARD_ROWS, command=None) -> Path:
     """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
 
     With `raw=None` the synthetic archive under `<data_root>/datasets/external/synthetic/` is used (and
@@ -204,6 +217,8 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     manifest.toml. Returns the data set folder."""
     data_root = Path(data_root)
     _check_options(name, split, split_by, on_error, match_mm)
+    if shard_rows < 1:
+        raise UserError(f"--shard-rows {shard_rows} must be at least 1 (rows per .npy shard file).")
     target = dataset_dir(data_root, name)
     if target.exists() and not overwrite:
         raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
@@ -269,16 +284,22 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "channel_mean": train_counts.mean(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
         "channel_std": train_counts.std(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
     }
-    _write_atomically(target, parts, info)
+    _write_atomically(target, parts, info, shard_rows)
     return target
 
 
-def _write_atomically(target: Path, parts: dict, info: dict) -> None:
+def _write_atomically(target: Path, parts: dict, info: dict, shard_rows: int) -> None:
     with folder_in_place(target) as tmp:
-        files = {}
+        files, shards = {}, {}
         for split, df in parts.items():
             channels = spectrum_columns(df)
             df.drop(columns=channels).to_parquet(tmp / f"{split}.parquet", index=False)
-            np.save(tmp / f"{split}.npy", df[channels].to_numpy(COUNT_DTYPE), allow_pickle=False)
-            files.update({f"{split}.{ext}": file_sha256(tmp / f"{split}.{ext}") for ext in ("parquet", "npy")})
-        write_toml(tmp / "info.toml", {**info, "files": files})
+            files[f"{split}.parquet"] = file_sha256(tmp / f"{split}.parquet")
+            counts = df[channels].to_numpy(COUNT_DTYPE)
+            shards[split] = []
+            for k, start in enumerate(range(0, max(len(counts), 1), shard_rows)):  # an empty split: one empty shard
+                name = f"{split}-{k:05d}.npy"
+                np.save(tmp / name, counts[start:start + shard_rows], allow_pickle=False)
+                files[name] = file_sha256(tmp / name)
+                shards[split].append(name)
+        write_toml(tmp / "info.toml", {**info, "shard_rows": shard_rows, "shards": shards, "files": files})

@@ -11,29 +11,53 @@ import pandas as pd
 import torch
 
 from coremax.data.dataset import load_arrays, load_info
+from coremax.data.shards import Shards
 from coremax.data.transforms import TargetScaler, check_window, make_transform, window
 from coremax.errors import UserError
 
 
 @dataclass
 class ArrayData:
-    x: torch.Tensor            # (n, L) raw counts, float32
+    x: torch.Tensor | Shards   # (n, L) raw counts: float32 in memory, or int32 shards streamed from disk
     y: torch.Tensor | None     # (n, T) normalised targets; NaN = not measured
     frame: pd.DataFrame        # metadata (and raw targets) aligned with x
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.x, Shards)
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        """The rows `idx` as float32 counts (read from the memory-mapped shards when streamed)."""
+        if not self.streamed:
+            return self.x[idx]
+        return torch.from_numpy(self.x.take(idx).astype(np.float32))
+
+    def _shuffled(self, generator: torch.Generator) -> torch.Tensor:
+        """A random order; streamed, shard by shard (shards in random order, rows shuffled within each), so
+        that the reads of an epoch sweep each shard once instead of jumping across the whole set."""
+        if not self.streamed:
+            return torch.randperm(len(self), generator=generator)
+        sizes = self.x.shard_sizes
+        starts = np.cumsum([0] + sizes[:-1])
+        return torch.cat([starts[s] + torch.randperm(sizes[s], generator=generator)
+                          for s in torch.randperm(len(sizes), generator=generator).tolist()])
+
     def batches(self, batch_size: int, generator: torch.Generator | None = None, rank: int = 0,
                 world: int = 1) -> Iterator[torch.Tensor]:
         """Index batches of this process's share. Shuffled when a generator is given; every process gets
-        the same number of rows (the permutation wraps) so distributed steps stay in lockstep."""
+        the same number of rows (the permutation wraps) so distributed steps stay in lockstep. Streamed, each
+        process takes its own contiguous run of the shard-by-shard order, so each reads its own shards."""
         n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = self._shuffled(generator) if generator is not None else torch.arange(n)
         if world > 1:
             total = math.ceil(n / world) * world
-            order = torch.cat([order, order[: total - n]])[rank::world]
-        order = order.to(self.x.device)  # rows on the GPU are sliced there, with no copy per step
+            order = torch.cat([order, order[: total - n]])
+            order = order.view(world, -1)[rank] if self.streamed else order[rank::world]
+        if not self.streamed:
+            order = order.to(self.x.device)  # rows on the GPU are sliced there, with no copy per step
         for start in range(0, len(order), batch_size):
             yield order[start:start + batch_size]
 
@@ -42,8 +66,8 @@ class ArrayData:
 
     @property
     def nbytes(self) -> int:
-        return self.x.element_size() * self.x.nelement() + (self.y.element_size() * self.y.nelement()
-                                                            if self.y is not None else 0)
+        """Bytes of the float32 spectra and targets in memory (what a streamed set would take if loaded)."""
+        return 4 * len(self) * self.x.shape[1] + (4 * self.y.nelement() if self.y is not None else 0)
 
     def num_batches(self, batch_size: int, world: int = 1) -> int:
         return math.ceil(math.ceil(len(self) / world) / batch_size)
@@ -81,10 +105,12 @@ def read_rows(data_root, name: str, split: str, spectrum_length: int, channels) 
     return meta, window(x, channels)
 
 
-def to_arrays(rows: Rows, targets: list[str], scaler: TargetScaler | None) -> ArrayData:
-    """Rows as tensors: counts as float32 (the only copy of the spectra), targets normalised."""
+def to_arrays(rows: Rows, targets: list[str], scaler: TargetScaler | None, max_bytes: float = math.inf) -> ArrayData:
+    """Rows as tensors: counts as float32 (the only copy of the spectra) when they take at most `max_bytes`,
+    else left in their memory-mapped shards and streamed; targets normalised."""
     meta, x = rows
-    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not (isinstance(x, Shards) and 4 * x.shape[0] * x.shape[1] > max_bytes):
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     y = None
     if scaler is not None:
         y = torch.from_numpy(np.asarray(scaler.transform(meta[targets].to_numpy(np.float64)), dtype=np.float32))
@@ -137,8 +163,11 @@ def pool_rows(data_root, dataset: str, info: dict, pool, train: Rows, val: Rows,
         return train, val
 
     def join(parts: list[Rows]) -> Rows:
-        return (pd.concat([m for m, _ in parts], ignore_index=True, join="inner"),
-                np.concatenate([np.asarray(x, dtype=np.float32) for _, x in parts]))
+        xs = [x for _, x in parts]
+        # Shards join without reading anything; to_arrays decides whether they are loaded or streamed.
+        x = Shards.concat(xs) if all(isinstance(a, Shards) for a in xs) else \
+            np.concatenate([np.asarray(a, dtype=np.float32) for a in xs])
+        return pd.concat([m for m, _ in parts], ignore_index=True, join="inner"), x
     return join(trains), join(vals)
 
 
@@ -146,7 +175,8 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
-              jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0) -> Prepared:
+              jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0,
+              max_memory_gb: float = 4.0) -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`."""
@@ -175,8 +205,8 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         stats = (window(torch.tensor(info["channel_mean"], dtype=torch.float32), channels),
                  window(torch.tensor(info["channel_std"], dtype=torch.float32), channels))
     return Prepared(
-        train=to_arrays(train, targets, scaler),
-        val=to_arrays(val, targets, scaler),
+        train=to_arrays(train, targets, scaler, max_memory_gb * 2**30),
+        val=to_arrays(val, targets, scaler, max_memory_gb * 2**30),
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
         augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
         jitter=(jitter_gain, jitter_offset, jitter_width), absorption=jitter_absorption, channels=channels, info=info,

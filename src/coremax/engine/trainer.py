@@ -73,7 +73,7 @@ class PretrainTask(Task):
         with torch.random.fork_rng(devices=[self.rt.device] if self.rt.device.type == "cuda" else []):
             torch.manual_seed(VAL_SEED)
             for idx in val.batches(batch_size):
-                x = self.inputs(val.x[idx].to(self.rt.device), train=False)
+                x = self.inputs(val.get(idx).to(self.rt.device), train=False)
                 with self.rt.autocast():
                     total += model(x)[0].float() * len(idx)
                 count += len(idx)
@@ -90,7 +90,7 @@ class FinetuneTask(Task):
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):
-        preds = [model(self.inputs(val.x[idx].to(self.rt.device), train=False)).float()
+        preds = [model(self.inputs(val.get(idx).to(self.rt.device), train=False)).float()
                  for idx in val.batches(batch_size)]
         pred = torch.cat(preds).cpu() if preds else torch.zeros(0, len(self.data.targets))
         out = {"val_loss": float(masked_mse(pred, val.y))}
@@ -146,6 +146,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
     peak = peak_flops(rt)
     log.info("training", stage=task.stage, rows=len(data.train), val_rows=len(data.val), lr=sched.lr,
              epochs=epochs, steps_per_epoch=sched.steps_per_epoch, runtime=rt.describe(), data_on_device=on_device,
+             streamed=data.train.streamed,
              gflops_per_spectrum=round(flops / 1e9, 4), peak_tflops=round(peak / 1e12, 1) if peak else None)
     scalars = Scalars(exp.path / "tensorboard" if rt.tensorboard and rt.main else None)
     for epoch in range(start_epoch, epochs):
@@ -219,7 +220,7 @@ def train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule,
         for i, idx in enumerate(data.train.batches(sched.batch_size, order, rt.rank, rt.world_size)):
             if i % sched.accum_iter == 0:
                 set_lr(optimizer, lr_at(epoch + i / n, sched.lr, sched.min_lr, sched.warmup_epochs, sched.epochs))
-            x = data.train.x[idx]
+            x = data.train.get(idx)
             if rt.pin_mem and x.device.type == "cpu":  # page-locked batch: the copy below runs asynchronously
                 x = x.pin_memory()
             x = task.inputs(x.to(rt.device, non_blocking=True), True, augment_gen)

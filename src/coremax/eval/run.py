@@ -56,7 +56,8 @@ def check_trained(exp: Experiment, split: str | None = None, allow_changed_data:
     if split is not None and recorded:
         dataset = prov["dataset"]["name"]
         now = load_info(exp.data_root, dataset).get("files", {})
-        changed = [f for f in (f"{split}.parquet", f"{split}.npy") if recorded.get(f) != now.get(f)]
+        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] == split]
+        changed = [f for f in mine if recorded.get(f) != now.get(f)]
         if changed and not allow_changed_data:
             raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
                             f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
