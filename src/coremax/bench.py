@@ -108,7 +108,8 @@ def run_case(case: dict, steps: int) -> dict:
     flops = train_flops_per_spectrum(model)
     peak = peak_flops(rt)
     return {"case": case["name"], "device": str(rt.device), "stage": stage, "size": m["size"], "channels": width,
-            "batch": batch, "amp": cfg["runtime"]["amp"], "compile": cfg["runtime"]["compile"],
+            "batch": batch, "amp": {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype],
+            "compile": cfg["runtime"]["compile"],
             "spectra_per_s": round(speed, 1), "tflops": round(flops * speed / 1e12, 3),
             "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1)}
 
@@ -136,8 +137,8 @@ def bench_data(spectra: int, workers: int, show=print) -> dict:
     spacing = 10.0
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        # A simulated core of ~1.5 m at 1 cm holds ~150 spectra on average.
-        cores = max(1, round(spectra / 150))
+        # A simulated core scanned at 1 cm holds ~300 spectra on average (measured: 39,623 in 133 cores).
+        cores = max(1, round(spectra / 300))
         t0 = time.perf_counter()
         m = simulate_archive(root / "datasets" / "external" / "pool", seed=3, cores=cores, spacing_mm=spacing,
                              workers=workers, labelled=False)
