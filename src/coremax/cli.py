@@ -411,6 +411,8 @@ def bench_train_main(argv=None) -> None:
         raise UserError(f"No benchmark case matches --only {args.only!r}.")
     print("case | device | stage | size | channels | batch | amp | compile | spectra/s | TFLOP/s | MFU | peak MiB")
     table = bench_train(cases, args.steps)
+    if table.empty:
+        raise UserError("Every benchmark case failed; the lines above say why.")
     ref = table.set_index("case")["spectra_per_s"]
     pairs = [("CPU recipe pretrain (window 512)", "tiny, 2048 channels (reference)"),
              ("base MAE, mask 0.75, batch 32, bf16", "base MAE, mask 0.75, batch 32")]

@@ -242,14 +242,15 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     for col in META_COLUMNS:
         if col not in meta.columns:
             meta[col] = np.nan
-    table = pd.concat([meta[META_COLUMNS].reset_index(drop=True), targets.reset_index(drop=True),
-                       pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
+    # The counts stay one array, indexed per split when written: never copied into the table or per split.
+    table = pd.concat([meta[META_COLUMNS].reset_index(drop=True), targets.reset_index(drop=True)], axis=1)
     is_test = table["core"].isin(test_cores).to_numpy()
-    rest = table[~is_test].reset_index(drop=True)
+    rest_rows = np.flatnonzero(~is_test)
+    rest = table.iloc[rest_rows].reset_index(drop=True)
     split_by = resolve_split_by(split_by, rest["core"].nunique())
     is_train = _split_rows(rest, split, split_by, seed)
-    parts = {"train": rest[is_train].reset_index(drop=True), "val": rest[~is_train].reset_index(drop=True),
-             "test": table[is_test].reset_index(drop=True)}
+    rows = {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}
+    parts = {k: table.iloc[v].reset_index(drop=True) for k, v in rows.items()}
 
     def shown(path) -> str:  # relative to the data root when inside it
         try:
@@ -259,7 +260,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
 
     files_sha256 = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
                                             sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
-    train_counts = counts[~is_test][is_train]
+    channel_mean, channel_std = _channel_stats(counts, rows["train"])
     info = {
         "name": name, "created_utc": utc_now(),
         "command": " ".join(command) if command else "",
@@ -281,25 +282,38 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         # TOML has no null: a target that was not measured is simply left out of the record.
         "unmatched": [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
                       for r in unmatched.to_dict("records")],
-        "channel_mean": train_counts.mean(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
-        "channel_std": train_counts.std(axis=0, dtype=np.float64).tolist() if len(train_counts) else [],
+        "channel_mean": channel_mean,
+        "channel_std": channel_std,
     }
-    _write_atomically(target, parts, info, shard_rows)
+    _write_atomically(target, parts, counts, rows, info, shard_rows)
     return target
 
 
-def _write_atomically(target: Path, parts: dict, info: dict, shard_rows: int) -> None:
+def _channel_stats(counts: np.ndarray, rows: np.ndarray, chunk: int = SHARD_ROWS) -> tuple[list, list]:
+    """Per-channel mean and standard deviation of the given rows, accumulated chunk by chunk in float64."""
+    if not len(rows):
+        return [], []
+    total, squares = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    for start in range(0, len(rows), chunk):
+        c = counts[rows[start:start + chunk]].astype(np.float64)
+        total += c.sum(axis=0)
+        squares += (c * c).sum(axis=0)
+    mean = total / len(rows)
+    return mean.tolist(), np.sqrt(np.clip(squares / len(rows) - mean * mean, 0, None)).tolist()
+
+
+def _write_atomically(target: Path, parts: dict, counts: np.ndarray, rows: dict, info: dict,
+                      shard_rows: int) -> None:
     with folder_in_place(target) as tmp:
         files, shards = {}, {}
         for split, df in parts.items():
-            channels = spectrum_columns(df)
-            df.drop(columns=channels).to_parquet(tmp / f"{split}.parquet", index=False)
+            df.to_parquet(tmp / f"{split}.parquet", index=False)
             files[f"{split}.parquet"] = file_sha256(tmp / f"{split}.parquet")
-            counts = df[channels].to_numpy(COUNT_DTYPE)
+            idx = rows[split]
             shards[split] = []
-            for k, start in enumerate(range(0, max(len(counts), 1), shard_rows)):  # an empty split: one empty shard
+            for k, start in enumerate(range(0, max(len(idx), 1), shard_rows)):  # an empty split: one empty shard
                 name = f"{split}-{k:05d}.npy"
-                np.save(tmp / name, counts[start:start + shard_rows], allow_pickle=False)
+                np.save(tmp / name, counts[idx[start:start + shard_rows]].astype(COUNT_DTYPE), allow_pickle=False)
                 files[name] = file_sha256(tmp / name)
                 shards[split].append(name)
         write_toml(tmp / "info.toml", {**info, "shard_rows": shard_rows, "shards": shards, "files": files})

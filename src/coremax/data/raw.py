@@ -103,18 +103,25 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
                         "and --kv (run folders are named like 'Run 1 at  10kV').")
     chunk = max(1, min(500, len(files) // (4 * max(workers, 1)) + 1))
     jobs = [(files[i:i + chunk], root, spectrum_length, on_error) for i in range(0, len(files), chunk)]
+    # Spectra go straight into one array as chunks arrive (rows of skipped files are never touched, so they
+    # take no memory): no list of per-file arrays stacked into a second copy.
+    counts = np.empty((len(files), spectrum_length), np.float32)
+    rows, skipped = [], []
+
+    def collect(parts) -> None:
+        for part in parts:
+            for rel, meta, c, error in part:
+                if error is not None:
+                    skipped.append({"file": rel, "reason": error})
+                    continue
+                counts[len(rows)] = c
+                rows.append({**meta, "source_file": rel, "run_folder": Path(rel).parent.name})
+
     if workers > 1 and len(files) > 200:
         with ProcessPoolExecutor(workers) as pool:
-            results = [r for part in pool.map(_read_chunk, jobs) for r in part]
+            collect(pool.map(_read_chunk, jobs))
     else:
-        results = [r for job in jobs for r in _read_chunk(job)]
-    rows, counts, skipped = [], [], []
-    for rel, meta, c, error in results:
-        if error is not None:
-            skipped.append({"file": rel, "reason": error})
-            continue
-        rows.append({**meta, "source_file": rel, "run_folder": Path(rel).parent.name})
-        counts.append(c)
+        collect(map(_read_chunk, jobs))
     if not rows:
         raise UserError(f"None of the {len(files)} .spe files under {root} could be read; see the skipped list.")
     meta = pd.DataFrame(rows)
@@ -124,7 +131,7 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
     if kv is not None:  # None reads every run (predict.py flags spectra of another kV instead)
         _check_kv(meta, kv, root)
     meta["scanner"] = scanner_label(meta)
-    return meta, np.stack(counts), skipped
+    return meta, counts[:len(rows)], skipped
 
 
 def _check_kv(meta: pd.DataFrame, kv: float, root: Path) -> None:
