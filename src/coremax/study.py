@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from coremax import config as configlib
-from coremax.data.dataset import load_split
+from coremax.data.dataset import load_arrays
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
@@ -67,10 +67,10 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     sweep = study_sweep(study)
     run_sweep(data_root, sweep, jobs, log)
     rows = []
+    train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
     for r in runs(sweep):
-        exp = Experiment.open(data_root, r["name"])
-        targets = exp.config()["data"]["targets"]
-        n_all = len(labelled(load_split(data_root, study["dataset"], "train"), targets))
+        targets = Experiment.open(data_root, r["name"]).config()["data"]["targets"]
+        n_all = len(labelled(train_meta, targets))
         budget = r["values"]["data.max_labels"]
         for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
             rows.append({"method": r["variant"], "budget": budget, "seed": r["seed"], "scope": m.scope,
