@@ -65,3 +65,54 @@ def test_random_points_are_seeded_and_typos_refused(tmp_path, data_root):
         run_sweep(data_root, sweep)
     assert not experiment_dir(data_root, "sw-p00-s0").exists() or \
         Experiment.open(data_root, "sw-p00-s0").config()["optim"]["blr"] in (1e-4, 1e-3)
+
+
+def optuna_config(tmp_path, **extra) -> dict:
+    sweep = sweep_config(tmp_path, sampler='"optuna"', samples=3, sample_seed=5, **extra)
+    sweep["grid"] = {"model.drop_path": [0.0, 0.1]}
+    sweep["random"] = {"optim.blr": [1e-5, 1e-3]}
+    return sweep
+
+
+def test_optuna_sweep_proposes_points_and_a_rerun_replays_them(tmp_path, data_root):
+    sweep = optuna_config(tmp_path, name='"opt"', seeds="[0]")
+    lines = []
+    summary = run_sweep(data_root, sweep, log=lines.append)
+    names = [f"opt-p{p:02d}-s0" for p in range(3)]
+    assert [line.split(":")[0] for line in lines[:3]] == names and lines[-1].startswith("best point (validation)")
+    assert len(summary) == 3 and (summary["n"] == 1).all()
+    assert summary["optim.blr"].between(1e-5, 1e-3).all() and summary["model.drop_path"].isin([0.0, 0.1]).all()
+    assert summary["optim.blr"].nunique() == 3  # proposed, not one default repeated
+    held = Experiment.open(data_root, "opt-p01-s0").config()
+    assert (held["optim"]["blr"], held["model"]["drop_path"]) == tuple(summary.loc[1, ["optim.blr", "model.drop_path"]])
+
+    # The same seeded sampler told the same results proposes the same points: nothing trains again.
+    lines.clear()
+    pd.testing.assert_frame_equal(run_sweep(data_root, sweep, log=lines.append), summary)
+    assert all(line.endswith("skipped") for line in lines[:3])
+
+    # A lost point is trained again with the values it had; the ones after it are not touched.
+    shutil.rmtree(experiment_dir(data_root, "opt-p01-s0"))
+    lines.clear()
+    again = run_sweep(data_root, sweep, log=lines.append)
+    assert [line.split(": ")[1] for line in lines[:3]] == ["skipped", "trained", "skipped"]
+    pd.testing.assert_frame_equal(again[["optim.blr", "model.drop_path"]], summary[["optim.blr", "model.drop_path"]])
+
+    # Other settings under the same name would mix two searches: refused naming the run, nothing trained.
+    sweep["sample_seed"] = 6
+    with pytest.raises(UserError, match="opt-p00-s0.*new sweep.name"):
+        run_sweep(data_root, sweep)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sampler": "tpe"}, 'sweep.sampler must be "grid" or "optuna"'),
+    ({"samples": 0}, "sweep.samples must be at least 1"),
+    ({"variants": {"a": {"overrides": []}}}, "cannot be combined"),
+    ({"grid": {"data.channels": [[0, 512], [0, 1024]]}}, "sweep.grid.data.channels: an Optuna search"),
+    ({"random": {"optim.blrr": [1e-5, 1e-3]}}, "did you mean optim.blr"),
+])
+def test_optuna_sweep_refuses_a_bad_space_before_any_run(tmp_path, data_root, change, message):
+    sweep = {**optuna_config(tmp_path, name='"badopt"'), **change}
+    with pytest.raises(UserError, match=message):
+        run_sweep(data_root, sweep)
+    assert not list(data_root.joinpath("experiments").glob("badopt*"))

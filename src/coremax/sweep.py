@@ -6,7 +6,8 @@ trained by `scripts/train.py` in its own process; a `parent` experiment (a pretr
 from) is trained first when it is not complete. A re-run skips completed points and resumes interrupted ones from `last.pth`; `--jobs N` runs N points
 side by side. The summary (`experiments/<sweep>/results/sweep.{pkl,csv,png}`) aggregates the chosen validation
 metrics at each run's best epoch over seeds (mean, sd, n); with `sweep.test` the test metrics stand beside them,
-reported and never used to choose.
+reported and never used to choose. `sweep.sampler = "optuna"` lets an Optuna TPE sampler propose the points
+instead, one after another from the validation results of the ones before (see `optuna_runs`).
 """
 
 from __future__ import annotations
@@ -39,12 +40,24 @@ def _toml(value) -> str:
     return configlib._toml_value(value)
 
 
-def points(sweep: dict) -> list[dict]:
-    """Every point: its index, variant ("" without variants) and the values of the swept keys (grid x random)."""
-    grid = sweep["grid"]
-    for key, values in grid.items():
+def _bounds(key: str, bounds) -> tuple[float, float, bool, bool]:
+    """(low, high, log scale, integer) of a sweep.random range."""
+    if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]):
+        raise UserError(f"sweep.random.{key} must be [low, high] with low < high, e.g. [1e-5, 1e-3].")
+    lo, hi = (float(b) for b in bounds)
+    return lo, hi, lo > 0 and hi >= 10 * lo, all(isinstance(b, int) for b in bounds)
+
+
+def _grid(sweep: dict) -> dict:
+    for key, values in sweep["grid"].items():
         if not isinstance(values, list) or not values:
             raise UserError(f"sweep.grid.{key} must be a non-empty list of values, e.g. [0.3, 0.5].")
+    return sweep["grid"]
+
+
+def points(sweep: dict) -> list[dict]:
+    """Every point: its index, variant ("" without variants) and the values of the swept keys (grid x random)."""
+    grid = _grid(sweep)
     combos = [dict(zip(grid, c)) for c in itertools.product(*grid.values())] or [{}]
     draws = [{}]
     if sweep["samples"]:
@@ -53,12 +66,9 @@ def points(sweep: dict) -> list[dict]:
         for _ in range(sweep["samples"]):
             draw = {}
             for key, bounds in sweep["random"].items():
-                if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]):
-                    raise UserError(f"sweep.random.{key} must be [low, high] with low < high, e.g. [1e-5, 1e-3].")
-                lo, hi = (float(b) for b in bounds)
-                log = lo > 0 and hi >= 10 * lo
+                lo, hi, log, integer = _bounds(key, bounds)
                 v = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
-                draw[key] = type(bounds[0])(round(v)) if isinstance(bounds[0], int) else float(f"{v:.4g}")
+                draw[key] = int(round(v)) if integer else float(f"{v:.4g}")
             draws.append(draw)
     values = [{**c, **d} for c, d in itertools.product(combos, draws)]
     return [{"point": i, "variant": variant, "values": v} for variant in (list(sweep["variants"]) or [""])
@@ -77,22 +87,25 @@ def _variant(sweep: dict, name: str) -> tuple[str, list]:
     return v.get("config", "") or sweep["base_config"], list(v.get("overrides", []))
 
 
-def runs(sweep: dict) -> list[dict]:
-    """Every run (point x seed) with its name and command-line overrides; the config is checked once here,
-    so a typo in a swept key is refused before any experiment exists."""
-    check_name(sweep["name"], "sweep")
+def point_runs(sweep: dict, point: dict) -> list[dict]:
+    """The runs of one point (one per seed) with their names and command-line overrides; the config is checked
+    here, before any experiment exists, so a typo in a swept key leaves nothing behind."""
+    config_file, variant_overrides = _variant(sweep, point["variant"])
     out = []
-    for p in points(sweep):
-        config_file, variant_overrides = _variant(sweep, p["variant"])
-        for seed in sweep["seeds"]:
-            name = f"{sweep['name']}-{p['variant'].replace('_', '') + '-' if p['variant'] else ''}" \
-                   f"p{p['point']:02d}-s{seed}"
-            overrides = list(sweep["overrides"]) + variant_overrides + \
-                [f"{k}={_toml(v)}" for k, v in p["values"].items()] + [f"experiment.seed={seed}"]
-            configlib.resolve(config_file or None, overrides + [f'experiment.name="{name}"'],
-                              function_defaults=function_defaults())
-            out.append({**p, "seed": seed, "name": name, "config_file": config_file, "overrides": overrides})
+    for seed in sweep["seeds"]:
+        name = f"{sweep['name']}-{point['variant'].replace('_', '') + '-' if point['variant'] else ''}" \
+               f"p{point['point']:02d}-s{seed}"
+        overrides = list(sweep["overrides"]) + variant_overrides + \
+            [f"{k}={_toml(v)}" for k, v in point["values"].items()] + [f"experiment.seed={seed}"]
+        configlib.resolve(config_file or None, overrides + [f'experiment.name="{name}"'],
+                          function_defaults=function_defaults())
+        out.append({**point, "seed": seed, "name": name, "config_file": config_file, "overrides": overrides})
     return out
+
+
+def runs(sweep: dict) -> list[dict]:
+    """Every run (point x seed) of a grid/random sweep."""
+    return [r for p in points(sweep) for r in point_runs(sweep, p)]
 
 
 def parent_run(sweep: dict) -> dict | None:
@@ -147,14 +160,104 @@ def best_row(data_root, name: str) -> dict:
     return (history.loc[history[score].idxmin()] if score else history.iloc[-1]).to_dict()
 
 
-def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
-    all_runs, parent = runs(sweep), parent_run(sweep)
-    if parent is not None:
-        log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
+def _train_all(data_root, some: list[dict], jobs: int, log) -> None:
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with ThreadPoolExecutor(max(jobs, 1)) as pool:  # each thread waits on one training process
-        for run, what in zip(all_runs, pool.map(lambda r: _train(data_root, r, threads), all_runs)):
+        for run, what in zip(some, pool.map(lambda r: _train(data_root, r, threads), some)):
             log(f"{run['name']}: {what}")
+
+
+def _space(sweep: dict) -> dict:
+    """Optuna's search space: each sweep.random range (log-scaled as for random draws), each grid key's values
+    as choices. Every corner is checked against the config before anything runs."""
+    import optuna  # deferred: only Optuna sweeps need it
+
+    if sweep["variants"]:
+        raise UserError("sweep.variants cannot be combined with sweep.sampler = \"optuna\"; run one Optuna sweep "
+                        "per variant (its base_config and overrides).")
+    if sweep["samples"] < 1:
+        raise UserError("sweep.samples must be at least 1 with sweep.sampler = \"optuna\": it is the number of "
+                        "points (trials) the search runs.")
+    space = {}
+    for key, bounds in sweep["random"].items():
+        lo, hi, log, integer = _bounds(key, bounds)
+        space[key] = optuna.distributions.IntDistribution(int(lo), int(hi), log=log) if integer \
+            else optuna.distributions.FloatDistribution(lo, hi, log=log)
+    for key, values in _grid(sweep).items():
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise UserError(f"sweep.grid.{key}: an Optuna search takes numbers, strings or booleans as choices, "
+                            f"not lists; use sampler = \"grid\" for it.")
+        space[key] = optuna.distributions.CategoricalDistribution(values)
+    if not space:
+        raise UserError("An Optuna sweep needs sweep.random ranges or sweep.grid choices to search over.")
+    for corner in (0, -1):
+        values = {k: (d.choices[corner] if hasattr(d, "choices") else (d.low, d.high)[corner])
+                  for k, d in space.items()}
+        point_runs(sweep, {"point": 0, "variant": "", "values": values})
+    return space
+
+
+def _check_values(data_root, run: dict) -> None:
+    """An existing run of an Optuna point must hold the values proposed now (same sweep, same history)."""
+    if not (experiment_dir(data_root, run["name"]) / "config.toml").is_file():
+        return
+    config = Experiment.open(data_root, run["name"]).config()
+    for key, value in run["values"].items():
+        held = config
+        for part in key.split("."):
+            held = held.get(part, {}) if isinstance(held, dict) else None
+        if held != value:
+            raise UserError(f"The sweep run {run['name']!r} holds {key} = {held!r} but the Optuna search now "
+                            f"proposes {value!r}: the sweep's settings changed since it ran; give it a new "
+                            f"sweep.name or delete its runs.")
+
+
+def optuna_runs(data_root, sweep: dict, jobs: int, log) -> list[dict]:
+    """Points proposed one after another by a seeded TPE sampler, each from the validation results of the ones
+    before (mean over seeds of the first of sweep.metrics, lower is better); the seeds of a point train side by
+    side (--jobs). No Optuna storage is kept: a re-run asks the same seeded sampler again and tells it the
+    results read back from the finished experiments, so it proposes the same points, skips the finished ones
+    and goes on where the last run stopped."""
+    import optuna  # deferred: only Optuna sweeps need it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space, objective = _space(sweep), sweep["metrics"][0]
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=sweep["sample_seed"]))
+    out = []
+    for i in range(sweep["samples"]):
+        trial = study.ask(space)
+        some = point_runs(sweep, {"point": i, "variant": "", "values": dict(trial.params)})
+        for run in some:
+            _check_values(data_root, run)
+        _train_all(data_root, some, jobs, log)
+        value = float(np.nanmean([best_row(data_root, r["name"]).get(objective, np.nan) for r in some]))
+        if math.isfinite(value):
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        out += some
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        best = study.best_trial
+        log(f"best point (validation): p{best.number:02d} {best.params}, {objective} {best.value:.4g}")
+    return out
+
+
+def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
+    if sweep["sampler"] not in ("grid", "optuna"):
+        raise UserError(f"sweep.sampler must be \"grid\" or \"optuna\", not {sweep['sampler']!r}.")
+    optuna_sweep = sweep["sampler"] == "optuna"
+    check_name(sweep["name"], "sweep")
+    # Everything is checked before the parent trains: every run of a grid, the corners of an Optuna space.
+    all_runs = [] if optuna_sweep else runs(sweep)
+    if optuna_sweep:
+        _space(sweep)
+    parent = parent_run(sweep)
+    if parent is not None:
+        log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
+    if optuna_sweep:
+        all_runs = optuna_runs(data_root, sweep, jobs, log)
+    else:
+        _train_all(data_root, all_runs, jobs, log)
     rows = []
     for run in all_runs:
         best = best_row(data_root, run["name"])
