@@ -194,7 +194,7 @@ def test_a_checkpoint_alone_rebuilds_a_ready_model(tmp_path, data_root):
     assert loaded.stage == "finetune" and loaded.targets == ["CaCO3", "TOC"] and loaded.scaler is not None
     x = load_split(data_root, "synthetic", "test")[list(range(2048))].to_numpy(np.float32)[:8]
     with torch.no_grad():
-        wt = loaded.scaler.inverse(loaded.model(loaded.transform(torch.from_numpy(x))).numpy())
+        wt = loaded.scaler.inverse(loaded.model(loaded.transform(torch.tensor(x))).numpy())
     np.testing.assert_allclose(np.clip(wt, 0, 100), np.clip(load_predictor(exp).predict(x), 0, 100), rtol=1e-5)
     copy.write_bytes(b"junk")
     with pytest.raises(UserError, match="cannot be read safely"):
