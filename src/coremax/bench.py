@@ -64,6 +64,10 @@ def gpu_cases() -> list[dict]:
     return out
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class _Quiet:
     def info(self, *a, **k):
         pass
@@ -103,7 +107,7 @@ def run_case(case: dict, steps: int) -> dict:
         torch.cuda.synchronize()
         peak_mem = torch.cuda.max_memory_allocated() / 2**20
     else:
-        peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mem = peak_rss_mib()
     speed = seen / (time.perf_counter() - t0)
     flops = train_flops_per_spectrum(model)
     peak = peak_flops(rt)
@@ -126,10 +130,6 @@ def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         show(" | ".join(str(v) for v in rows[-1].values()))
     return pd.DataFrame(rows)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_data(spectra: int, workers: int, show=print) -> dict:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from importlib.metadata import distributions
 from pathlib import Path
 
 import pandas as pd
@@ -82,8 +83,6 @@ def device_info(device: str = "cpu") -> dict:
 
 def installed_packages() -> str:
     """`pip freeze`-style lines (name==version) of every installed distribution, sorted."""
-    from importlib.metadata import distributions
-
     names = {f"{d.metadata['Name']}=={d.version}" for d in distributions() if d.metadata["Name"]}
     return "\n".join(sorted(names, key=str.lower)) + "\n"
 

@@ -92,14 +92,13 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
 
 
 def summarise(summary: pd.DataFrame, scope: str = "all") -> pd.DataFrame:
-    """Mean (and spread over seeds) of test R^2 and RMSE per method, label count and target (all test cores,
-    or each core with by="scope")."""
+    """Mean (and spread over seeds) of test R^2 and RMSE per method, label count and target, over all test cores
+    (scope "all") or one test core (scope = its name)."""
     if "scope" in summary.columns:
         summary = summary[summary["scope"] == scope]
     g = summary.groupby(["target", "n_labels", "method"])
-    out = g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
-                seeds=("seed", "nunique")).reset_index()
-    return out
+    return g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
+                 seeds=("seed", "nunique")).reset_index()
 
 
 def markdown_table(summary: pd.DataFrame, floor: pd.DataFrame | None) -> str:

@@ -212,7 +212,7 @@ def _check_values(data_root, run: dict) -> None:
                             f"sweep.name or delete its runs.")
 
 
-def optuna_runs(data_root, sweep: dict, jobs: int, log) -> list[dict]:
+def optuna_runs(data_root, sweep: dict, space: dict, jobs: int, log) -> list[dict]:
     """Points proposed one after another by a seeded TPE sampler, each from the validation results of the ones
     before (mean over seeds of the first of sweep.metrics, lower is better); the seeds of a point train side by
     side (--jobs). No Optuna storage is kept: a re-run asks the same seeded sampler again and tells it the
@@ -221,7 +221,7 @@ def optuna_runs(data_root, sweep: dict, jobs: int, log) -> list[dict]:
     import optuna  # deferred: only Optuna sweeps need it
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space, objective = _space(sweep), sweep["metrics"][0]
+    objective = sweep["metrics"][0]
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=sweep["sample_seed"]))
     out = []
     for i in range(sweep["samples"]):
@@ -248,14 +248,13 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     optuna_sweep = sweep["sampler"] == "optuna"
     check_name(sweep["name"], "sweep")
     # Everything is checked before the parent trains: every run of a grid, the corners of an Optuna space.
+    space = _space(sweep) if optuna_sweep else None
     all_runs = [] if optuna_sweep else runs(sweep)
-    if optuna_sweep:
-        _space(sweep)
     parent = parent_run(sweep)
     if parent is not None:
         log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
     if optuna_sweep:
-        all_runs = optuna_runs(data_root, sweep, jobs, log)
+        all_runs = optuna_runs(data_root, sweep, space, jobs, log)
     else:
         _train_all(data_root, all_runs, jobs, log)
     rows = []
