@@ -164,14 +164,16 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
     assert Experiment.open(data_root, "study-msm-p00-s0").provenance()["parent"]["experiment"] == "study-pre"
     results = data_root / "experiments" / "study" / "results"
     table = pd.read_csv(results / "label-budget.csv")
-    overall = table[table["scope"] == "all"]
+    overall = table[(table["scope"] == "all") & (table["method"] != "floor")]
     assert len(overall) == 2 * 2 * 2  # methods x budgets x targets
     assert set(table["scope"]) - {"all"} == set(load_split(data_root, "synthetic", "test")["core"])  # per core too
     n_all = len(load_split(data_root, "synthetic", "train").dropna(subset=["CaCO3", "TOC"], how="all"))
     assert sorted(overall["n_labels"].unique()) == [20, n_all]
-    assert (results / "label-budget.png").is_file() and (results / "label-budget.pkl").is_file()
+    assert (results / "label-budget-new-cores.png").is_file() and (results / "label-budget.pkl").is_file()
     markdown = (results / "label-budget.md").read_text()
-    assert "| CaCO3 | floor |" in markdown and "| TOC | 20 |" in markdown and "| msm | pls |" in markdown
+    assert "Protocol `new-cores`" in markdown and "| TOC | 20 |" in markdown and "| msm | pls | floor |" in markdown
+    floor = table[(table["method"] == "floor") & (table["scope"] == "all")]
+    assert set(floor["target"]) == {"CaCO3", "TOC"} and floor["rmse"].notna().all()
 
 
 def test_test_refuses_a_changed_model_a_rebuilt_data_set_and_an_unfinished_run(tmp_path, data_root, finetuned):

@@ -73,3 +73,10 @@ def test_lr_scaling():
     assert scaled_lr(1e-4, 512, "linear") == pytest.approx(2e-4)
     with pytest.raises(UserError, match="optim.lr_scaling"):
         scaled_lr(1e-4, 512, "sqrt")
+
+
+def test_short_run_finishes_its_schedule():
+    # One epoch with a warm-up of one epoch: the warm-up is cut to a quarter and the cosine still ends at min_lr.
+    assert lr_at(0.25, 1e-3, 1e-6, warmup_epochs=1.0, epochs=1) == pytest.approx(1e-3)
+    assert lr_at(1.0, 1e-3, 1e-6, warmup_epochs=1.0, epochs=1) == pytest.approx(1e-6)
+    assert lr_at(0.125, 1e-3, 1e-6, warmup_epochs=1.0, epochs=1) == pytest.approx(0.5e-3)

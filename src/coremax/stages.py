@@ -15,7 +15,8 @@ from coremax import config as configlib
 from coremax import checkpoint as ckpt
 from coremax.engine.data import Prepared, input_length, load_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
-from coremax.engine.trainer import TASKS, fit
+from coremax.engine.probe import fit_ridge_head
+from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
 from coremax.experiment import Experiment, device_info
@@ -77,13 +78,14 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
                                 f"wide, which model.patch_size = {patch} does not divide; change either.")
         if stage == "baseline":
             exp = Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
-            exp.record(device={**device_info("cpu"), "world_size": 1})
+            exp.record(device={**device_info("cpu"), "world_size": 1}, test_cores_read=test_reads(data, config))
             with exp.run() as log:
                 run_baseline(exp, data, config, log)
             return exp
         exp = _create_on_all_ranks(data_root, config, resume, command, rt)
         if rt.main:
-            exp.record(device={**device_info(str(rt.device)), "world_size": rt.world_size})
+            exp.record(device={**device_info(str(rt.device)), "world_size": rt.world_size},
+                       test_cores_read=test_reads(data, config))
         with exp.run(main_process=rt.main) as log:
             model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
             # Everything needed to use the checkpoint without the experiment folder or the data set.
@@ -94,13 +96,31 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
                 extra["channel_stats"] = [s.tolist() for s in data.channel_stats]
             if parent is not None:
                 _init_from_parent(model, parent, parent_state, exp, log, rt.main)
-            if stage == "finetune" and config["finetune"]["mode"] == "linear_probe":
+            task = TASKS[stage](data, rt)
+            mode = config["finetune"]["mode"] if stage == "finetune" else "full"
+            if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
+                log.info("ridge_head", **fit_ridge_head(task, model.to(rt.device)))
+            if mode in ("linear_probe", "ridge"):
                 for p in model.encoder.parameters():
                     p.requires_grad_(False)
-            fit(TASKS[stage](data, rt), model, exp, rt, log, config, seed, resume, extra, **config["optim"])
+            if mode == "ridge":
+                save_untrained(task, model, exp, rt, log, config, extra)
+            else:
+                fit(task, model, exp, rt, log, config, seed, resume, extra, **config["optim"])
         return exp
     finally:
         cleanup(rt)
+
+
+def test_reads(data: Prepared, config: dict) -> dict:
+    """What a run read of the test cores, for provenance.toml: their spectra (data.test_spectra, unsupervised
+    steps only) and the source files of the labelled rows that joined training (data.test_labels)."""
+    stage, test_cores = config["experiment"]["stage"], set(data.info.get("cores", {}).get("test", []))
+    spectra = config["data"]["test_spectra"] and stage in ("pretrain", "baseline")
+    rows = data.train.frame
+    picked = rows[rows["core"].isin(test_cores)] if stage != "pretrain" else rows.iloc[:0]
+    return {"spectra_of": sorted(test_cores) if spectra else [],
+            "labels": sorted(picked["source_file"].astype(str))}
 
 
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
@@ -113,8 +133,10 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     x_tr, x_va = np.asarray(data.train.x, dtype=np.float32), np.asarray(data.val.x, dtype=np.float32)
     y_tr = data.train.frame[data.targets].to_numpy(np.float64)
     y_va = data.val.frame[data.targets].to_numpy(np.float64)
-    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets)
+    x_un = None if data.unlabelled is None else np.asarray(data.unlabelled.x, dtype=np.float32)
+    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va),
+             unlabelled_rows=0 if x_un is None else len(x_un))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un)
     model.save(exp.checkpoints / BASELINE_FILE)
     pred = model.predict(x_va)
     row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])
@@ -150,6 +172,8 @@ def check_resumable(data_root, config: dict) -> None:
     frozen = exp.config()
     for section, keys in config.items():
         for key, value in keys.items():
+            if key not in frozen.get(section, {}):  # a key added after the run froze: its default keeps old behaviour
+                continue
             old = frozen.get(section, {}).get(key)
             if old != value and section not in RESUME_MAY_CHANGE and f"{section}.{key}" not in RESUME_MAY_CHANGE:
                 raise UserError(f"--resume continues {name!r} with its frozen config, but {section}.{key} would change "

@@ -1,6 +1,15 @@
-"""Label-budget study: for several label budgets and seeds, fine-tune from a pretrain experiment, train the
-same network from scratch and fit the baselines. It is one kind of sweep (`study_sweep`): every run is an
-ordinary experiment of that sweep; the study adds its table (label-budget.md, .csv, .png)."""
+"""Label-budget study: for several label budgets and seeds, calibrate from a pretrain experiment (fine-tuned, or a
+closed-form head on the frozen encoder), train the same network from scratch and fit the baselines, under one or
+more protocols that say what of the test cores a run may read. Each protocol is one sweep (`study_sweep`): every
+run is an ordinary experiment; the study adds the tables (label-budget.md, .csv, .png).
+
+Protocols:
+- `new-cores`: nothing of the test cores is read before the final evaluation.
+- `new-cores-spectra`: unsupervised steps also read the test cores' spectra, never their labels (pretraining,
+  `<pretrain>-spectra`; NMF and PLS's standardisation), as a researcher pretrains on every spectrum they have.
+- `new-cores-labels`: as new-cores-spectra, plus k labelled rows of each test core (`study.test_labels`) join
+  all the training labels; the test metrics and the floor are on that core's other rows.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax.data.dataset import load_arrays
-from coremax.engine.data import labelled
+from coremax.engine.data import labelled, core_label_mask
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.floor import floor_metrics
@@ -20,115 +29,179 @@ from coremax.paths import experiment_dir
 from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, test_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
-NEURAL = {"msm", "scratch"}
+# Neural methods: (finetune.mode, starts from the pretraining).
+NEURAL = {"msm": ("full", True), "msm-probe": ("ridge", True), "msm-lpft": ("lp_ft", True),
+          "scratch": ("full", False)}
 BASELINES = {"nmf_svr", "pls"}
+ORDER = ("msm", "msm-probe", "msm-lpft", "scratch", "nmf_svr", "pls")
+# protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
+PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
+             "new-cores-labels": ("-labels", True, True)}
 
 
-def study_sweep(study: dict) -> dict:
-    """The study as a sweep: one variant per method, a grid over data.max_labels, the seeds, the pretraining
+def protocols(study: dict) -> list[str]:
+    chosen = [study["protocol"]] if isinstance(study["protocol"], str) else list(study["protocol"])
+    unknown = [p for p in chosen if p not in PROTOCOLS]
+    if unknown or not chosen:
+        raise UserError(f"study.protocol has {unknown or chosen}; use one or a list of {list(PROTOCOLS)}.")
+    return chosen
+
+
+def pretrain_name(study: dict, protocol: str) -> str:
+    """The pretraining a protocol's MSM runs start from: study.pretrain, or `<it>-spectra` when the protocol lets
+    pretraining read the test cores' spectra (shared by new-cores-spectra and new-cores-labels)."""
+    return study["pretrain"] + ("-spectra" if PROTOCOLS[protocol][1] else "")
+
+
+def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
+    """One protocol of the study as a sweep: one variant per method, a grid over data.max_labels (or, for
+    new-cores-labels, over data.test_labels with every training label), the seeds, the protocol's pretraining
     as the sweep's parent, and test metrics of every run (reported; nothing is chosen on them)."""
-    unknown = set(study["methods"]) - NEURAL - BASELINES
+    unknown = set(study["methods"]) - set(NEURAL) - BASELINES
     if unknown:
-        raise UserError(f"study.methods has {sorted(unknown)}; use some of {sorted(NEURAL | BASELINES)}.")
+        raise UserError(f"study.methods has {sorted(unknown)}; use some of {list(ORDER)}.")
+    suffix, spectra, labels = PROTOCOLS[protocol]
+    reads = ["data.test_spectra=true"] if spectra else []
+    pretrain = pretrain_name(study, protocol)
+    unknown = set(study["method_overrides"]) - set(study["methods"])
+    if unknown or not all(isinstance(v, list) for v in study["method_overrides"].values()):
+        raise UserError(f"study.method_overrides takes lists of overrides for methods of study.methods; it has "
+                        f"{sorted(unknown) or 'a value that is not a list'}.")
     variants = {}
     for method in study["methods"]:
         if method in NEURAL:
-            parent = study["pretrain"] if method == "msm" else ""
+            mode, pretrained = NEURAL[method]
             variants[method] = {"config": study["finetune_config"], "overrides": list(study["overrides"]) + [
-                'experiment.stage="finetune"', f'finetune.from="{parent}"']}
+                'experiment.stage="finetune"', f'finetune.from="{pretrain if pretrained else ""}"',
+                f'finetune.mode="{mode}"']}
         else:
-            variants[method] = {"overrides": list(study["baseline_overrides"]) + [
+            variants[method] = {"overrides": list(study["baseline_overrides"]) + reads + [
                 'experiment.stage="baseline"', f'baseline.method="{method}"']}
+        variants[method]["overrides"] += list(study["method_overrides"].get(method, []))
     parent = {}
-    if "msm" in study["methods"] and study["pretrain_config"]:
-        parent = {"name": study["pretrain"], "config": study["pretrain_config"],
-                  "overrides": list(study["pretrain_overrides"]) + ['experiment.stage="pretrain"']}
+    if any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) and study["pretrain_config"]:
+        parent = {"name": pretrain, "config": study["pretrain_config"],
+                  "overrides": list(study["pretrain_overrides"]) + reads + ['experiment.stage="pretrain"']}
     defaults = configlib.resolve(SWEEP_DEFAULTS, default_file=SWEEP_DEFAULTS)["sweep"]
-    return {**defaults, "name": study["name"], "overrides": [f'data.dataset="{study["dataset"]}"'],
-            "seeds": list(study["seeds"]), "grid": {"data.max_labels": list(study["budgets"])},
-            "variants": variants, "parent": parent, "test": True}
+    grid = {"data.test_labels": list(study["test_labels"])} if labels else {"data.max_labels": list(study["budgets"])}
+    return {**defaults, "name": study["name"] + suffix,
+            "overrides": [f'data.dataset="{study["dataset"]}"'] + (["data.max_labels=0"] if labels else []),
+            "seeds": list(study["seeds"]), "grid": grid, "variants": variants, "parent": parent, "test": True}
 
 
-def check_pretrain(data_root, study: dict) -> None:
+def check_pretrain(data_root, study: dict, protocol: str) -> None:
     """Without study.pretrain_config the msm runs need a completed pretrain experiment: say so up front."""
-    if "msm" not in study["methods"] or study["pretrain_config"]:
+    if not any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) or study["pretrain_config"]:
         return
-    folder = experiment_dir(data_root, study["pretrain"] or "-")
+    name = pretrain_name(study, protocol)
+    folder = experiment_dir(data_root, name or "-")
     if not (folder / "checkpoints" / "best-model.pth").is_file() or \
-            Experiment.open(data_root, study["pretrain"]).provenance().get("status") != "completed":
-        raise UserError(f"study.pretrain = {study['pretrain']!r} is not a completed pretrain experiment under "
+            Experiment.open(data_root, name).provenance().get("status") != "completed":
+        raise UserError(f"The {protocol} protocol needs {name!r}, a completed pretrain experiment under "
                         f"{Path(data_root) / 'experiments'}; train one first or set study.pretrain_config.")
 
 
 def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
-    """Run the study's sweep, then its table: test RMSE/R^2 per method, label count and seed, overall and per
-    test core, next to the floor."""
-    check_pretrain(data_root, study)
-    sweep = study_sweep(study)
-    run_sweep(data_root, sweep, jobs, log)
-    rows = []
-    train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
-    for r in runs(sweep):
-        targets = Experiment.open(data_root, r["name"]).config()["data"]["targets"]
-        n_all = len(labelled(train_meta, targets))
-        budget = r["values"]["data.max_labels"]
-        for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
-            rows.append({"method": r["variant"], "budget": budget, "seed": r["seed"], "scope": m.scope,
-                         "n_labels": min(budget, n_all) if budget else n_all, "target": m.target,
-                         "n_test": m.n, "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias,
-                         "experiment": r["name"]})
-    summary = pd.DataFrame(rows)
+    """Run each protocol's sweep, then the tables: test RMSE/R^2 per protocol, method, label count and seed,
+    overall and per test core, beside the floor on the same rows."""
+    chosen = protocols(study)
+    sweeps = {p: study_sweep(study, p) for p in chosen}
+    for p in chosen:
+        runs(sweeps[p])  # every run of every protocol is checked before anything trains
+        check_pretrain(data_root, study, p)
+    parts = []
+    for p in chosen:
+        run_sweep(data_root, sweeps[p], jobs, log)
+        parts.append(protocol_rows(data_root, study, p, sweeps[p]))
+    summary = pd.concat(parts, ignore_index=True)
     out = Experiment.open(data_root, study["name"])
-    floor = floor_metrics(data_root, study["dataset"], sorted(summary["target"].unique()))
-    if floor is not None:
-        out.write_result("floor", floor)
     with atomic_path(out.results / "label-budget.md") as tmp:
-        tmp.write_text(markdown_table(summary, floor))
+        tmp.write_text("\n".join(markdown_table(summary[summary["protocol"] == p], p) for p in chosen))
     out.write_result("label-budget", summary)
     with atomic_path(out.results / "label-budget.csv") as tmp:
         summary.to_csv(tmp, index=False)
-    figures.plot_label_budget(summary[summary["scope"] == "all"], out.results / "label-budget.png")
+    for p in chosen:  # one figure per protocol, against its own label count
+        part = summary[(summary["protocol"] == p) & (summary["scope"] == "all") & (summary["method"] != "floor")]
+        figures.plot_label_budget(part, out.results / f"label-budget-{p}.png",
+                                  "k_per_core" if PROTOCOLS[p][2] else "n_labels")
     return summary
 
 
+def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.DataFrame:
+    """One row per run, metric scope (all, each test core) and target, plus the floor as a method "floor" on the
+    very rows each run was scored on."""
+    labels = PROTOCOLS[protocol][2]
+    train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
+    test_meta = load_arrays(data_root, study["dataset"], "test")[0] if labels else None
+    rows, floors = [], {}
+    for r in runs(sweep):
+        cfg = Experiment.open(data_root, r["name"]).config()
+        targets = cfg["data"]["targets"]
+        n_all = len(labelled(train_meta, targets))
+        budget = r["values"].get("data.max_labels", 0)
+        k = r["values"].get("data.test_labels", 0)
+        common = {"protocol": protocol, "budget": budget, "seed": r["seed"], "k_per_core": k,
+                  "n_labels": min(budget, n_all) if budget else n_all}
+        for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
+            rows.append({**common, "method": r["variant"], "scope": m.scope, "target": m.target, "n_test": m.n,
+                         "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": r["name"]})
+        key = (budget, k, r["seed"] if k else 0)
+        if key not in floors:
+            exclude = set(test_meta["source_file"][core_label_mask(test_meta, targets, k, r["seed"])]) if k else set()
+            floors[key] = True
+            floor = floor_metrics(data_root, study["dataset"], targets, exclude=exclude)
+            for m in ([] if floor is None else floor.itertuples()):
+                rows.append({**common, "method": "floor", "scope": m.scope, "target": m.target, "n_test": m.n,
+                             "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": ""})
+    return pd.DataFrame(rows)
+
+
 def summarise(summary: pd.DataFrame, scope: str = "all") -> pd.DataFrame:
-    """Mean (and spread over seeds) of test R^2 and RMSE per method, label count and target, over all test cores
-    (scope "all") or one test core (scope = its name)."""
+    """Mean (and spread over seeds) of test R^2 and RMSE per protocol, method, label count and target, over all
+    test cores (scope "all") or one test core (scope = its name)."""
     if "scope" in summary.columns:
         summary = summary[summary["scope"] == scope]
-    g = summary.groupby(["target", "n_labels", "method"])
+    keys = [k for k in ("protocol", "target", "k_per_core", "n_labels", "method") if k in summary.columns]
+    g = summary.groupby(keys)
     return g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
                  seeds=("seed", "nunique")).reset_index()
 
 
-def markdown_table(summary: pd.DataFrame, floor: pd.DataFrame | None) -> str:
-    """The README table: per target and label count, each method's mean test RMSE +- sd over seeds and mean
-    R^2, then the floor; the best method of each row in bold."""
+def _cell(r) -> str:
+    return f"{r.rmse:.2f} ± {0 if pd.isna(r.rmse_sd) else r.rmse_sd:.2f} (R² {r.r2:.3f})"
+
+
+def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
+    """The README table of one protocol: per target and label count, each method's mean test RMSE +- sd over
+    seeds and mean R^2, the best in bold, and the floor on the same rows; then R^2 per test core at the largest
+    label count."""
     s = summarise(summary)
-    methods = [m for m in ("msm", "scratch", "nmf_svr", "pls") if m in set(s["method"])]
-    lines = ["| target | labels | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-    for (target, n), part in s.groupby(["target", "n_labels"], sort=True):
+    labels = PROTOCOLS[protocol][2]
+    row_key = "k_per_core" if labels else "n_labels"
+    methods = [m for m in ORDER if m in set(s["method"])]
+    has_floor = "floor" in set(s["method"])
+    head = "k per test core" if labels else "labels"
+    lines = [f"Protocol `{protocol}`: test RMSE (wt%), mean ± sd over seeds (mean R²)", "",
+             f"| target | {head} | " + " | ".join(methods) + (" | floor |" if has_floor else " |"),
+             "|---|---|" + "---|" * (len(methods) + has_floor)]
+    for (target, n), part in s.groupby(["target", row_key], sort=True):
         part = part.set_index("method")
-        best = part["rmse"].idxmin()
-        cells = []
-        for m in methods:
-            r = part.loc[m]
-            text = f"{r.rmse:.2f} ± {0 if pd.isna(r.rmse_sd) else r.rmse_sd:.2f} (R² {r.r2:.3f})"
-            cells.append(f"**{text}**" if m == best else text)
+        best = part.loc[methods, "rmse"].idxmin()
+        cells = [f"**{_cell(part.loc[m])}**" if m == best else _cell(part.loc[m]) for m in methods]
+        if has_floor:
+            cells.append(f"{part.loc['floor'].rmse:.2f} (R² {part.loc['floor'].r2:.3f})")
         lines.append(f"| {target} | {n} | " + " | ".join(cells) + " |")
-    if floor is not None:
-        for r in floor[floor["scope"] == "all"].itertuples():
-            lines.append(f"| {r.target} | floor | {r.rmse:.2f} (R² {r.r2:.3f}): the true composition under each "
-                         "scan spot |" + " |" * (len(methods) - 1))
     cores = sorted(set(summary.get("scope", pd.Series(dtype=str))) - {"all"})
-    if cores:  # R^2 per test core with every label: where a target transfers and where it does not
-        n_max = summary["n_labels"].max()
-        lines += ["", f"R² per test core with all {n_max} labels (mean over seeds):", "",
+    if cores:  # R^2 per test core at the largest label count: where a target transfers and where it does not
+        top = summary[row_key].max()
+        lines += ["", f"R² per test core with {head} = {top} (mean over seeds):", "",
                   "| target | core | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
         for core in cores:
             per = summarise(summary, core)
-            per = per[per["n_labels"] == n_max]
+            per = per[per[row_key] == top]
             for target, part in per.groupby("target"):
                 part = part.set_index("method")
-                lines.append(f"| {target} | {core} | " + " | ".join(f"{part.loc[m].r2:.3f}" for m in methods) + " |")
+                lines.append(f"| {target} | {core} | " + " | ".join(
+                    f"{part.loc[m].r2:.3f}" if m in part.index else "" for m in methods) + " |")
     return "\n".join(lines) + "\n"
+

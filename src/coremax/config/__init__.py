@@ -32,7 +32,7 @@ CHOICES = {
     "model.loss_on": ("masked", "all"),
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
-    "finetune.mode": ("full", "linear_probe"),
+    "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft"),
     "baseline.method": ("nmf_svr", "pls"),
 }
 
@@ -41,12 +41,14 @@ RANGES = {
     "experiment.seed": ("0 <= x", lambda x: x >= 0),
     "data.spectrum_length": ("x >= 1", lambda x: x >= 1),
     "data.max_labels": ("x >= 0", lambda x: x >= 0),
+    "data.test_labels": ("x >= 0", lambda x: x >= 0),
     "data.augment_min_fraction": ("0 < x <= 1", lambda x: 0 < x <= 1),
     "data.jitter_gain": ("0 <= x <= 0.1", lambda x: 0 <= x <= 0.1),
     "data.jitter_offset": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
     "data.jitter_width": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
     "data.jitter_absorption": ("0 <= x <= 5", lambda x: 0 <= x <= 5),
     "model.patch_size": ("x >= 1", lambda x: x >= 1),
+    "model.head_layers": ("x >= 1", lambda x: x >= 1),
     "model.mask_ratio": ("0 < x < 1", lambda x: 0 < x < 1),
     "model.drop_path": ("0 <= x < 1", lambda x: 0 <= x < 1),
     "optim.batch_size": ("x >= 1", lambda x: x >= 1),

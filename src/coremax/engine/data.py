@@ -87,6 +87,7 @@ class Prepared:
     absorption: float                    # low-energy absorption jitter (0 = off)
     channels: tuple[int, int]            # the energy window the arrays hold
     info: dict
+    unlabelled: ArrayData | None = None  # baselines: the test cores' spectra (no labels) with data.test_spectra
 
     def transform(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         stats = [s.to(device) for s in self.channel_stats] if self.channel_stats else (None, None)
@@ -126,6 +127,29 @@ def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
     return rows[0][keep], rows[1][keep]
 
 
+def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int) -> np.ndarray:
+    """data.test_labels: which test rows are the k lab samples per test core that join the training labels
+    (seeded random depths among each core's labelled rows). Training and evaluation both call this, so the
+    rows trained on are exactly the rows left out of the test metrics, for every method of one seed."""
+    mask = np.zeros(len(meta), dtype=bool)
+    if not k:
+        return mask
+    rng = np.random.default_rng([seed, k])
+    has = meta[targets].notna().any(axis=1).to_numpy()
+    cores = meta["core"].to_numpy()
+    for core in sorted(set(cores)):
+        rows = np.flatnonzero(has & (cores == core))
+        mask[rng.choice(rows, size=min(k, len(rows)), replace=False)] = True
+    return mask
+
+
+def unlabelled_test_rows(data_root, name: str, info: dict, spectrum_length: int, channels) -> Rows:
+    """data.test_spectra: the test cores' spectra for unsupervised steps, every target column dropped here so
+    that nothing downstream can read a test label."""
+    meta, x = read_rows(data_root, name, "test", spectrum_length, channels)
+    return meta.drop(columns=[c for c in info.get("targets", {}) if c in meta.columns]), x
+
+
 def check_targets(targets: list[str], info: dict, dataset: str) -> None:
     """data.targets must name measured columns of the data set (info.toml lists them under [targets])."""
     available = list(info.get("targets", {}))
@@ -159,16 +183,16 @@ def pool_rows(data_root, dataset: str, info: dict, pool, train: Rows, val: Rows,
                             "rebuild the pool without the test cores.")
         trains.append(read_rows(data_root, name, "train", spectrum_length, channels))
         vals.append(read_rows(data_root, name, "val", spectrum_length, channels))
-    if len(trains) == 1:
-        return train, val
+    return (join_rows(trains), join_rows(vals)) if len(trains) > 1 else (train, val)
 
-    def join(parts: list[Rows]) -> Rows:
-        xs = [x for _, x in parts]
-        # Shards join without reading anything; to_arrays decides whether they are loaded or streamed.
-        x = Shards.concat(xs) if all(isinstance(a, Shards) for a in xs) else \
-            np.concatenate([np.asarray(a, dtype=np.float32) for a in xs])
-        return pd.concat([m for m, _ in parts], ignore_index=True, join="inner"), x
-    return join(trains), join(vals)
+
+def join_rows(parts: list[Rows]) -> Rows:
+    """Rows of several splits or data sets as one (metadata columns they all have)."""
+    xs = [x for _, x in parts]
+    # Shards join without reading anything; to_arrays decides whether they are loaded or streamed.
+    x = Shards.concat(xs) if all(isinstance(a, Shards) for a in xs) else \
+        np.concatenate([np.asarray(a, dtype=np.float32) for a in xs])
+    return pd.concat([m for m, _ in parts], ignore_index=True, join="inner"), x
 
 
 def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
@@ -176,17 +200,22 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
               jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0,
-              max_memory_gb: float = 4.0) -> Prepared:
+              max_memory_gb: float = 4.0, test_spectra: bool = False, test_labels: int = 0) -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
-    seeded random `max_labels` of them. Every stage sees only the energy window `channels`."""
+    seeded random `max_labels` of them. Every stage sees only the energy window `channels`.
+    The protocols that may read test cores: `test_spectra` adds their spectra, never their labels, to
+    pretraining's rows and to a baseline's unsupervised feature fit; `test_labels` = k adds k labelled rows
+    of each test core to the training labels (after the `max_labels` draw), which evaluation then leaves out."""
     targets = list(targets)
     channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
     train, val = (read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val"))
-    scaler = None
+    scaler, unlabelled = None, None
     if stage == "pretrain":
         train, val = pool_rows(data_root, dataset, info, list(pool), train, val, spectrum_length, channels)
+        if test_spectra:
+            train = join_rows([train, unlabelled_test_rows(data_root, dataset, info, spectrum_length, channels)])
     else:
         check_targets(targets, info, dataset)
         train, val = labelled_rows(train, targets), labelled_rows(val, targets)
@@ -196,6 +225,12 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         if max_labels and max_labels < len(train[0]):
             keep = np.sort(np.random.default_rng(seed).choice(len(train[0]), size=max_labels, replace=False))
             train = (train[0].iloc[keep], train[1][keep])
+        if test_labels:
+            meta, x = read_rows(data_root, dataset, "test", spectrum_length, channels)
+            pick = core_label_mask(meta, targets, test_labels, seed)
+            train = join_rows([train, (meta[pick], x[np.flatnonzero(pick)])])
+        if test_spectra and stage == "baseline":
+            unlabelled = unlabelled_test_rows(data_root, dataset, info, spectrum_length, channels)
         scaler = TargetScaler().fit(train[0][targets].to_numpy(np.float64))
     stats = None
     if transform == "normalize":
@@ -210,5 +245,6 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
         augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
         jitter=(jitter_gain, jitter_offset, jitter_width), absorption=jitter_absorption, channels=channels, info=info,
+        unlabelled=to_arrays(unlabelled, targets, None) if unlabelled is not None else None,
     )
 

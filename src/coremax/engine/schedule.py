@@ -7,8 +7,14 @@ import math
 from coremax.errors import UserError
 
 
+# Warm-up takes at most this share of a run, so a run shortened to fit a budget (the demo's one pretraining
+# epoch) still ends its cosine at min_lr instead of stopping half warmed-up at the peak.
+MAX_WARMUP_SHARE = 0.25
+
+
 def lr_at(epoch: float, base_lr: float, min_lr: float, warmup_epochs: float, epochs: float) -> float:
     """Learning rate at a fractional epoch."""
+    warmup_epochs = min(warmup_epochs, MAX_WARMUP_SHARE * epochs)
     if epoch < warmup_epochs:
         return base_lr * epoch / warmup_epochs
     span = max(epochs - warmup_epochs, 1e-12)

@@ -178,6 +178,24 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
     return pd.DataFrame(history)
 
 
+def save_untrained(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
+                   extra_state: dict | None = None) -> pd.DataFrame:
+    """A model that needs no gradient step (a closed-form head on a frozen encoder): validated once and saved
+    as the one epoch of its run, so test.py, predict.py, sweeps and the study read it like any fine-tune."""
+    started = time.monotonic()
+    model.to(rt.device).eval()
+    row = {"epoch": 1, "step": 0, "lr": 0.0, "train_loss": float("nan"),
+           **task.validate(model, task.data.val, 256), "seconds": 0.0, "spectra_per_s": float("nan"),
+           "mfu": float("nan")}
+    row["seconds"] = round(time.monotonic() - started, 3)
+    log.info("epoch", **row, best=True)
+    if rt.main:
+        _save_checkpoints(exp, {"model": model.state_dict(), "optimizer": {}, "scaler": {}, "epoch": 1, "step": 0,
+                                "rng": ckpt.rng_state(), "config": config, "best": row[task.score],
+                                "history": [row], "stage": task.stage, **(extra_state or {})}, True, 0)
+    return pd.DataFrame([row])
+
+
 def place_on_device(data: Prepared, rt: Runtime) -> bool:
     """With runtime.data_on_device, move the train and val spectra to the GPU once when they take at most a
     quarter of its free memory; the steps then slice batches there instead of copying each one."""

@@ -49,8 +49,9 @@ class Baseline:
         self.n_channels = 0             # width of the spectra seen by fit, checked again by predict
 
     # -- to be supplied by subclasses --------------------------------------------------------------------
-    def _fit_features(self, x: np.ndarray) -> np.ndarray:
-        """Fit the feature transform on train spectra and return their features."""
+    def _fit_features(self, x: np.ndarray, unlabelled: np.ndarray | None = None) -> np.ndarray:
+        """Fit the feature transform on train spectra (and unlabelled ones: data.test_spectra) and return the
+        train spectra's features."""
         raise NotImplementedError
 
     def _features(self, x: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ class Baseline:
                             f"{x.shape[1]}; use spectra like those it was fitted on (the same data.channels).")
         return x
 
-    def fit(self, X_train, Y_train, X_val, Y_val, targets) -> "Baseline":
+    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None) -> "Baseline":
         self.targets = [str(t) for t in targets]
         Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
         Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
@@ -85,7 +86,8 @@ class Baseline:
         self.n_channels = 0
         x_tr = self._cut(X_train)
         self.n_channels = x_tr.shape[1]
-        f_tr, f_va = self._fit_features(x_tr), self._features(self._cut(X_val))
+        unlabelled = None if X_unlabelled is None else self._cut(X_unlabelled)
+        f_tr, f_va = self._fit_features(x_tr, unlabelled), self._features(self._cut(X_val))
         self.models, self.selected = [], {}
         for j, t in enumerate(self.targets):
             tr, va = ~np.isnan(Y_train[:, j]), ~np.isnan(Y_val[:, j])
@@ -175,15 +177,16 @@ class NmfSvr(Baseline):
         x = np.clip(x, 0.0, None)
         return x / np.maximum(x.sum(axis=1, keepdims=True), 1.0)
 
-    def _fit_features(self, x):
+    def _fit_features(self, x, unlabelled=None):
         self.nmf = NMF(n_components=self.n_components, init="nndsvda", max_iter=self.max_iter, tol=1e-4,
                        random_state=0)
+        every = x if unlabelled is None else np.concatenate([x, unlabelled])
         with warnings.catch_warnings():
             # a loose NMF fit is still a usable feature map; the SVR grid on val rows judges the result
             warnings.simplefilter("ignore", ConvergenceWarning)
-            w = self.nmf.fit_transform(self._shares(x))
-        self.scaler = StandardScaler().fit(w)
-        return self.scaler.transform(w)
+            w = self.nmf.fit_transform(self._shares(every))
+        self.scaler = StandardScaler().fit(w)  # standardised over every spectrum it saw
+        return self.scaler.transform(w[:len(x)])
 
     def _features(self, x):
         return self.scaler.transform(self.nmf.transform(self._shares(x)))
@@ -210,8 +213,9 @@ class Pls(Baseline):
     def _log(x: np.ndarray) -> np.ndarray:
         return np.log1p(np.clip(x, 0.0, None))
 
-    def _fit_features(self, x):
-        self.scaler = StandardScaler().fit(self._log(x))
+    def _fit_features(self, x, unlabelled=None):
+        every = x if unlabelled is None else np.concatenate([x, unlabelled])
+        self.scaler = StandardScaler().fit(self._log(every))
         return self._features(x)
 
     def _features(self, x):

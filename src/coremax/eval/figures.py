@@ -89,12 +89,13 @@ def plot_reconstructions(x, recon, mask, patch_size: int, path, energy_kev=None,
     return save(fig, path)
 
 
-def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
-    """Test R^2 and RMSE against the number of labels, per target and method; mean over seeds, min-max bars."""
-    df = summary_df[summary_df["n_labels"] > 0]  # a log axis has no place for zero
+def plot_label_budget(summary_df: pd.DataFrame, path, x: str = "n_labels") -> Path:
+    """Test R^2 and RMSE against the number of labels (column `x`: training labels, or labels per test core),
+    per target and method; mean over seeds, min-max bars."""
+    df = summary_df[summary_df[x] > 0]  # a log axis has no place for zero
     targets = list(dict.fromkeys(df["target"]))
     fig, axes = new_figure(2, max(len(targets), 1), 4.5, 3.2)
-    stats = df.groupby(["target", "method", "n_labels"])[["r2", "rmse"]].agg(["mean", "min", "max"])
+    stats = df.groupby(["target", "method", x])[["r2", "rmse"]].agg(["mean", "min", "max"])
     for col, t in enumerate(targets):
         axes[0, col].set_title(t)
         for row, metric in enumerate(["r2", "rmse"]):
@@ -107,7 +108,8 @@ def plot_label_budget(summary_df: pd.DataFrame, path) -> Path:
                                          s[(metric, "max")].to_numpy(float) - mean]), 0, None)
                 ax.errorbar(s.index.to_numpy(float), mean, yerr=err, marker="o", ms=4, capsize=3, label=method)
             ax.set_xscale("log")
-            ax.set(xlabel="labelled spectra", ylabel="test $R^2$" if metric == "r2" else "test RMSE (wt%)")
+            ax.set(xlabel="labelled spectra" if x == "n_labels" else "labels per test core",
+                   ylabel="test $R^2$" if metric == "r2" else "test RMSE (wt%)")
             ax.grid(True, which="both", alpha=0.3)
     if targets:
         axes[0, 0].legend(fontsize=8)

@@ -24,9 +24,11 @@ def truth_file(data_root, dataset: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def floor_metrics(data_root, dataset: str, targets, split: str = "test") -> pd.DataFrame | None:
+def floor_metrics(data_root, dataset: str, targets, split: str = "test", exclude=frozenset()) -> pd.DataFrame | None:
     """Metrics (overall and per core) of the truth at each labelled spectrum's scan spot against its bulk
-    value, in the same table as a model's, for the targets the truth holds; None when there are none."""
+    value, in the same table as a model's, for the targets the truth holds; None when there are none.
+    `exclude`: source files left out (the rows a data.test_labels run trained on), so the floor is on the same
+    rows as the model's metrics."""
     path = truth_file(data_root, dataset)
     if path is None:
         return None
@@ -35,6 +37,7 @@ def floor_metrics(data_root, dataset: str, targets, split: str = "test") -> pd.D
     if not targets:
         return None
     rows = labelled(load_split(data_root, dataset, split), targets)[["core", "source_file", *targets]]
+    rows = rows[~rows["source_file"].isin(exclude)]
     frame = rows.merge(truth.rename(columns={t: f"{t}_pred" for t in targets}), on="source_file", how="inner",
                        validate="many_to_one")
     return metrics_table(frame, targets)

@@ -16,7 +16,7 @@ import torch
 from coremax import logs, models
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
-from coremax.engine.data import labelled
+from coremax.engine.data import labelled, core_label_mask
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.baselines import BASELINE_FILE, load_baseline
@@ -175,13 +175,17 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     val_df = load_split(exp.data_root, cfg["data"]["dataset"], "val")
     q = calibrate(pred, val_df, cfg["eval"]["interval"])
     frame = predict_frame(pred, df, q)
+    trained = trained_test_rows(cfg, df, split)
+    frame.loc[trained, pred.targets] = np.nan  # the data.test_labels rows were trained on: no test of anything
+    frame["trained_on"] = trained
     metrics = metrics_table(frame, pred.targets)
     metrics.insert(0, "split", split)
     metrics["half_width"] = metrics["target"].map(dict(zip(pred.targets, q)))
     metrics["data_changed"] = ", ".join(changed)  # files that differ from training, allowed by the user
     exp.write_result(f"{split}-predictions", frame)
     exp.write_result(f"{split}-metrics", metrics)
-    floor = floor_metrics(exp.data_root, cfg["data"]["dataset"], pred.targets, split)
+    floor = floor_metrics(exp.data_root, cfg["data"]["dataset"], pred.targets, split,
+                          exclude=set(df["source_file"][trained]))
     if floor is not None:  # the best any calibration can do on these rows (synthetic archives only)
         exp.write_result(f"{split}-floor", floor)
     overall = metrics[metrics["scope"] == "all"]
@@ -191,6 +195,12 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
         figures.plot_profiles(frame[frame["core"] == core], measured[measured["core"] == core], pred.targets,
                               exp.results / f"{split}-profile-{core}.png", core)
     return metrics
+
+
+def trained_test_rows(cfg: dict, df: pd.DataFrame, split: str) -> np.ndarray:
+    """The test rows a data.test_labels run trained on (the same seeded draw as load_data's); none otherwise."""
+    k = cfg["data"].get("test_labels", 0) if split == "test" else 0
+    return core_label_mask(df, cfg["data"]["targets"], k, cfg["experiment"]["seed"])
 
 
 def _test_pretrain(exp, df, split, device, changed) -> pd.DataFrame:

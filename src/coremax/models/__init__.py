@@ -36,14 +36,15 @@ def _size(size: str) -> dict:
 
 def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
-                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1) -> nn.Module:
+                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
+                head_layers: int = 1) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
     dims = _size(size)
     if stage == "pretrain":
         return MaX(spectrum_length, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
                    norm_pix_loss=norm_pix_loss, drop_path=drop_path)
     return Regressor(num_targets, spectrum_length, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
-                     global_pool=global_pool, drop_path=drop_path)
+                     global_pool=global_pool, drop_path=drop_path, head_layers=head_layers)
 
 
 def _block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:
@@ -66,7 +67,8 @@ def train_flops_per_spectrum(model: nn.Module) -> float:
                    + 2 * (visible + 1) * d * dd + len(model.decoder_blocks) * _block_flops(n + 1, dd, ratio)
                    + 2 * n * dd * p)
     else:
-        forward = 2 * n * p * d + enc.depth * _block_flops(n + 1, d, ratio) + 2 * d * model.head.out_features
+        forward = 2 * n * p * d + enc.depth * _block_flops(n + 1, d, ratio) + 2 * model.head.in_features * \
+            model.head.out_features
     return 3.0 * forward
 
 

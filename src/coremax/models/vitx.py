@@ -110,13 +110,19 @@ class VitX(nn.Module):
         """Patch tokens with their positions, (B, N, D)."""
         return self.patch_embed(self.patchify(x)) + self.pos_embed[:, 1:]
 
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Prepend the class token, run the blocks, normalise: (B, N', D) -> (B, 1 + N', D)."""
+    def encode(self, tokens: torch.Tensor, last: int = 0) -> torch.Tensor | list[torch.Tensor]:
+        """Prepend the class token, run the blocks, normalise: (B, N', D) -> (B, 1 + N', D). With `last` = k > 0,
+        the outputs of the last k blocks instead, (B, 1 + N', D) each, the final one normalised."""
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         x = torch.cat([cls, tokens], dim=1)
-        for block in self.blocks:
+        outs = []
+        for i, block in enumerate(self.blocks):
             x = block(x)
-        return self.norm(x)
+            if self.depth - i <= last:
+                outs.append(x)
+        if not last:
+            return self.norm(x)
+        return outs[:-1] + [self.norm(outs[-1])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(self.embed(x))

@@ -1,0 +1,61 @@
+"""A closed-form head on a frozen encoder: ridge regression of each normalised target on the pooled embedding,
+its strength chosen on the validation rows (whole validation cores), as the baselines choose theirs.
+
+`finetune.mode = "ridge"` keeps it as the model (a probe: seconds on a CPU, no gradient step, and the pretrained
+features are not distorted by a few labels); `"lp_ft"` starts full fine-tuning from it (linear probe, then
+fine-tune: Kumar et al. 2022, who find the head trained first keeps fine-tuning from wrecking the features).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coremax.engine.data import ArrayData
+from coremax.errors import UserError
+
+# Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
+ALPHAS = np.logspace(-5, 1, 13)
+EMBED_BATCH = 256
+
+
+@torch.no_grad()
+def embed(task, model, rows: ArrayData) -> np.ndarray:
+    """The pooled embeddings the head reads, (n, D), of clean (unaugmented) inputs."""
+    model.eval()
+    out = [model.features(task.inputs(rows.get(idx).to(task.rt.device), train=False)).float().cpu()
+           for idx in rows.batches(EMBED_BATCH)]
+    return torch.cat(out).double().numpy() if out else np.zeros((0, model.head.in_features))
+
+
+def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge weights (len(alphas), D) and intercepts for every strength, from one SVD of the centred features."""
+    mu, ybar = f.mean(0), y.mean()
+    u, s, vt = np.linalg.svd(f - mu, full_matrices=False)
+    scale = (s ** 2).sum() / f.shape[1]
+    uty = u.T @ (y - ybar)
+    weights = np.stack([vt.T @ (s / (s ** 2 + a * scale) * uty) for a in alphas])
+    return weights, ybar - weights @ mu
+
+
+def fit_ridge_head(task, model) -> dict:
+    """Set `model.head` to the ridge solution per target; returns the chosen strength and validation RMSE
+    (normalised units) per target."""
+    data = task.data
+    f_tr, f_va = embed(task, model, data.train), embed(task, model, data.val)
+    y_tr, y_va = data.train.y.cpu().double().numpy(), data.val.y.cpu().double().numpy()
+    weight, bias, chosen = np.zeros((len(data.targets), f_tr.shape[1])), np.zeros(len(data.targets)), {}
+    for j, t in enumerate(data.targets):
+        tr, va = ~np.isnan(y_tr[:, j]), ~np.isnan(y_va[:, j])
+        if tr.sum() < 2 or va.sum() < 1:
+            raise UserError(f"finetune.mode = \"ridge\" needs at least 2 labelled train rows and 1 labelled validation "
+                            f"row of {t!r}; it has {int(tr.sum())} and {int(va.sum())}: add labels or use mode full.")
+        ws, bs = ridge_path(f_tr[tr], y_tr[tr, j], ALPHAS)
+        err = np.sqrt((((f_va[va] @ ws.T + bs) - y_va[va, j][:, None]) ** 2).mean(0))
+        k = int(np.argmin(err))
+        weight[j], bias[j] = ws[k], bs[k]
+        chosen[t] = {"alpha": float(ALPHAS[k]), "val_nrmse": float(err[k])}
+    with torch.no_grad():
+        model.head.weight.copy_(torch.from_numpy(weight))
+        model.head.bias.copy_(torch.from_numpy(bias))
+    return chosen

@@ -1,0 +1,165 @@
+"""The study's protocols and what each may read of the test cores, and the closed-form head on a frozen encoder.
+
+- new-cores-spectra: pretraining and the baselines' unsupervised steps read the test cores' spectra and never
+  their labels (proved by scrambling every test label: the trained weights do not change).
+- new-cores-labels: exactly k labelled rows per test core join training, the same for every method of a seed,
+  and the test metrics and the floor leave those rows out.
+"""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import train
+from coremax import checkpoint as ckpt
+from coremax.data.dataset import load_split
+from coremax.engine.data import load_data, core_label_mask
+from coremax.eval.floor import floor_metrics
+from coremax.eval.run import evaluate_experiment
+from coremax.experiment import Experiment
+
+
+def _scrambled_labels_copy(data_root, tmp_path):
+    """A copy of the data root whose test split has every target replaced by nonsense."""
+    root = tmp_path / "root"
+    shutil.copytree(data_root / "datasets", root / "datasets")
+    table = root / "datasets" / "synthetic" / "test.parquet"
+    meta = pd.read_parquet(table)
+    for t in ("CaCO3", "TOC", "Ca", "Fe", "Si", "K"):
+        if t in meta.columns:
+            meta[t] = np.random.default_rng(1).uniform(0, 100, len(meta))
+    meta.to_parquet(table)
+    return root
+
+
+def _weights(root, name, file="best-model.pth"):
+    return ckpt.load(Experiment.open(root, name).checkpoints / file)["model"]
+
+
+def test_transductive_pretraining_reads_test_spectra_never_labels(tmp_path, data_root):
+    test_rows = len(load_split(data_root, "synthetic", "test"))
+    plain = load_data(data_root, "pretrain", 0, channels=(0, 512))
+    with_test = load_data(data_root, "pretrain", 0, channels=(0, 512), test_spectra=True)
+    assert len(with_test.train) == len(plain.train) + test_rows
+    assert not {"CaCO3", "TOC"} & set(with_test.train.frame.columns)  # the labels were dropped on reading
+    scrambled = _scrambled_labels_copy(data_root, tmp_path)
+    for root in (data_root, scrambled):
+        train(root, "tpre", "pretrain", "optim.epochs=1", "data.test_spectra=true")
+    a, b = _weights(data_root, "tpre"), _weights(scrambled, "tpre")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    read = Experiment.open(data_root, "tpre").provenance()["test_cores_read"]
+    assert read["spectra_of"] == sorted(set(load_split(data_root, "synthetic", "test")["core"]))
+    assert read["labels"] == []
+
+
+@pytest.mark.parametrize("method", ["nmf_svr", "pls"])
+def test_transductive_baselines_fit_features_on_test_spectra_without_labels(tmp_path, data_root, method):
+    from coremax.eval.baselines import BASELINE_FILE, load_baseline
+
+    scrambled = _scrambled_labels_copy(data_root, tmp_path)
+    x_test = load_split(data_root, "synthetic", "test")[list(range(2048))].to_numpy(np.float32)
+    preds = []
+    for root in (data_root, scrambled):
+        exp = train(root, f"tb-{method}", "baseline", f'baseline.method="{method}"', "data.test_spectra=true")
+        preds.append(load_baseline(root, exp.checkpoints / BASELINE_FILE).predict(x_test))
+    assert np.array_equal(preds[0], preds[1])
+    plain = train(data_root, f"pb-{method}", "baseline", f'baseline.method="{method}"')
+    # The feature map did change: it was fitted on more spectra.
+    assert not np.array_equal(load_baseline(data_root, plain.checkpoints / BASELINE_FILE).predict(x_test), preds[0])
+
+
+def test_test_label_rows_are_k_per_core_and_seeded():
+    meta = pd.DataFrame({"core": ["a"] * 6 + ["b"] * 4, "CaCO3": [1, np.nan, 3, 4, 5, 6, 7, np.nan, 9, 10.0],
+                         "TOC": [np.nan] * 10})
+    m = core_label_mask(meta, ["CaCO3", "TOC"], 2, seed=3)
+    assert m.sum() == 4 and m[:6].sum() == 2 and m[6:].sum() == 2 and meta["CaCO3"][m].notna().all()
+    assert np.array_equal(m, core_label_mask(meta, ["CaCO3", "TOC"], 2, seed=3))
+    assert core_label_mask(meta, ["CaCO3", "TOC"], 0, seed=3).sum() == 0
+    assert core_label_mask(meta, ["CaCO3", "TOC"], 9, seed=3).sum() == 8  # a core with fewer: all of its rows
+
+
+def test_new_core_labels_join_training_and_leave_the_test_metrics(data_root, pretrained):
+    test = load_split(data_root, "synthetic", "test")
+    targets = ["CaCO3", "TOC"]
+    exp = train(data_root, "tl-probe", "finetune", f'finetune.from="{pretrained}"', 'finetune.mode="ridge"',
+                "data.test_labels=2", "experiment.seed=4")
+    picked = core_label_mask(test, targets, 2, seed=4)
+    read = exp.provenance()["test_cores_read"]
+    assert read["labels"] == sorted(test["source_file"][picked]) and read["spectra_of"] == []
+    base = train(data_root, "tl-pls", "baseline", 'baseline.method="pls"', "data.test_labels=2", "experiment.seed=4")
+    assert base.provenance()["test_cores_read"]["labels"] == read["labels"]  # every method: the same rows
+    metrics = evaluate_experiment(data_root, "tl-probe")
+    overall = metrics[metrics["scope"] == "all"].set_index("target")
+    for t in targets:
+        assert overall.loc[t, "n"] == test[t].notna().sum() - test[t][picked].notna().sum()
+    floor = floor_metrics(data_root, "synthetic", targets, exclude=set(test["source_file"][picked]))
+    if floor is not None:
+        assert (floor[floor["scope"] == "all"].set_index("target")["n"] == overall["n"]).all()
+    frame = exp.read_result("test-predictions")
+    assert frame["trained_on"].sum() == picked.sum() and frame.loc[frame["trained_on"], targets].isna().all().all()
+
+
+def test_ridge_head_keeps_the_encoder_and_fits_the_head_in_closed_form(data_root, pretrained):
+    exp = train(data_root, "ridge1", "finetune", f'finetune.from="{pretrained}"', 'finetune.mode="ridge"',
+                "data.max_labels=20")
+    state = ckpt.load(exp.checkpoints / "best-model.pth")
+    parent = _weights(data_root, pretrained)
+    enc = {k: v for k, v in state["model"].items() if k.startswith("encoder.")}
+    assert enc and all(torch.equal(v, parent[k]) for k, v in enc.items())  # bit-identical encoder
+    assert state["model"]["head.weight"].abs().sum() > 0
+    history = exp.read_result("history")
+    assert len(history) == 1 and np.isfinite(history["val_nrmse"].iloc[0])
+    assert exp.provenance()["status"] == "completed"
+    assert not evaluate_experiment(data_root, "ridge1").empty
+    # LP-FT starts full fine-tuning from that head: the encoder moves.
+    lpft = train(data_root, "lpft1", "finetune", f'finetune.from="{pretrained}"', 'finetune.mode="lp_ft"',
+                 "data.max_labels=20", "optim.epochs=2")
+    moved = ckpt.load(lpft.checkpoints / "last.pth")["model"]
+    assert any(not torch.equal(moved[k], parent[k]) for k in enc)
+
+
+def test_ridge_path_matches_the_normal_equations():
+    from coremax.engine.probe import ridge_path
+
+    rng = np.random.default_rng(0)
+    f, y = rng.normal(size=(30, 5)), rng.normal(size=30)
+    ws, bs = ridge_path(f, y, np.array([0.1]))
+    fc = f - f.mean(0)
+    scale = (np.linalg.svd(fc, compute_uv=False) ** 2).sum() / 5
+    w = np.linalg.solve(fc.T @ fc + 0.1 * scale * np.eye(5), fc.T @ (y - y.mean()))
+    assert np.allclose(ws[0], w) and np.isclose(bs[0], y.mean() - f.mean(0) @ w)
+
+
+def test_each_protocol_is_a_sweep_that_says_what_it_reads():
+    from coremax import config as configlib
+    from coremax.errors import UserError
+    from coremax.study import STUDY_DEFAULTS, run_study, study_sweep
+    from coremax.sweep import runs
+
+    study = configlib.resolve(None, ['study.pretrain="pre"', 'study.pretrain_config="configs/cpu-pretrain.toml"',
+                                     "study.seeds=[0]", "study.budgets=[10]", "study.test_labels=[5, 10]",
+                                     'study.methods=["msm-probe", "scratch", "nmf_svr"]',
+                                     'study.method_overrides={msm-probe = ["model.head_layers=6"]}'],
+                              default_file=STUDY_DEFAULTS)["study"]
+    plain = study_sweep(study, "new-cores")
+    assert plain["parent"]["name"] == "pre" and "data.test_spectra=true" not in plain["parent"]["overrides"]
+    spectra = study_sweep(study, "new-cores-spectra")
+    assert spectra["name"] == "label-budget-spectra" and spectra["parent"]["name"] == "pre-spectra"
+    assert "data.test_spectra=true" in spectra["parent"]["overrides"]
+    by_name = {r["variant"]: r for r in runs(spectra)}
+    assert "data.test_spectra=true" in by_name["nmf_svr"]["overrides"]
+    assert 'finetune.from="pre-spectra"' in by_name["msm-probe"]["overrides"]
+    assert 'finetune.mode="ridge"' in by_name["msm-probe"]["overrides"]
+    assert "model.head_layers=6" in by_name["msm-probe"]["overrides"]
+    assert "model.head_layers=6" not in by_name["scratch"]["overrides"]
+    assert 'finetune.from=""' in by_name["scratch"]["overrides"]
+    labels = study_sweep(study, "new-cores-labels")
+    assert labels["grid"] == {"data.test_labels": [5, 10]} and "data.max_labels=0" in labels["overrides"]
+    assert labels["parent"]["name"] == "pre-spectra" and len(runs(labels)) == 3 * 2
+    with pytest.raises(UserError, match="study.protocol"):
+        run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})
+    with pytest.raises(UserError, match="study.method_overrides"):
+        study_sweep({**study, "method_overrides": {"msm": ["model.head_layers=6"]}})
