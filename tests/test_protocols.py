@@ -163,3 +163,18 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
         run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})
     with pytest.raises(UserError, match="study.method_overrides"):
         study_sweep({**study, "method_overrides": {"msm": ["model.head_layers=6"]}})
+
+
+def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_the_rest():
+    from coremax.engine.probe import ridge_path, row_weights
+
+    rng = np.random.default_rng(1)
+    f, y = rng.normal(size=(12, 4)), rng.normal(size=12)
+    w = np.array([1.0] * 10 + [3.0, 3.0])
+    ws, bs = ridge_path(f, y, np.array([0.0]), w)
+    rep = np.r_[np.arange(12), [10, 10, 11, 11]]
+    wr, br = ridge_path(f[rep], y[rep], np.array([0.0]))
+    assert np.allclose(ws, wr) and np.allclose(bs, br)
+    frame = pd.DataFrame({"core": ["a"] * 8 + ["new"] * 2})
+    assert np.array_equal(row_weights(frame, ["new"]), [1.0] * 8 + [4.0, 4.0])
+    assert np.array_equal(row_weights(frame, []), np.ones(10))

@@ -289,3 +289,19 @@ def test_provenance_holds_device_and_packages_and_tensorboard_scalars(data_root,
     val = [e.value for e in events.Scalars("val_rmse_CaCO3")]
     assert [e.step for e in events.Scalars("train_loss")] == [1, 2]
     assert val == pytest.approx(tb.read_result("history")["val_rmse_CaCO3"].tolist())
+
+
+def test_resume_accepts_a_key_added_after_the_run_froze(data_root, tmp_path):
+    """A run frozen before a config key existed resumes at that key's default (which keeps the old behaviour)."""
+    import shutil
+
+    from coremax.io import read_toml, write_toml
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    train(tmp_path, "old", "pretrain", "optim.epochs=1")
+    exp = Experiment.open(tmp_path, "old")
+    frozen = read_toml(exp.config_file)
+    del frozen["model"]["head_layers"], frozen["data"]["test_labels"]
+    write_toml(exp.config_file, frozen)
+    train(tmp_path, "old", "pretrain", "optim.epochs=2", resume=True)
+    assert list(history(tmp_path, "old")["epoch"]) == [1, 2]

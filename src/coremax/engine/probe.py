@@ -28,14 +28,29 @@ def embed(task, model, rows: ArrayData) -> np.ndarray:
     return torch.cat(out).double().numpy() if out else np.zeros((0, model.head.in_features))
 
 
-def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge weights (len(alphas), D) and intercepts for every strength, from one SVD of the centred features."""
-    mu, ybar = f.mean(0), y.mean()
-    u, s, vt = np.linalg.svd(f - mu, full_matrices=False)
+def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray,
+               w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge weights (len(alphas), D) and intercepts for every strength, from one SVD of the (weighted-)centred
+    features; `w` weighs the rows (None = equal)."""
+    w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
+    mu, ybar = w @ f / w.sum(), w @ y / w.sum()
+    root = np.sqrt(w)
+    u, s, vt = np.linalg.svd((f - mu) * root[:, None], full_matrices=False)
     scale = (s ** 2).sum() / f.shape[1]
-    uty = u.T @ (y - ybar)
+    uty = u.T @ ((y - ybar) * root)
     weights = np.stack([vt.T @ (s / (s ** 2 + a * scale) * uty) for a in alphas])
     return weights, ybar - weights @ mu
+
+
+def row_weights(frame, test_cores) -> np.ndarray:
+    """Per training row: 1, except the lab samples of the new cores (data.test_labels), which together weigh as
+    much as all the other rows, so a few samples of a new core are not drowned by hundreds from other cores
+    (chosen with the protocol simulated on the validation cores: see the README)."""
+    new = frame["core"].isin(list(test_cores)).to_numpy()
+    w = np.ones(len(frame))
+    if new.any() and (~new).any():
+        w[new] = (~new).sum() / new.sum()
+    return w
 
 
 def fit_ridge_head(task, model) -> dict:
@@ -44,13 +59,14 @@ def fit_ridge_head(task, model) -> dict:
     data = task.data
     f_tr, f_va = embed(task, model, data.train), embed(task, model, data.val)
     y_tr, y_va = data.train.y.cpu().double().numpy(), data.val.y.cpu().double().numpy()
+    rows = row_weights(data.train.frame, data.info.get("cores", {}).get("test", []))
     weight, bias, chosen = np.zeros((len(data.targets), f_tr.shape[1])), np.zeros(len(data.targets)), {}
     for j, t in enumerate(data.targets):
         tr, va = ~np.isnan(y_tr[:, j]), ~np.isnan(y_va[:, j])
         if tr.sum() < 2 or va.sum() < 1:
             raise UserError(f"finetune.mode = \"ridge\" needs at least 2 labelled train rows and 1 labelled validation "
                             f"row of {t!r}; it has {int(tr.sum())} and {int(va.sum())}: add labels or use mode full.")
-        ws, bs = ridge_path(f_tr[tr], y_tr[tr, j], ALPHAS)
+        ws, bs = ridge_path(f_tr[tr], y_tr[tr, j], ALPHAS, rows[tr])
         err = np.sqrt((((f_va[va] @ ws.T + bs) - y_va[va, j][:, None]) ** 2).mean(0))
         k = int(np.argmin(err))
         weight[j], bias[j] = ws[k], bs[k]
