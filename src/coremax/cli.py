@@ -367,7 +367,8 @@ def demo_main(argv=None) -> None:
         ("2/5 pretrain (the CPU recipe, shortened: MSM on the pool, the labelled train rows and the test cores'"
          " spectra, never their labels)", pre, "configs/cpu-pretrain.toml",
          ['experiment.stage="pretrain"', f"optim.epochs={DEMO_PRETRAIN_EPOCHS}", "data.test_spectra=true"]),
-        ("3/5 fine-tune (CaCO3, TOC; the CPU recipe, every labelled train row)", ft, "configs/cpu-finetune.toml",
+        ("3/5 fine-tune (CaCO3, TOC; the CPU recipe's LP-FT: a ridge head on the frozen encoder, then full "
+         "fine-tuning; every labelled train row)", ft, "configs/cpu-lpft.toml",
          ['experiment.stage="finetune"', f'finetune.from="{pre}"']),
     ):
         print(f"== {step}: experiment {name!r}")
