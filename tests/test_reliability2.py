@@ -70,3 +70,76 @@ def test_best_model_is_written_before_last(tmp_path, data_root, monkeypatch):
     monkeypatch.setattr(trainer.ckpt, "save", lambda path, state: (order.append(path.name), save(path, state))[1])
     train(tmp_path, "order", "finetune", "optim.epochs=1")
     assert order == ["best-model.pth", "last.pth"]
+
+
+def _spe(counts_text: str, header_extra: str = "", data_range: str = "0 3") -> str:
+    return (f"$SPEC_ID:\nx\n$MEAS_TIM:\n10 12\n$ACC_VOLT:\n10\n{header_extra}$DATA:\n{data_range}\n{counts_text}\n")
+
+
+def test_counts_keep_every_digit_and_the_range_start():
+    import numpy as np
+
+    from coremax.data.spe import parse_spe
+
+    _, counts = parse_spe(_spe("16777217 2147483647 0 5"), "big.spe", spectrum_length=4)
+    assert counts.tolist() == [16777217, 2147483647, 0, 5]
+    assert np.asarray(counts).astype(np.int32).tolist() == [16777217, 2147483647, 0, 5]  # as read_folder keeps them
+    with pytest.raises(UserError, match="not a count"):
+        parse_spe(_spe("2147483648 0 0 0"), "over.spe", spectrum_length=4)
+    meta, counts = parse_spe(_spe("7 8 9", data_range="1 3"), "from1.spe", spectrum_length=4)
+    assert counts.tolist() == [0, 7, 8, 9] and meta["spectrum_length"] == 4
+    with pytest.raises(UserError, match="finite number"):
+        parse_spe(_spe("1 2 3 4", "$TUBE_CUR:\n1e999\n"), "inf.spe", spectrum_length=4)
+
+
+def test_read_folder_stores_counts_as_exact_integers(tmp_path):
+    from coremax.data.raw import read_folder
+
+    run = tmp_path / "raw" / "C1" / "Run 1 at  10kV"
+    run.mkdir(parents=True)
+    (run / "C1_0000    5.0mm  10s  10kV 1000uA F1.spe").write_text(_spe("16777217 3 2 1"))
+    _, counts, _ = read_folder(tmp_path / "raw", 10.0, 4, workers=1)
+    assert counts.dtype.kind == "i" and counts[0].tolist() == [16777217, 3, 2, 1]
+
+
+def test_logs_are_strict_json_and_links_are_not_written_through(tmp_path):
+    import json
+    import os
+
+    from coremax import logs
+    from coremax.io import write_text
+
+    path = tmp_path / "logs" / "events.jsonl"
+    logs.push(path, experiment="x")
+    try:
+        logs.get_logger().info("epoch", val=float("nan"), best=[float("inf"), 1.0])
+    finally:
+        logs.pop()
+    event = json.loads(path.read_text().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert event["val"] is None and event["best"] == [None, 1.0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "exp").mkdir()
+    os.symlink(outside, tmp_path / "exp" / "results")
+    with pytest.raises(UserError, match="symbolic link"):
+        write_text(tmp_path / "exp" / "results" / "a.txt", "x")
+    os.symlink(outside / "events.jsonl", tmp_path / "exp" / "events.jsonl")
+    with pytest.raises(UserError, match="symbolic link"):
+        logs.push(tmp_path / "exp" / "events.jsonl")
+    assert list(outside.iterdir()) == []
+
+
+def test_a_core_name_from_a_data_set_cannot_escape_the_results_folder(tmp_path, data_root, finetuned):
+    from coremax.eval.run import evaluate_experiment
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    shutil.copytree(data_root / "experiments" / finetuned, tmp_path / "experiments" / finetuned)
+    table = tmp_path / "datasets" / "synthetic" / "test.parquet"
+    meta = pd.read_parquet(table)
+    meta["core"] = "../../../../outside/x"
+    meta.to_parquet(table)
+    before = sorted(p.name for p in (tmp_path / "experiments" / finetuned / "results").iterdir())
+    with pytest.raises(UserError, match="core name"):
+        evaluate_experiment(tmp_path, finetuned, allow_changed_data=True)
+    assert sorted(p.name for p in (tmp_path / "experiments" / finetuned / "results").iterdir()) == before
+    assert not (tmp_path.parent / "outside").exists()

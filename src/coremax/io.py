@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from coremax.errors import UserError
-from coremax.paths import inside
+from coremax.paths import inside, refuse_links
 
 
 def utc_now() -> str:
@@ -36,6 +36,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success rename it into place, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_links(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.

@@ -25,6 +25,7 @@ from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
+from coremax.paths import check_name
 
 PRED_BATCH = 256
 
@@ -108,6 +109,12 @@ def _log_total_features(x: np.ndarray) -> np.ndarray:
     return np.log1p(x / np.maximum(x.sum(axis=1, keepdims=True), 1.0) * 1e4)
 
 
+def core_names(df: pd.DataFrame, where: str) -> list[str]:
+    """The cores of a table, each checked as a file-name part (they name the profile figures): a data set or
+    folder from elsewhere cannot make a write escape the results folder."""
+    return [check_name(str(c), f"core name {str(c)[:40]!r} in {where}") for c in df["core"].unique()]
+
+
 # -- distribution checks ---------------------------------------------------------------------------------------
 @dataclass
 class Distance:
@@ -157,6 +164,7 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     df = load_split(data_root, cfg["data"]["dataset"], split)
+    core_names(df, f"the {split} table of the data set {cfg['data']['dataset']!r}")  # before anything is written
     logs.push(exp.log_file, experiment=exp.name)
     log = logs.get_logger()
     try:
