@@ -143,3 +143,55 @@ def test_a_core_name_from_a_data_set_cannot_escape_the_results_folder(tmp_path, 
         evaluate_experiment(tmp_path, finetuned, allow_changed_data=True)
     assert sorted(p.name for p in (tmp_path / "experiments" / finetuned / "results").iterdir()) == before
     assert not (tmp_path.parent / "outside").exists()
+
+
+def test_the_signing_key_is_private_from_the_start_and_short_or_open_keys_are_refused(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from coremax import io
+
+    key = tmp_path / "keys" / "results.key"
+    monkeypatch.setenv(io.KEY_ENV, str(key))
+    first = io._key()
+    assert len(first) == io.KEY_BYTES and stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700 and io._key() == first
+    assert [p.name for p in key.parent.iterdir()] == ["results.key"]  # no temporary file left behind
+    os.chmod(key, 0o644)
+    with pytest.raises(UserError, match="chmod 600"):
+        io._key()
+    os.chmod(key, 0o600)
+    key.write_bytes(b"short")
+    with pytest.raises(UserError, match="fewer than 32"):
+        io._key()
+
+
+def test_a_non_ascii_signature_is_an_untrusted_pickle_not_a_traceback(tmp_path):
+    from coremax.io import UntrustedPickle, read_pickle, write_pickle
+
+    path = tmp_path / "results" / "x.pkl"
+    write_pickle(path, pd.DataFrame({"a": [1]}))
+    path.with_name("x.pkl.hmac").write_bytes("é∂ƒ".encode("utf-8"))
+    with pytest.raises(UntrustedPickle):
+        read_pickle(tmp_path, path)
+
+
+def test_seeds_memory_budgets_and_system_errors_end_in_one_sentence(capsys):
+    import errno
+
+    from coremax import config as configlib
+    from coremax.cli import guard
+    from coremax.stages import function_defaults
+
+    for bad in ("experiment.seed=200000000000000", "data.max_memory_gb=nan", "data.max_memory_gb=-1"):
+        with pytest.raises(UserError, match=bad.split("=")[0]):
+            configlib.resolve(None, [bad], function_defaults=function_defaults())
+
+    @guard
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/x.pth")
+
+    with pytest.raises(SystemExit) as exit_:
+        full_disk()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "free some space" in err and "Traceback" not in err and "/data/x.pth" in err
