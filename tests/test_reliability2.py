@@ -195,3 +195,20 @@ def test_seeds_memory_budgets_and_system_errors_end_in_one_sentence(capsys):
         full_disk()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "free some space" in err and "Traceback" not in err and "/data/x.pth" in err
+
+
+def test_only_contents_are_bounded_and_a_non_finite_prediction_is_refused():
+    import numpy as np
+
+    from coremax.eval.run import Predictor
+
+    p = Predictor(["CaCO3", "d18O"], lambda x: np.array([[120.0, -3.5], [-2.0, 150.0]]), lambda x: x, ("CaCO3",))
+    assert p.bounded(np.zeros((2, 4))).tolist() == [[100.0, -3.5], [0.0, 150.0]]
+    broken = Predictor(["CaCO3"], lambda x: np.array([[np.inf], [1.0]]), lambda x: x, ("CaCO3",))
+    with pytest.raises(UserError, match="non-finite value for 1 of 2"):
+        broken.bounded(np.zeros((2, 4)))
+
+
+def test_the_data_set_lists_its_contents(data_root):
+    info = load_info(data_root, "synthetic")
+    assert set(info["contents"]) >= {"CaCO3", "TOC"}

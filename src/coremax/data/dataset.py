@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.bulk import match_bulk, read_bulk
+from coremax.data.bulk import TARGETS, match_bulk, read_bulk
 from coremax.data.shards import SHARD_ROWS, Shards
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
@@ -294,6 +294,9 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
         "test_cores": test_cores,
         "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},
+        # the targets that are contents in wt% (bounded to 0-100 when predicted); others (ratios) are not
+        "contents": [c for c in (measured.attrs.get("contents", TARGETS) if bulk is not None else [])
+                     if c in targets.columns],
         "live_time_s": _stats(meta["live_time_s"]),
         "scanners": sorted(meta["scanner"].unique().tolist()),
         "skipped": skipped,

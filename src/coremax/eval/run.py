@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from coremax import logs, models
+from coremax.data.bulk import TARGETS
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
 from coremax.engine.data import labelled, core_label_mask
@@ -33,8 +34,24 @@ PRED_BATCH = 256
 @dataclass
 class Predictor:
     targets: list[str]
-    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> wt% (n, T)
+    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> target units (n, T), unbounded
     embed: Callable[[np.ndarray], np.ndarray]     # raw counts (n, L) -> features for distribution checks
+    contents: tuple = TARGETS                     # targets that are contents in wt%: bounded to 0-100
+
+    def bounded(self, x: np.ndarray) -> np.ndarray:
+        """Predictions in their bounds: contents in wt% within 0-100, other targets (an isotope ratio) as they
+        are; a non-finite prediction is refused rather than clipped into a plausible number."""
+        p = np.asarray(self.predict(x), dtype=np.float64)
+        if not np.isfinite(p).all():
+            raise UserError(f"The model predicts a non-finite value for {int((~np.isfinite(p)).any(axis=1).sum())} of "
+                            f"{len(p)} spectra; it is broken (train it again) or the spectra are damaged.")
+        return self.clip(p)
+
+    def clip(self, p: np.ndarray) -> np.ndarray:
+        cols = [j for j, t in enumerate(self.targets) if t in self.contents]
+        p = np.array(p, dtype=np.float64)
+        p[:, cols] = np.clip(p[:, cols], 0.0, 100.0)
+        return p
 
 
 # -- loading a trained experiment ------------------------------------------------------------------------------
@@ -73,10 +90,12 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     channels = cfg["data"]["channels"]
+    # Data sets built before they listed their contents: the default targets are the contents.
+    contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
     if stage == "baseline":
         model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
         return Predictor(list(model.targets), lambda x: model.predict(window(x, channels)),
-                         lambda x: _log_total_features(window(x, channels)))
+                         lambda x: _log_total_features(window(x, channels)), contents)
     if stage != "finetune":
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
@@ -93,7 +112,7 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         return np.concatenate(out) if out else np.zeros((0, width))
 
     return Predictor(loaded.targets, lambda x: np.asarray(scaler.inverse(run(x, model))),
-                     lambda x: run(x, model.features))
+                     lambda x: run(x, model.features), contents)
 
 
 def load_network(exp: Experiment, device: str = "cpu"):
@@ -135,21 +154,23 @@ class Distance:
 
 # -- evaluation on a split -----------------------------------------------------------------------------------
 def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFrame:
-    """One row per spectrum: core, depth, each target's measurement, prediction (0-100 wt%) and interval."""
+    """One row per spectrum: core, depth, each target's measurement, prediction (contents within 0-100 wt%) and
+    interval."""
     out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
-    p = np.clip(pred.predict(spectra_array(df)), 0.0, 100.0)
+    p = pred.bounded(spectra_array(df))
+    lo, hi = pred.clip(p - q), pred.clip(p + q)
     for j, t in enumerate(pred.targets):
         out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
         out[f"{t}_pred"] = p[:, j]
-        out[f"{t}_lo"] = np.clip(p[:, j] - q[j], 0.0, 100.0)
-        out[f"{t}_hi"] = np.clip(p[:, j] + q[j], 0.0, 100.0)
+        out[f"{t}_lo"] = lo[:, j]
+        out[f"{t}_hi"] = hi[:, j]
     return out
 
 
 def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndarray:
     """Split-conformal half-widths per target from the absolute residuals on the validation rows."""
     val_df = labelled(val_df, pred.targets)
-    p = np.clip(pred.predict(spectra_array(val_df)), 0.0, 100.0)
+    p = pred.bounded(spectra_array(val_df))
     return np.array([conformal_quantile(np.abs(val_df[t].to_numpy(np.float64) - p[:, j]), alpha=1 - interval)
                      for j, t in enumerate(pred.targets)])
 
