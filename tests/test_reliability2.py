@@ -212,3 +212,21 @@ def test_only_contents_are_bounded_and_a_non_finite_prediction_is_refused():
 def test_the_data_set_lists_its_contents(data_root):
     info = load_info(data_root, "synthetic")
     assert set(info["contents"]) >= {"CaCO3", "TOC"}
+
+
+def test_sweep_metrics_are_checked_before_any_run_and_n_counts_only_finite_runs(tmp_path):
+    import numpy as np
+
+    from coremax import config as configlib
+    from coremax.sweep import SWEEP_DEFAULTS, run_sweep, summarise
+
+    sweep = configlib.resolve(None, ['sweep.name="typo"', 'sweep.overrides=["experiment.stage=\\"pretrain\\""]',
+                                     'sweep.metrics=["val_rmse_CaCO3"]', "sweep.seeds=[0]"],
+                              default_file=SWEEP_DEFAULTS)["sweep"]
+    with pytest.raises(UserError, match="does not record"):
+        run_sweep(tmp_path, sweep)
+    assert not (tmp_path / "experiments").exists()
+    table = pd.DataFrame({"variant": "", "point": [0, 0, 0], "seed": [0, 1, 2], "experiment": "e",
+                          "val_rmse_CaCO3": [1.0, np.nan, 3.0]})
+    out = summarise(table, ["variant"], "val_rmse_CaCO3")
+    assert out["n"].iloc[0] == 2 and out["val_rmse_CaCO3"].iloc[0] == 2.0
