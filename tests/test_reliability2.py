@@ -230,3 +230,58 @@ def test_sweep_metrics_are_checked_before_any_run_and_n_counts_only_finite_runs(
                           "val_rmse_CaCO3": [1.0, np.nan, 3.0]})
     out = summarise(table, ["variant"], "val_rmse_CaCO3")
     assert out["n"].iloc[0] == 2 and out["val_rmse_CaCO3"].iloc[0] == 2.0
+
+
+def test_two_processes_on_one_name_one_wins_and_the_other_changes_nothing(tmp_path, data_root):
+    import subprocess
+    import sys
+
+    from conftest import FAST, ROOT
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--data-root", str(tmp_path), "--stage", "pretrain",
+           "--name", "race", "optim.epochs=1", *FAST]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "already exists" in loser and "Traceback" not in loser and len(loser.strip().splitlines()) == 1
+    from coremax.experiment import Experiment
+
+    exp = Experiment.open(tmp_path, "race")
+    assert exp.provenance()["status"] == "completed" and "resume_commands" not in exp.provenance()
+
+
+def test_a_live_run_or_sweep_is_not_resumed_or_rerun_by_another_process(tmp_path, data_root):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from coremax.experiment import Experiment, claim_unique_name, try_lock
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    train(tmp_path, "live", "pretrain", "optim.epochs=1")
+    exp = Experiment.open(tmp_path, "live")
+    before = {p: p.read_bytes() for p in exp.path.rglob("*") if p.is_file()}
+    fd = try_lock(exp.path / ".lock")  # as the process that runs it would
+    try:
+        with pytest.raises(UserError, match="being run by another process"):
+            train(tmp_path, "live", "pretrain", "optim.epochs=2", resume=True)
+    finally:
+        os.close(fd)
+    assert {p: p.read_bytes() for p in exp.path.rglob("*") if p.is_file()} == before
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[sweep]\nname = "busy"\noverrides = [\'experiment.stage="baseline"\', '
+                     '\'baseline.method="pls"\']\nseeds = [0]\n')
+    fd = try_lock(tmp_path / "experiments" / ".busy.sweep-lock")
+    try:
+        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "--config", str(sweep),
+                              "--data-root", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    finally:
+        os.close(fd)
+    assert res.returncode == 2 and "being run by another process" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "experiments" / "busy").exists()
+    names = {claim_unique_name(tmp_path, "pretrain") for _ in range(3)}  # one second, three runs: three names
+    assert len(names) == 3 and all((tmp_path / "experiments" / n).is_dir() for n in names)

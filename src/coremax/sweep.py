@@ -28,7 +28,7 @@ from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.stages import function_defaults, history_metrics
 from coremax.eval.run import evaluate_experiment
-from coremax.experiment import Experiment
+from coremax.experiment import Experiment, try_lock
 from coremax.io import atomic_path
 from coremax.paths import check_name, experiment_dir
 
@@ -258,6 +258,20 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     # Everything is checked before the parent trains: every run of a grid, the corners of an Optuna space.
     space = _space(sweep) if optuna_sweep else None
     all_runs = [] if optuna_sweep else runs(sweep)
+    experiments = experiment_dir(data_root, sweep["name"]).parent
+    experiments.mkdir(parents=True, exist_ok=True)
+    lock = try_lock(experiments / f".{sweep['name']}.sweep-lock")  # one live runner per sweep
+    if lock is None:
+        raise UserError(f"The sweep {sweep['name']!r} is being run by another process; wait for it to end (a re-run "
+                        "afterwards trains only what is missing).")
+    try:
+        return _run_locked(data_root, sweep, jobs, log, space, all_runs)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(data_root, sweep: dict, jobs: int, log, space, all_runs: list) -> pd.DataFrame:
+    optuna_sweep = space is not None
     parent = parent_run(sweep)
     if parent is not None:
         log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
