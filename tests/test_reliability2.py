@@ -285,3 +285,27 @@ def test_a_live_run_or_sweep_is_not_resumed_or_rerun_by_another_process(tmp_path
     assert not (tmp_path / "experiments" / "busy").exists()
     names = {claim_unique_name(tmp_path, "pretrain") for _ in range(3)}  # one second, three runs: three names
     assert len(names) == 3 and all((tmp_path / "experiments" / n).is_dir() for n in names)
+
+
+def test_test_py_hashes_the_files_of_every_split_it_reads(tmp_path, data_root, finetuned):
+    from coremax.eval.run import evaluate_experiment
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    shutil.copytree(data_root / "experiments" / finetuned, tmp_path / "experiments" / finetuned)
+    assert not evaluate_experiment(tmp_path, finetuned).empty
+    # The same test cores, another train/val split: the intervals would be calibrated on other rows.
+    source = tmp_path / "datasets" / "external" / "synthetic"
+    info = load_info(tmp_path, "synthetic")
+    build_dataset(tmp_path, "synthetic", raw=source / "raw", bulk=source / "bulk.csv", split=0.5,
+                  test_cores=info["test_cores"], overwrite=True)
+    with pytest.raises(UserError, match="changed since"):
+        evaluate_experiment(tmp_path, finetuned)
+    # A file edited in place, its listing in info.toml left as it was.
+    shutil.rmtree(tmp_path / "datasets" / "synthetic")
+    shutil.copytree(data_root / "datasets" / "synthetic", tmp_path / "datasets" / "synthetic")
+    table = tmp_path / "datasets" / "synthetic" / "test.parquet"
+    meta = pd.read_parquet(table)
+    meta.loc[0, "depth_mm"] += 1.0
+    meta.to_parquet(table)
+    with pytest.raises(UserError, match="test.parquet differs"):
+        evaluate_experiment(tmp_path, finetuned)

@@ -26,7 +26,7 @@ from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
-from coremax.paths import check_name
+from coremax.paths import check_name, dataset_dir
 
 PRED_BATCH = 256
 
@@ -73,9 +73,14 @@ def check_trained(exp: Experiment, split: str | None = None, allow_changed_data:
     recorded = prov.get("dataset", {}).get("files", {})
     if split is not None and recorded:
         dataset = prov["dataset"]["name"]
+        folder = dataset_dir(exp.data_root, dataset)
         now = load_info(exp.data_root, dataset).get("files", {})
-        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] == split]
-        changed = [f for f in mine if recorded.get(f) != now.get(f)]
+        # The split scored and the validation split the intervals are calibrated on; the files themselves are
+        # hashed, not the list in info.toml (a rebuilt or edited file may keep an old list beside it).
+        reads = {split, "val"}
+        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] in reads]
+        changed = [f for f in mine if recorded.get(f) is None or not (folder / f).is_file()
+                   or file_sha256(folder / f) != recorded[f]]
         if changed and not allow_changed_data:
             raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
                             f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
