@@ -197,7 +197,7 @@ def test_test_refuses_a_changed_model_a_rebuilt_data_set_and_an_unfinished_run(t
     with pytest.raises(UserError, match="changed since"):
         evaluate_experiment(root, finetuned)
     allowed = evaluate_experiment(root, finetuned, allow_changed_data=True)  # on request, and recorded
-    assert set(allowed["data_changed"]) == {"test-00000.npy, test.parquet, val-00000.npy, val.parquet"}
+    assert set(allowed["data_changed"]) == {"test-00000.npy, test.parquet"}
     exp.set_status("failed")
     with pytest.raises(UserError, match="did not complete"):
         evaluate_experiment(root, finetuned)
