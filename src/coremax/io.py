@@ -152,6 +152,19 @@ def write_toml(path, data: dict) -> None:
     write_text(path, tomli_w.dumps(data))
 
 
+def parse_toml(text: str, where: str) -> dict:
+    """TOML text read from `where` (named in the error)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"The TOML of {where} cannot be parsed ({e}); fix its syntax.") from None
+
+
 def read_toml(path) -> dict:
     try:
         import tomllib
