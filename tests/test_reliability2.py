@@ -349,3 +349,44 @@ def test_archive_extraction_is_capped_by_the_manifest_and_a_manifest_without_fil
     (tmp_path / "f" / MANIFEST).write_text('kind = "experiment"\n')
     with pytest.raises(UserError, match="no \\[files\\] table"):
         check(tmp_path / "f")
+
+
+def test_a_core_scanned_twice_keeps_both_runs_on_one_side(tmp_path, data_root):
+    source = data_root / "datasets" / "external" / "synthetic"
+    raw = tmp_path / "raw"
+    shutil.copytree(source / "raw", raw)
+    core = sorted(p.name for p in raw.iterdir())[0]
+    first = next((raw / core).iterdir())
+    second = raw / core / "Run 2 at  10kV"
+    shutil.copytree(first, second)
+    for f in second.iterdir():  # the same spots, scanned again on a later date
+        text = f.read_text()
+        f.write_text(text.replace("$DATE_MEA:\n", "$DATE_MEA:\n01-02-2027 10:00:00\n", 1) if "$DATE_MEA:\n" in text
+                     else text)
+    build_dataset(tmp_path, "twice", raw=raw, bulk=source / "bulk.csv", split=0.8)
+    parts = {s: load_split(tmp_path, "twice", s) for s in ("train", "val", "test")}
+    where = [s for s, df in parts.items() if core in set(df["core"])]
+    assert len(where) == 1  # the core is held out or trained on whole, with both of its runs
+    rows = parts[where[0]][parts[where[0]]["core"] == core]
+    assert rows["source_file"].str.split("/").str[1].nunique() == 2  # <core>/<run folder>/<file>
+    assert len(rows) == 2 * sum(1 for _ in first.iterdir())
+
+
+def test_an_experiment_moved_with_rsync_tests_and_resumes_there(tmp_path, data_root):
+    """rsync -a where it is installed, else cp -a (the same: files, times, modes and links as they are)."""
+    import subprocess
+
+    from coremax.eval.run import evaluate_experiment
+
+    here = tmp_path / "here"
+    shutil.copytree(data_root / "datasets", here / "datasets")
+    train(here, "moving", "finetune", "optim.epochs=1")
+    there = tmp_path / "there"
+    copy = ["rsync", "-a", f"{here}/", f"{there}/"] if shutil.which("rsync") else ["cp", "-a", str(here), str(there)]
+    subprocess.run(copy, check=True)
+    assert not evaluate_experiment(there, "moving").empty  # its pickles were signed on this machine
+    train(there, "moving", "finetune", "optim.epochs=2", resume=True)
+    from coremax.experiment import Experiment
+
+    assert Experiment.open(there, "moving").status() == "completed"
+    assert list(Experiment.open(there, "moving").read_result("history")["epoch"]) == [1, 2]
