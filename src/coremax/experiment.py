@@ -168,18 +168,21 @@ class Experiment:
 
     def hold(self) -> None:
         """Take the folder's advisory lock for this process's run (released when the run ends or the process
-        dies, so a killed run can be resumed); refused while another live process holds it."""
+        dies, so a killed run can be resumed); refused while another live process holds it. A process may open
+        a folder it holds itself again."""
+        if str(self.path) in _HELD:
+            return
         fd = try_lock(self.path / ".lock")
         if fd is None:
             owner = self.provenance().get("process", {})
             raise UserError(f"The experiment {self.name!r} is being run by another process (pid "
                             f"{owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it to end or stop it "
                             "before resuming it.") from None
-        self._lock_fd = fd
+        self._lock_fd = _HELD[str(self.path)] = fd
 
     def release(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)
+            os.close(_HELD.pop(str(self.path)))
             self._lock_fd = None
 
     # -- config and provenance -----------------------------------------------------------------------------
@@ -310,6 +313,9 @@ class Experiment:
                 signal.signal(signal.SIGTERM, previous)
             logs.pop()
             self.release()
+
+
+_HELD: dict[str, int] = {}  # experiment folders whose lock this process holds, with its descriptor
 
 
 def try_lock(path: Path) -> int | None:
