@@ -88,7 +88,7 @@ def test_counts_keep_every_digit_and_the_range_start():
         parse_spe(_spe("2147483648 0 0 0"), "over.spe", spectrum_length=4)
     meta, counts = parse_spe(_spe("7 8 9", data_range="1 3"), "from1.spe", spectrum_length=4)
     assert counts.tolist() == [0, 7, 8, 9] and meta["spectrum_length"] == 4
-    with pytest.raises(UserError, match="finite number"):
+    with pytest.raises(UserError, match="must be finite"):
         parse_spe(_spe("1 2 3 4", "$TUBE_CUR:\n1e999\n"), "inf.spe", spectrum_length=4)
 
 

@@ -90,8 +90,8 @@ def parse_header(lines: list[str], name: str) -> dict:
         elif text and (key in FLOAT_KEYS or key == "MEAS_TIM"):
             numbers = _numbers(text)
             if not numbers or not all(math.isfinite(v) for v in numbers):  # 1e999 reads as inf
-                raise UserError(f"{name}, line {line_no}: cannot read a finite number for ${key}: from {text[:40]!r}; "
-                                "fix or remove that value.")
+                raise UserError(f"{name}, line {line_no}: cannot read a number for ${key}: from {text[:40]!r} (it must "
+                                "be finite); fix or remove that value.")
             if key == "MEAS_TIM":  # live time, then real time
                 meta["live_time_s"], meta["real_time_s"] = numbers[0], numbers[-1]
             else:
