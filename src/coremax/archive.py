@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 
 from coremax.errors import UserError
-from coremax.io import atomic_path, file_sha256, read_toml, sign, utc_now, write_toml
+from coremax.io import atomic_path, file_sha256, parse_toml, read_toml, sign, utc_now, write_toml
 from coremax.paths import check_name
 
 MANIFEST = "MANIFEST.toml"
@@ -33,7 +33,9 @@ def _folder(data_root, kind: str, name: str) -> Path:
 
 def manifest(folder: Path) -> dict:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    return {"files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in files}}
+    return {"files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in files},
+            # the sizes cap what unpacking may write: a member claiming more is refused before extraction
+            "sizes": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}
 
 
 def pack(data_root, kind: str, name: str, out: str | Path) -> Path:
@@ -52,7 +54,10 @@ def check(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():
         raise UserError(f"{folder} has no {MANIFEST}; pack it with scripts/archive.py pack first.")
-    expected = read_toml(folder / MANIFEST)["files"]
+    expected = read_toml(folder / MANIFEST).get("files")
+    if not isinstance(expected, dict):
+        raise UserError(f"{folder / MANIFEST} has no [files] table of hashes; it was not written by scripts/archive.py "
+                        "pack, so the folder cannot be checked.")
     actual = manifest(folder)["files"]
     problems = [f"missing: {f}" for f in expected if f not in actual]
     problems += [f"changed: {f}" for f in expected if f in actual and actual[f] != expected[f]]
@@ -95,6 +100,33 @@ def _members(tar: tarfile.TarFile, tar_path) -> tuple[str, str, list[tarfile.Tar
     return kind_dir, name, members
 
 
+MAX_MANIFEST_BYTES = 64 * 2**20
+
+
+def _check_sizes(tar: tarfile.TarFile, members: list, top: str, tar_path, root: Path) -> None:
+    """Before anything is extracted: every file member has the size its manifest lists (archives packed before
+    sizes were listed are only held to the free disk space), and all of them fit on the disk. A small archive
+    that expands into a disk-filling file (a gzip bomb) is refused here."""
+    info = next((m for m in members if m.name.rstrip("/") == f"{top}/{MANIFEST}" and m.isfile()), None)
+    sizes = {}
+    if info is not None and info.size <= MAX_MANIFEST_BYTES:
+        text = tar.extractfile(info).read().decode("utf-8", errors="replace")
+        sizes = parse_toml(text, f"the {MANIFEST} in {tar_path}").get("sizes", {})
+    total = 0
+    for m in members:
+        if not m.isfile() or m is info:
+            continue
+        rel = posixpath.normpath(m.name)[len(top) + 1:]
+        if sizes and sizes.get(rel) != m.size:
+            raise UserError(f"{tar_path}: the member {m.name!r} would write {m.size} bytes but its manifest lists "
+                            f"{sizes.get(rel, 'no such file')}; the archive is refused.")
+        total += m.size
+    free = shutil.disk_usage(root).free
+    if total > free:
+        raise UserError(f"{tar_path} would unpack {total / 2**30:.1f} GiB but {root} has {free / 2**30:.1f} GiB free; "
+                        "free some space or unpack into another --data-root.")
+
+
 def unpack(tar_path: str | Path, data_root) -> Path:
     """Check every member, extract into a temporary folder of the data root, check every hash against the
     manifest, and only then move the folder into place: a refused archive leaves nothing behind."""
@@ -106,6 +138,7 @@ def unpack(tar_path: str | Path, data_root) -> Path:
             if target.exists():
                 raise UserError(f"{target} already exists; unpack into another --data-root or remove it first.")
             root.mkdir(parents=True, exist_ok=True)
+            _check_sizes(tar, members, f"{kind_dir}/{name}", tar_path, root)
             tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
             try:
                 tar.extractall(tmp, members=members, filter="data")

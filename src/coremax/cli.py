@@ -5,6 +5,7 @@ below this module imports it, so the library never depends on its command line."
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import os
 import sys
@@ -71,9 +72,13 @@ def guard(main):
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        except PermissionError as e:  # a read-only data root or a folder of someone else's
-            print(f"error: {e.filename or 'a file'} cannot be written or read ({e.strerror}); check the "
-                  "permissions of the data root (--data-root).", file=sys.stderr)
+        except OSError as e:  # permissions, a full disk, a read-only file system, a vanished mount
+            what = {errno.ENOSPC: "free some space on that disk or choose another --data-root",
+                    errno.EROFS: "the file system is read-only: choose a writable --data-root",
+                    errno.EDQUOT: "the disk quota is used up: free some space or choose another --data-root"}
+            print(f"error: {e.filename or 'a file'} cannot be written or read ({e.strerror or type(e).__name__}); "
+                  f"{what.get(e.errno, 'check the permissions and the disk of the data root (--data-root)')}.",
+                  file=sys.stderr)
             sys.exit(2)
     return wrapper
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import os
 import platform
 import shlex
@@ -137,23 +139,51 @@ class Experiment:
 
     @classmethod
     def create(cls, data_root, name: str, config: dict, resume: bool = False, command=None) -> "Experiment":
-        """Make the folder and freeze the config. Never overwrites an experiment unless resuming it."""
-        if not name:
-            name = unique_name(data_root, config.get("experiment", {}).get("stage", "run"))
-        exp = cls(data_root, name)
+        """Claim the folder and freeze the config. Never overwrites an experiment unless resuming it, and never
+        one that another process is running: the folder is made with one mkdir (two processes asking for one
+        name: one wins) and held with an advisory lock until the run ends."""
+        exp = cls(data_root, name) if name else None
         if resume:
             if not exp.config_file.is_file():
                 raise UserError(f"Cannot resume {name!r}: there is no experiment at {exp.path}; "
                                 "drop --resume to start it, or check --name and --data-root.")
-        elif exp.path.exists():
-            raise UserError(f"The experiment {name!r} already exists at {exp.path}; choose another --name, "
-                            "or pass --resume to continue it.")
+        elif exp is not None:
+            try:
+                exp.path.parent.mkdir(parents=True, exist_ok=True)
+                exp.path.mkdir()
+            except FileExistsError:
+                raise UserError(f"The experiment {name!r} already exists at {exp.path}; choose another --name, "
+                                "or pass --resume to continue it.") from None
+        else:
+            exp = cls(data_root, claim_unique_name(data_root, config.get("experiment", {}).get("stage", "run")))
+        exp.hold()
         for folder in (exp.checkpoints, exp.logs_dir, exp.results):
             folder.mkdir(parents=True, exist_ok=True)
-        config = {**config, "experiment": {**config.get("experiment", {}), "name": name}}
+        config = {**config, "experiment": {**config.get("experiment", {}), "name": exp.name}}
         write_toml(exp.config_file, config)
         exp._start_provenance(config, resume, command if command is not None else sys.argv)
         return exp
+
+    _lock_fd: int | None = None
+
+    def hold(self) -> None:
+        """Take the folder's advisory lock for this process's run (released when the run ends or the process
+        dies, so a killed run can be resumed); refused while another live process holds it. A process may open
+        a folder it holds itself again."""
+        if str(self.path) in _HELD:
+            return
+        fd = try_lock(self.path / ".lock")
+        if fd is None:
+            owner = self.provenance().get("process", {})
+            raise UserError(f"The experiment {self.name!r} is being run by another process (pid "
+                            f"{owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it to end or stop it "
+                            "before resuming it.") from None
+        self._lock_fd = _HELD[str(self.path)] = fd
+
+    def release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(_HELD.pop(str(self.path)))
+            self._lock_fd = None
 
     # -- config and provenance -----------------------------------------------------------------------------
     def config(self) -> dict:
@@ -282,13 +312,34 @@ class Experiment:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             logs.pop()
+            self.release()
 
 
-def unique_name(data_root, stage: str) -> str:
-    """A timestamped name that does not exist yet, e.g. pretrain-20261123-101500."""
+_HELD: dict[str, int] = {}  # experiment folders whose lock this process holds, with its descriptor
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive advisory lock on `path` (created if missing), or None when another
+    open file (another process) holds it. Closing the descriptor, or the process ending, releases it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def claim_unique_name(data_root, stage: str) -> str:
+    """A timestamped name whose folder this call made, e.g. pretrain-20261123-101500 (then -2, -3, ...): each
+    candidate is claimed with one mkdir, so runs started in the same second (a SLURM array) get different ones."""
     base = f"{stage}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    name, i = base, 1
-    while experiment_dir(data_root, name).exists():
-        i += 1
-        name = f"{base}-{i}"
-    return name
+    root = experiment_dir(data_root, base).parent
+    root.mkdir(parents=True, exist_ok=True)
+    for i in itertools.count(1):
+        name = base if i == 1 else f"{base}-{i}"
+        try:
+            experiment_dir(data_root, name).mkdir()
+            return name
+        except FileExistsError:
+            continue

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from coremax.errors import UserError
-from coremax.paths import inside
+from coremax.paths import inside, refuse_links
 
 
 def utc_now() -> str:
@@ -36,6 +36,7 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success rename it into place, on error remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_links(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
@@ -83,14 +84,33 @@ def write_text(path, text: str) -> None:
 KEY_ENV = "COREMAX_KEY_FILE"
 
 
+KEY_BYTES = 32
+
+
 def _key() -> bytes:
+    """This machine's signing key, made on first use: private from its first byte (written to a 0600 temporary
+    file in a 0700 folder, then linked into place, so two first runs at once end up with one key and nobody reads
+    a half-written one). A key that others can read, or a short one, is refused."""
     path = Path(os.environ.get(KEY_ENV) or Path.home() / ".config" / "coremax" / "results.key")
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(secrets.token_bytes(32))
-            os.chmod(tmp, 0o600)
-    return path.read_bytes()
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".results.key.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(KEY_BYTES))
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the key
+        finally:
+            os.unlink(tmp)
+    if path.stat().st_mode & 0o077:
+        raise UserError(f"The signing key {path} can be read or written by others (mode "
+                        f"{path.stat().st_mode & 0o777:o}); make it private with chmod 600 {path}.")
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise UserError(f"The signing key {path} holds {len(key)} bytes, fewer than {KEY_BYTES}; delete it (a new one "
+                        "is made) and vouch again for your results with scripts/archive.py trust.")
+    return key
 
 
 def _signature(data: bytes) -> str:
@@ -114,7 +134,8 @@ def read_pickle(root, path) -> pd.DataFrame:
     full = inside(root, path, "pickle")
     data = full.read_bytes()
     sig = full.with_name(full.name + ".hmac")
-    if not (sig.is_file() and hmac.compare_digest(sig.read_text().strip(), _signature(data))):
+    # bytes, not text: a signature file holding non-ASCII bytes is simply not a match
+    if not (sig.is_file() and hmac.compare_digest(sig.read_bytes().strip(), _signature(data).encode())):
         raise UntrustedPickle(f"{full} was not written by CoreMAX on this machine, or was changed since; a pickle "
                               "can run code when read, so it is not read. If you trust where it came from, run "
                               f"python scripts/archive.py trust {full.parent.parent}.")
@@ -129,6 +150,19 @@ def write_toml(path, data: dict) -> None:
     import tomli_w
 
     write_text(path, tomli_w.dumps(data))
+
+
+def parse_toml(text: str, where: str) -> dict:
+    """TOML text read from `where` (named in the error)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"The TOML of {where} cannot be parsed ({e}); fix its syntax.") from None
 
 
 def read_toml(path) -> dict:

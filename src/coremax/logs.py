@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
 import structlog
+
+from coremax.paths import refuse_links
 
 
 class _JsonLines:
@@ -15,15 +19,30 @@ class _JsonLines:
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "a", encoding="utf-8")
+        refuse_links(path)
+        # O_NOFOLLOW: a symlink put in the file's place after the check is refused by the system itself
+        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666), "a",
+                              encoding="utf-8")
 
     def __call__(self, logger, method_name, event_dict):
-        self.file.write(json.dumps(event_dict, default=str) + "\n")
+        # strict JSON: a NaN or infinite number is written as null, which every JSON reader accepts
+        self.file.write(json.dumps(_finite(event_dict), default=str, allow_nan=False) + "\n")
         self.file.flush()
         return event_dict
 
     def close(self):
         self.file.close()
+
+
+def _finite(value):
+    """`value` with every NaN or infinite float (in dicts, lists and tuples) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 # Runs nest (a study runs experiments inside its own run): each level has its own file and bound fields.

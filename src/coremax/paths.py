@@ -54,3 +54,13 @@ def dataset_dir(root: str | os.PathLike, name: str) -> Path:
 
 def experiment_dir(root: str | os.PathLike, name: str) -> Path:
     return Path(root).resolve() / "experiments" / check_name(name, "experiment")
+
+
+def refuse_links(path) -> None:
+    """Refuse to write `path` when it or its folder is a symbolic link: a folder copied with rsync -a or tar keeps
+    links, and a linked logs/events.jsonl or results/ would send writes anywhere on the machine."""
+    path = Path(path)
+    for p in (path, path.parent):
+        if p.is_symlink():
+            raise UserError(f"{p} is a symbolic link (to {os.readlink(p)}); CoreMAX does not write through links "
+                            "inside an experiment or data set folder: replace it with a real file or folder.")

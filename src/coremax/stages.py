@@ -38,6 +38,13 @@ def function_defaults() -> dict:
     return out
 
 
+def history_metrics(stage: str, targets) -> set[str]:
+    """The validation metrics a run's history holds (what sweep.metrics may name)."""
+    per_target = {f"val_rmse_{t}" for t in targets}
+    return {"pretrain": {"val_loss"}, "finetune": {"val_loss", "val_nrmse"} | per_target,
+            "baseline": per_target}[stage]
+
+
 def resolve_parent(data_root, source: str) -> tuple[Path, str]:
     """finetune.from: a pretrain experiment's name (its best-model.pth) or a checkpoint path under the root."""
     candidate = experiment_dir(data_root, source) if "/" not in source and ".." not in source else None

@@ -26,9 +26,9 @@ import pandas as pd
 from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.stages import function_defaults
+from coremax.stages import function_defaults, history_metrics
 from coremax.eval.run import evaluate_experiment
-from coremax.experiment import Experiment
+from coremax.experiment import Experiment, try_lock
 from coremax.io import atomic_path
 from coremax.paths import check_name, experiment_dir
 
@@ -97,8 +97,13 @@ def point_runs(sweep: dict, point: dict) -> list[dict]:
                f"p{point['point']:02d}-s{seed}"
         overrides = list(sweep["overrides"]) + variant_overrides + \
             [f"{k}={_toml(v)}" for k, v in point["values"].items()] + [f"experiment.seed={seed}"]
-        configlib.resolve(config_file or None, overrides + [f'experiment.name="{name}"'],
-                          function_defaults=function_defaults())
+        cfg = configlib.resolve(config_file or None, overrides + [f'experiment.name="{name}"'],
+                                function_defaults=function_defaults())
+        known = history_metrics(cfg["experiment"]["stage"], cfg["data"]["targets"])
+        unknown = [m for m in sweep["metrics"] if m not in known]
+        if unknown:  # every run would score NaN, and an Optuna search would turn into a random one
+            raise UserError(f"sweep.metrics names {unknown[0]!r}, which a {cfg['experiment']['stage']} run "
+                            f"({name}) does not record; choose from {sorted(known)}.")
         out.append({**point, "seed": seed, "name": name, "config_file": config_file, "overrides": overrides})
     return out
 
@@ -156,6 +161,9 @@ def best_row(data_root, name: str) -> dict:
     """The history row of the epoch that best-model.pth holds (the lowest selection score)."""
     history = Experiment.open(data_root, name).read_result("history")
     score = next((c for c in ("val_nrmse", "val_loss") if c in history.columns), None)
+    if score and history[score].isna().all():
+        raise UserError(f"The run {name!r} has no finite validation score in its history; delete its folder and "
+                        "run the sweep again.")
     # A baseline is fitted once: its one row holds the validation metrics of the hyperparameters it chose.
     return (history.loc[history[score].idxmin()] if score else history.iloc[-1]).to_dict()
 
@@ -250,6 +258,20 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     # Everything is checked before the parent trains: every run of a grid, the corners of an Optuna space.
     space = _space(sweep) if optuna_sweep else None
     all_runs = [] if optuna_sweep else runs(sweep)
+    experiments = experiment_dir(data_root, sweep["name"]).parent
+    experiments.mkdir(parents=True, exist_ok=True)
+    lock = try_lock(experiments / f".{sweep['name']}.sweep-lock")  # one live runner per sweep
+    if lock is None:
+        raise UserError(f"The sweep {sweep['name']!r} is being run by another process; wait for it to end (a re-run "
+                        "afterwards trains only what is missing).")
+    try:
+        return _run_locked(data_root, sweep, jobs, log, space, all_runs)
+    finally:
+        os.close(lock)
+
+
+def _run_locked(data_root, sweep: dict, jobs: int, log, space, all_runs: list) -> pd.DataFrame:
+    optuna_sweep = space is not None
     parent = parent_run(sweep)
     if parent is not None:
         log(f"{parent['name']}: {_train(data_root, parent, os.cpu_count() or 1)} (parent)")
@@ -269,7 +291,7 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
                 row[f"test_r2_{r.target}"] = r.r2
         rows.append(row)
     table = pd.DataFrame(rows)
-    summary = summarise(table, ["variant", *sweep["grid"], *sweep["random"]])
+    summary = summarise(table, ["variant", *sweep["grid"], *sweep["random"]], sweep["metrics"][0])
     exp = Experiment.create(data_root, sweep["name"], {"sweep": sweep},
                             resume=(experiment_dir(data_root, sweep["name"]) / "config.toml").is_file())
     with exp.run():
@@ -289,13 +311,14 @@ def test_metrics(data_root, name: str) -> pd.DataFrame:
     return evaluate_experiment(data_root, name)
 
 
-def summarise(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean, sd and n over seeds of every metric column, one row per point."""
+def summarise(table: pd.DataFrame, keys: list[str], counted: str = "") -> pd.DataFrame:
+    """Mean, sd and n over seeds of every metric column, one row per point; n counts the runs that gave the
+    metric `counted` (a NaN adds nothing to the mean, so it must not count either)."""
     metrics = [c for c in table.columns if c not in {"point", "seed", "experiment", *keys}]
     g = table.groupby(["variant", "point"], sort=False)
     out = g[[k for k in keys if k != "variant"]].first()
     for m in metrics:
         out[m] = g[m].mean()
         out[f"{m}_sd"] = g[m].std()
-    out["n"] = g.size()
+    out["n"] = g[counted].count() if counted in table.columns else g.size()
     return out.reset_index()[["variant", "point", *out.columns]]

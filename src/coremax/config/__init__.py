@@ -38,7 +38,8 @@ CHOICES = {
 
 # Numeric keys and the range they must lie in: checked with the choices, before any folder exists.
 RANGES = {
-    "experiment.seed": ("0 <= x", lambda x: x >= 0),
+    "experiment.seed": ("0 <= x < 2**32", lambda x: 0 <= x < 2**32),  # what NumPy and torch seeding both take
+    "data.max_memory_gb": ("x > 0", lambda x: x > 0),
     "data.spectrum_length": ("x >= 1", lambda x: x >= 1),
     "data.max_labels": ("x >= 0", lambda x: x >= 0),
     "data.test_labels": ("x >= 0", lambda x: x >= 0),

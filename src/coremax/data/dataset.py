@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.bulk import match_bulk, read_bulk
+from coremax.data.bulk import TARGETS, match_bulk, read_bulk
 from coremax.data.shards import SHARD_ROWS, Shards
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
@@ -130,8 +130,12 @@ def resolve_split_by(split_by: str, cores: int) -> str:
     return "core" if cores >= MIN_CORES_TO_SPLIT_BY_CORE else "row"
 
 
-def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.ndarray:
-    """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores."""
+def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int,
+                labelled: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores. By core, with
+    `labelled` (rows with a lab sample, when the data set has a bulk file), validation cores are drawn among cores
+    that have one, so a raw folder mixing labelled and unlabelled cores still validates on lab samples; the groups
+    without any stay in training (pretraining reads their spectra)."""
     if split_by == "row":  # the same spot scanned twice stays on one side
         keys = pd.factorize(df["core"].astype(str) + "@" + df["depth_mm"].round(1).astype(str))[0]
     elif split_by == "section":
@@ -143,9 +147,22 @@ def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int) -> np.
     n_train = int(round(split * len(groups)))
     if len(groups) > 1:  # keep at least one group on each side
         n_train = min(max(n_train, 1), len(groups) - 1)
+    n_val = len(groups) - n_train
+    always_train = np.array([], dtype=keys.dtype)
+    if labelled is not None and n_val and split_by == "core":
+        with_labels = np.unique(keys[labelled])
+        if len(with_labels) < 2:
+            raise UserError(f"Only {len(with_labels)} non-test core of the data set has lab samples, so none can "
+                            "be held out for validation and another kept for training; add labelled cores, or "
+                            "use --split-by row.")
+        always_train = groups[~np.isin(groups, with_labels)]
+        groups = groups[np.isin(groups, with_labels)]
+        n_val = min(n_val, len(groups) - 1)  # at least one labelled group stays in training
     if split_by == "core" and "scanner" in df.columns:
-        return np.isin(keys, _validation_cores_across_scanners(df, keys, groups, len(groups) - n_train), invert=True)
-    return np.isin(keys, groups[:n_train])
+        val = _validation_cores_across_scanners(df, keys, groups, n_val)
+    else:
+        val = groups[len(groups) - n_val:]
+    return np.isin(keys, val, invert=True) | np.isin(keys, always_train)
 
 
 def _validation_cores_across_scanners(df: pd.DataFrame, keys: np.ndarray, groups: np.ndarray, n_val: int) -> list:
@@ -248,7 +265,8 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     rest_rows = np.flatnonzero(~is_test)
     rest = table.iloc[rest_rows].reset_index(drop=True)
     split_by = resolve_split_by(split_by, rest["core"].nunique())
-    is_train = _split_rows(rest, split, split_by, seed)
+    labelled = rest[list(targets.columns)].notna().any(axis=1).to_numpy() if len(targets.columns) else None
+    is_train = _split_rows(rest, split, split_by, seed, labelled)
     rows = {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}
     parts = {k: table.iloc[v].reset_index(drop=True) for k, v in rows.items()}
 
@@ -276,6 +294,9 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
         "test_cores": test_cores,
         "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},
+        # the targets that are contents in wt% (bounded to 0-100 when predicted); others (ratios) are not
+        "contents": [c for c in (measured.attrs.get("contents", TARGETS) if bulk is not None else [])
+                     if c in targets.columns],
         "live_time_s": _stats(meta["live_time_s"]),
         "scanners": sorted(meta["scanner"].unique().tolist()),
         "skipped": skipped,

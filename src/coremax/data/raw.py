@@ -80,7 +80,7 @@ def _read_chunk(args) -> list:
             data = f.read_bytes()
             meta, counts = parse_spe(data, str(f), spectrum_length)
             meta["sha256"] = hashlib.sha256(data).hexdigest()
-            out.append((rel, {**info, **meta}, counts.astype(np.float32), None))
+            out.append((rel, {**info, **meta}, counts.astype(np.int32), None))  # whole counts below 2**31, exact
         except UserError as e:
             if on_error == "fail":
                 raise
@@ -90,7 +90,7 @@ def _read_chunk(args) -> list:
 
 def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length: int = 2048,
                 on_error: str = "fail", workers: int = 2) -> tuple[pd.DataFrame, np.ndarray, list[dict]]:
-    """Read every selected .spe file into (metadata table, counts (n, L) float32, skipped files).
+    """Read every selected .spe file into (metadata table, counts (n, L) int32, exact, skipped files).
 
     `kv` selects the run folders of that tube voltage and refuses files whose header says another one; None
     reads every run.
@@ -105,7 +105,7 @@ def read_folder(raw: str | os.PathLike, kv: float | None = 10.0, spectrum_length
     jobs = [(files[i:i + chunk], root, spectrum_length, on_error) for i in range(0, len(files), chunk)]
     # Spectra go straight into one array as chunks arrive (rows of skipped files are never touched, so they
     # take no memory): no list of per-file arrays stacked into a second copy.
-    counts = np.empty((len(files), spectrum_length), np.float32)
+    counts = np.empty((len(files), spectrum_length), np.int32)
     rows, skipped = [], []
 
     def collect(parts) -> None:

@@ -9,6 +9,7 @@ fast path refuses (decimal counts, damage) is walked line by line, to read it or
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -88,9 +89,9 @@ def parse_header(lines: list[str], name: str) -> dict:
             meta["date"] = _date(text)
         elif text and (key in FLOAT_KEYS or key == "MEAS_TIM"):
             numbers = _numbers(text)
-            if not numbers:
-                raise UserError(f"{name}, line {line_no}: cannot read a number for ${key}: from {text[:40]!r}; "
-                                "fix or remove that value.")
+            if not numbers or not all(math.isfinite(v) for v in numbers):  # 1e999 reads as inf
+                raise UserError(f"{name}, line {line_no}: cannot read a number for ${key}: from {text[:40]!r} (it must "
+                                "be finite); fix or remove that value.")
             if key == "MEAS_TIM":  # live time, then real time
                 meta["live_time_s"], meta["real_time_s"] = numbers[0], numbers[-1]
             else:
@@ -157,7 +158,9 @@ def parse_spe(content: bytes | str, name: str = "<text>", spectrum_length: int =
     if np.any(wrong):
         bad = int(np.flatnonzero(wrong)[0])
         raise UserError(f"{name}: channel {first + bad} holds {counts[bad]}, not a count; the data block is damaged.")
-    meta["spectrum_length"] = int(expected)
+    if first:  # the range says where the counts start: channels below it were not written, so they hold none
+        counts = np.concatenate([np.zeros(first, dtype=counts.dtype), counts])
+    meta["spectrum_length"] = int(last + 1)
     return meta, fit_length(counts, spectrum_length, name)
 
 

@@ -214,6 +214,9 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
     scaler, unlabelled = None, None
     if stage == "pretrain":
         train, val = pool_rows(data_root, dataset, info, list(pool), train, val, spectrum_length, channels)
+        if len(val[0]) == 0:
+            raise UserError(f"The data set {dataset!r} (with data.pool) has no validation rows, so no epoch could be "
+                            "judged; rebuild it with scripts/preprocess.py and a --split below 1.")
         if test_spectra:
             train = join_rows([train, unlabelled_test_rows(data_root, dataset, info, spectrum_length, channels)])
     else:
@@ -222,6 +225,11 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         if len(train[0]) == 0:
             raise UserError(f"The data set {dataset!r} has no train rows with any of {targets}; "
                             "check the bulk file given to preprocess.")
+        if len(val[0]) == 0:
+            raise UserError(f"The data set {dataset!r} has no validation rows with any of {targets} (its validation "
+                            f"cores {info.get('cores', {}).get('val', [])} have no lab samples), so no epoch or "
+                            "hyperparameter could be judged; rebuild it with scripts/preprocess.py --overwrite "
+                            "(validation cores are drawn among labelled cores) or choose --test-cores.")
         if max_labels and max_labels < len(train[0]):
             keep = np.sort(np.random.default_rng(seed).choice(len(train[0]), size=max_labels, replace=False))
             train = (train[0].iloc[keep], train[1][keep])

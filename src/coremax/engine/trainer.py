@@ -161,6 +161,10 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
         row = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                **val, "seconds": round(time.monotonic() - started, 3), "spectra_per_s": round(speed, 1),
                "mfu": round(flops * speed / (peak * rt.world_size), 4) if peak else float("nan")}
+        if not math.isfinite(row[task.score]):  # NaN < best is never true: the run would end without a best model
+            raise UserError(f"The validation score {task.score} is {row[task.score]} at epoch {epoch + 1}: the "
+                            "validation rows give no finite score (no measured targets there?); the last good "
+                            "checkpoint stays. Check the data set's validation split.")
         history.append(row)
         improved = row[task.score] < best
         best = min(best, row[task.score])
@@ -268,11 +272,11 @@ def train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule,
 
 
 def _save_checkpoints(exp, state: dict, improved: bool, save_every: int) -> None:
-    """last.pth every epoch, best-model.pth when the score improved, checkpoint-epoch-N.pth every N; then
-    the history table."""
-    ckpt.save(exp.checkpoints / "last.pth", state)
+    """best-model.pth when the score improved, then last.pth (so a kill between the two never leaves last.pth's
+    recorded best ahead of the best file), checkpoint-epoch-N.pth every N; then the history table."""
     if improved:
         ckpt.save(exp.checkpoints / "best-model.pth", state)
+    ckpt.save(exp.checkpoints / "last.pth", state)
     if save_every and state["epoch"] % save_every == 0:
         ckpt.save(exp.checkpoints / f"checkpoint-epoch-{state['epoch']}.pth", state)
     exp.write_result("history", pd.DataFrame(state["history"]))

@@ -12,7 +12,7 @@ from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.run import Distance, calibrate, check_trained, load_predictor, predict_frame
+from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 
@@ -35,6 +35,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     pred = load_predictor(exp, device)
     meta, counts, skipped = read_folder(raw, kv=None, spectrum_length=cfg["data"]["spectrum_length"],
                                         on_error=on_error)
+    core_names(meta, f"the folder {raw}")  # they name the profile figures
     df = pd.concat([meta.reset_index(drop=True), pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
     val = load_split(data_root, dataset, "val")
     q = calibrate(pred, val, cfg["eval"]["interval"])

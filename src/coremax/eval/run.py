@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from coremax import logs, models
+from coremax.data.bulk import TARGETS
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
 from coremax.engine.data import labelled, core_label_mask
@@ -25,6 +26,7 @@ from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
+from coremax.paths import check_name, dataset_dir
 
 PRED_BATCH = 256
 
@@ -32,8 +34,24 @@ PRED_BATCH = 256
 @dataclass
 class Predictor:
     targets: list[str]
-    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> wt% (n, T)
+    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> target units (n, T), unbounded
     embed: Callable[[np.ndarray], np.ndarray]     # raw counts (n, L) -> features for distribution checks
+    contents: tuple = TARGETS                     # targets that are contents in wt%: bounded to 0-100
+
+    def bounded(self, x: np.ndarray) -> np.ndarray:
+        """Predictions in their bounds: contents in wt% within 0-100, other targets (an isotope ratio) as they
+        are; a non-finite prediction is refused rather than clipped into a plausible number."""
+        p = np.asarray(self.predict(x), dtype=np.float64)
+        if not np.isfinite(p).all():
+            raise UserError(f"The model predicts a non-finite value for {int((~np.isfinite(p)).any(axis=1).sum())} of "
+                            f"{len(p)} spectra; it is broken (train it again) or the spectra are damaged.")
+        return self.clip(p)
+
+    def clip(self, p: np.ndarray) -> np.ndarray:
+        cols = [j for j, t in enumerate(self.targets) if t in self.contents]
+        p = np.array(p, dtype=np.float64)
+        p[:, cols] = np.clip(p[:, cols], 0.0, 100.0)
+        return p
 
 
 # -- loading a trained experiment ------------------------------------------------------------------------------
@@ -55,9 +73,14 @@ def check_trained(exp: Experiment, split: str | None = None, allow_changed_data:
     recorded = prov.get("dataset", {}).get("files", {})
     if split is not None and recorded:
         dataset = prov["dataset"]["name"]
+        folder = dataset_dir(exp.data_root, dataset)
         now = load_info(exp.data_root, dataset).get("files", {})
-        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] == split]
-        changed = [f for f in mine if recorded.get(f) != now.get(f)]
+        # The split scored and the validation split the intervals are calibrated on; the files themselves are
+        # hashed, not the list in info.toml (a rebuilt or edited file may keep an old list beside it).
+        reads = {split, "val"}
+        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] in reads]
+        changed = [f for f in mine if recorded.get(f) is None or not (folder / f).is_file()
+                   or file_sha256(folder / f) != recorded[f]]
         if changed and not allow_changed_data:
             raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
                             f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
@@ -72,10 +95,12 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     channels = cfg["data"]["channels"]
+    # Data sets built before they listed their contents: the default targets are the contents.
+    contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
     if stage == "baseline":
         model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
         return Predictor(list(model.targets), lambda x: model.predict(window(x, channels)),
-                         lambda x: _log_total_features(window(x, channels)))
+                         lambda x: _log_total_features(window(x, channels)), contents)
     if stage != "finetune":
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
@@ -92,7 +117,7 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         return np.concatenate(out) if out else np.zeros((0, width))
 
     return Predictor(loaded.targets, lambda x: np.asarray(scaler.inverse(run(x, model))),
-                     lambda x: run(x, model.features))
+                     lambda x: run(x, model.features), contents)
 
 
 def load_network(exp: Experiment, device: str = "cpu"):
@@ -106,6 +131,12 @@ def _log_total_features(x: np.ndarray) -> np.ndarray:
     """Features of a baseline experiment for distribution checks: log of count shares per channel."""
     x = np.asarray(x, dtype=np.float64)
     return np.log1p(x / np.maximum(x.sum(axis=1, keepdims=True), 1.0) * 1e4)
+
+
+def core_names(df: pd.DataFrame, where: str) -> list[str]:
+    """The cores of a table, each checked as a file-name part (they name the profile figures): a data set or
+    folder from elsewhere cannot make a write escape the results folder."""
+    return [check_name(str(c), f"core name {str(c)[:40]!r} in {where}") for c in df["core"].unique()]
 
 
 # -- distribution checks ---------------------------------------------------------------------------------------
@@ -128,21 +159,23 @@ class Distance:
 
 # -- evaluation on a split -----------------------------------------------------------------------------------
 def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFrame:
-    """One row per spectrum: core, depth, each target's measurement, prediction (0-100 wt%) and interval."""
+    """One row per spectrum: core, depth, each target's measurement, prediction (contents within 0-100 wt%) and
+    interval."""
     out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
-    p = np.clip(pred.predict(spectra_array(df)), 0.0, 100.0)
+    p = pred.bounded(spectra_array(df))
+    lo, hi = pred.clip(p - q), pred.clip(p + q)
     for j, t in enumerate(pred.targets):
         out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
         out[f"{t}_pred"] = p[:, j]
-        out[f"{t}_lo"] = np.clip(p[:, j] - q[j], 0.0, 100.0)
-        out[f"{t}_hi"] = np.clip(p[:, j] + q[j], 0.0, 100.0)
+        out[f"{t}_lo"] = lo[:, j]
+        out[f"{t}_hi"] = hi[:, j]
     return out
 
 
 def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndarray:
     """Split-conformal half-widths per target from the absolute residuals on the validation rows."""
     val_df = labelled(val_df, pred.targets)
-    p = np.clip(pred.predict(spectra_array(val_df)), 0.0, 100.0)
+    p = pred.bounded(spectra_array(val_df))
     return np.array([conformal_quantile(np.abs(val_df[t].to_numpy(np.float64) - p[:, j]), alpha=1 - interval)
                      for j, t in enumerate(pred.targets)])
 
@@ -157,6 +190,7 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
     df = load_split(data_root, cfg["data"]["dataset"], split)
+    core_names(df, f"the {split} table of the data set {cfg['data']['dataset']!r}")  # before anything is written
     logs.push(exp.log_file, experiment=exp.name)
     log = logs.get_logger()
     try:
