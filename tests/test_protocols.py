@@ -178,3 +178,17 @@ def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_
     frame = pd.DataFrame({"core": ["a"] * 8 + ["new"] * 2})
     assert np.array_equal(row_weights(frame, ["new"]), [1.0] * 8 + [4.0, 4.0])
     assert np.array_equal(row_weights(frame, []), np.ones(10))
+
+
+def test_a_study_without_the_new_cores_protocol_writes_its_own_table(data_root):
+    from coremax import config as configlib
+    from coremax.study import STUDY_DEFAULTS, run_study
+
+    study = configlib.resolve(None, ['study.name="only-spectra"', 'study.protocol=["new-cores-spectra"]',
+                                     'study.methods=["pls"]', "study.budgets=[20]", "study.seeds=[0]"],
+                              default_file=STUDY_DEFAULTS)["study"]
+    summary = run_study(data_root, study, log=lambda *a: None)
+    assert set(summary["protocol"]) == {"new-cores-spectra"}
+    exp = Experiment.open(data_root, "only-spectra")
+    assert exp.status() == "completed" and "Protocol `new-cores-spectra`" in (exp.results / "label-budget.md").read_text()
+    assert Experiment.open(data_root, "only-spectra-spectra-pls-p00-s0").config()["data"]["test_spectra"]

@@ -13,6 +13,7 @@ Protocols:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
@@ -114,16 +115,20 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
         run_sweep(data_root, sweeps[p], jobs, log)
         parts.append(protocol_rows(data_root, study, p, sweeps[p]))
     summary = pd.concat(parts, ignore_index=True)
-    out = Experiment.open(data_root, study["name"])
-    with atomic_path(out.results / "label-budget.md") as tmp:
-        tmp.write_text("\n".join(markdown_table(summary[summary["protocol"] == p], p) for p in chosen))
-    out.write_result("label-budget", summary)
-    with atomic_path(out.results / "label-budget.csv") as tmp:
-        summary.to_csv(tmp, index=False)
-    for p in chosen:  # one figure per protocol, against its own label count
-        part = summary[(summary["protocol"] == p) & (summary["scope"] == "all") & (summary["method"] != "floor")]
-        figures.plot_label_budget(part, out.results / f"label-budget-{p}.png",
-                                  "k_per_core" if PROTOCOLS[p][2] else "n_labels")
+    # The new-cores sweep's folder is the study's; without that protocol the study makes its own.
+    created = not (experiment_dir(data_root, study["name"]) / "config.toml").is_file()
+    out = Experiment.create(data_root, study["name"], {"study": study}) if created else \
+        Experiment.open(data_root, study["name"])
+    with out.run() if created else contextlib.nullcontext():
+        with atomic_path(out.results / "label-budget.md") as tmp:
+            tmp.write_text("\n".join(markdown_table(summary[summary["protocol"] == p], p) for p in chosen))
+        out.write_result("label-budget", summary)
+        with atomic_path(out.results / "label-budget.csv") as tmp:
+            summary.to_csv(tmp, index=False)
+        for p in chosen:  # one figure per protocol, against its own label count
+            part = summary[(summary["protocol"] == p) & (summary["scope"] == "all") & (summary["method"] != "floor")]
+            figures.plot_label_budget(part, out.results / f"label-budget-{p}.png",
+                                      "k_per_core" if PROTOCOLS[p][2] else "n_labels")
     return summary
 
 
