@@ -164,8 +164,6 @@ class Experiment:
         exp._start_provenance(config, resume, command if command is not None else sys.argv)
         return exp
 
-    _lock_fd: int | None = None
-
     def hold(self) -> None:
         """Take the folder's advisory lock for this process's run (released when the run ends or the process
         dies, so a killed run can be resumed); refused while another live process holds it. A process may open
@@ -177,13 +175,14 @@ class Experiment:
             owner = self.provenance().get("process", {})
             raise UserError(f"The experiment {self.name!r} is being run by another process (pid "
                             f"{owner.get('pid', '?')} on {owner.get('host', '?')}); wait for it to end or stop it "
-                            "before resuming it.") from None
-        self._lock_fd = _HELD[str(self.path)] = fd
+                            "before resuming it.")
+        _HELD[str(self.path)] = fd
 
     def release(self) -> None:
-        if self._lock_fd is not None:
-            os.close(_HELD.pop(str(self.path)))
-            self._lock_fd = None
+        """This process is done with the folder: its lock goes (a no-op when it holds none)."""
+        fd = _HELD.pop(str(self.path), None)
+        if fd is not None:
+            os.close(fd)
 
     # -- config and provenance -----------------------------------------------------------------------------
     def config(self) -> dict:

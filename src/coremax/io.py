@@ -166,18 +166,11 @@ def parse_toml(text: str, where: str) -> dict:
 
 
 def read_toml(path) -> dict:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib
-
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"The file {str(path)!r} does not exist; check the path.") from None
     except IsADirectoryError:
         raise UserError(f"{str(path)!r} is a folder, not a TOML file; give the file's path.") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"The TOML file {str(path)!r} cannot be parsed ({e}); fix its syntax.") from None
+    return parse_toml(text, f"the file {str(path)!r}")

@@ -20,10 +20,9 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax.data.dataset import load_arrays
-from coremax.engine.data import labelled, core_label_mask
+from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.floor import floor_metrics
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.paths import experiment_dir
@@ -41,10 +40,10 @@ PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", 
 
 
 def protocols(study: dict) -> list[str]:
-    chosen = [study["protocol"]] if isinstance(study["protocol"], str) else list(study["protocol"])
+    chosen = list(study["protocol"])
     unknown = [p for p in chosen if p not in PROTOCOLS]
     if unknown or not chosen:
-        raise UserError(f"study.protocol has {unknown or chosen}; use one or a list of {list(PROTOCOLS)}.")
+        raise UserError(f"study.protocol has {unknown or chosen}; use a list of some of {list(PROTOCOLS)}.")
     return chosen
 
 
@@ -135,13 +134,11 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
 def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.DataFrame:
     """One row per run, metric scope (all, each test core) and target, plus the floor as a method "floor" on the
     very rows each run was scored on."""
-    labels = PROTOCOLS[protocol][2]
     train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
-    test_meta = load_arrays(data_root, study["dataset"], "test")[0] if labels else None
-    rows, floors = [], {}
+    rows, floors = [], set()
     for r in runs(sweep):
-        cfg = Experiment.open(data_root, r["name"]).config()
-        targets = cfg["data"]["targets"]
+        exp = Experiment.open(data_root, r["name"])
+        targets = exp.config()["data"]["targets"]
         n_all = len(labelled(train_meta, targets))
         budget = r["values"].get("data.max_labels", 0)
         k = r["values"].get("data.test_labels", 0)
@@ -150,12 +147,10 @@ def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.Data
         for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
             rows.append({**common, "method": r["variant"], "scope": m.scope, "target": m.target, "n_test": m.n,
                          "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": r["name"]})
-        key = (budget, k, r["seed"] if k else 0)
-        if key not in floors:
-            exclude = set(test_meta["source_file"][core_label_mask(test_meta, targets, k, r["seed"])]) if k else set()
-            floors[key] = True
-            floor = floor_metrics(data_root, study["dataset"], targets, exclude=exclude)
-            for m in ([] if floor is None else floor.itertuples()):
+        key = (budget, k, r["seed"] if k else 0)  # the scored rows differ only with data.test_labels
+        if key not in floors and exp.has_result("test-floor"):  # written by the evaluation, on the rows it scored
+            floors.add(key)
+            for m in exp.read_result("test-floor").itertuples():
                 rows.append({**common, "method": "floor", "scope": m.scope, "target": m.target, "n_test": m.n,
                              "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": ""})
     return pd.DataFrame(rows)

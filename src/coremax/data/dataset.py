@@ -148,21 +148,19 @@ def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int,
     if len(groups) > 1:  # keep at least one group on each side
         n_train = min(max(n_train, 1), len(groups) - 1)
     n_val = len(groups) - n_train
-    always_train = np.array([], dtype=keys.dtype)
     if labelled is not None and n_val and split_by == "core":
         with_labels = np.unique(keys[labelled])
         if len(with_labels) < 2:
             raise UserError(f"Only {len(with_labels)} non-test core of the data set has lab samples, so none can "
                             "be held out for validation and another kept for training; add labelled cores, or "
                             "use --split-by row.")
-        always_train = groups[~np.isin(groups, with_labels)]
-        groups = groups[np.isin(groups, with_labels)]
+        groups = groups[np.isin(groups, with_labels)]  # cores without a lab sample are never validation cores
         n_val = min(n_val, len(groups) - 1)  # at least one labelled group stays in training
     if split_by == "core" and "scanner" in df.columns:
         val = _validation_cores_across_scanners(df, keys, groups, n_val)
     else:
         val = groups[len(groups) - n_val:]
-    return np.isin(keys, val, invert=True) | np.isin(keys, always_train)
+    return np.isin(keys, val, invert=True)
 
 
 def _validation_cores_across_scanners(df: pd.DataFrame, keys: np.ndarray, groups: np.ndarray, n_val: int) -> list:

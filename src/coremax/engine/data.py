@@ -143,10 +143,10 @@ def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int) -
     return mask
 
 
-def unlabelled_test_rows(data_root, name: str, info: dict, spectrum_length: int, channels) -> Rows:
+def unlabelled(rows: Rows, info: dict) -> Rows:
     """data.test_spectra: the test cores' spectra for unsupervised steps, every target column dropped here so
     that nothing downstream can read a test label."""
-    meta, x = read_rows(data_root, name, "test", spectrum_length, channels)
+    meta, x = rows
     return meta.drop(columns=[c for c in info.get("targets", {}) if c in meta.columns]), x
 
 
@@ -211,14 +211,16 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
     channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
     train, val = (read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val"))
-    scaler, unlabelled = None, None
+    scaler, spectra_only = None, None
+    # the test split, read once, and only by the protocols that may read it
+    test = read_rows(data_root, dataset, "test", spectrum_length, channels) if test_spectra or test_labels else None
     if stage == "pretrain":
         train, val = pool_rows(data_root, dataset, info, list(pool), train, val, spectrum_length, channels)
         if len(val[0]) == 0:
             raise UserError(f"The data set {dataset!r} (with data.pool) has no validation rows, so no epoch could be "
                             "judged; rebuild it with scripts/preprocess.py and a --split below 1.")
         if test_spectra:
-            train = join_rows([train, unlabelled_test_rows(data_root, dataset, info, spectrum_length, channels)])
+            train = join_rows([train, unlabelled(test, info)])
     else:
         check_targets(targets, info, dataset)
         train, val = labelled_rows(train, targets), labelled_rows(val, targets)
@@ -234,11 +236,11 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
             keep = np.sort(np.random.default_rng(seed).choice(len(train[0]), size=max_labels, replace=False))
             train = (train[0].iloc[keep], train[1][keep])
         if test_labels:
-            meta, x = read_rows(data_root, dataset, "test", spectrum_length, channels)
+            meta, x = test
             pick = core_label_mask(meta, targets, test_labels, seed)
             train = join_rows([train, (meta[pick], x[np.flatnonzero(pick)])])
         if test_spectra and stage == "baseline":
-            unlabelled = unlabelled_test_rows(data_root, dataset, info, spectrum_length, channels)
+            spectra_only = unlabelled(test, info)
         scaler = TargetScaler().fit(train[0][targets].to_numpy(np.float64))
     stats = None
     if transform == "normalize":
@@ -253,6 +255,6 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
         targets=targets, scaler=scaler, transform_name=transform, channel_stats=stats,
         augment=augment and stage == "finetune", augment_min_fraction=augment_min_fraction,
         jitter=(jitter_gain, jitter_offset, jitter_width), absorption=jitter_absorption, channels=channels, info=info,
-        unlabelled=to_arrays(unlabelled, targets, None) if unlabelled is not None else None,
+        unlabelled=to_arrays(spectra_only, targets, None) if spectra_only is not None else None,
     )
 

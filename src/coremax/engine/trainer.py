@@ -187,11 +187,9 @@ def save_untrained(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, co
     """A model that needs no gradient step (a closed-form head on a frozen encoder): validated once and saved
     as the one epoch of its run, so test.py, predict.py, sweeps and the study read it like any fine-tune."""
     started = time.monotonic()
-    model.to(rt.device).eval()
-    row = {"epoch": 1, "step": 0, "lr": 0.0, "train_loss": float("nan"),
-           **task.validate(model, task.data.val, 256), "seconds": 0.0, "spectra_per_s": float("nan"),
-           "mfu": float("nan")}
-    row["seconds"] = round(time.monotonic() - started, 3)
+    val = task.validate(model.to(rt.device).eval(), task.data.val, 256)
+    row = {"epoch": 1, "step": 0, "lr": 0.0, "train_loss": float("nan"), **val,
+           "seconds": round(time.monotonic() - started, 3), "spectra_per_s": float("nan"), "mfu": float("nan")}
     log.info("epoch", **row, best=True)
     if rt.main:
         _save_checkpoints(exp, {"model": model.state_dict(), "optimizer": {}, "scaler": {}, "epoch": 1, "step": 0,
