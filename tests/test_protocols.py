@@ -157,7 +157,8 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
     assert "model.head_layers=6" not in by_name["scratch"]["overrides"]
     assert 'finetune.from=""' in by_name["scratch"]["overrides"]
     labels = study_sweep(study, "new-cores-labels")
-    assert labels["grid"] == {"data.test_labels": [5, 10]} and "data.max_labels=0" in labels["overrides"]
+    assert labels["grid"] == {"data.test_labels": [5, 10], "data.test_label_rows": [""]}  # random depths
+    assert "data.max_labels=0" in labels["overrides"]
     assert labels["parent"]["name"] == "pre-spectra" and len(runs(labels)) == 3 * 2
     with pytest.raises(UserError, match="study.protocol"):
         run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})

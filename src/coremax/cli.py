@@ -218,6 +218,35 @@ def predict_main(argv=None) -> None:
 
 
 @guard
+def suggest_main(argv=None) -> None:
+    from coremax.suggest import METHODS, suggest_raw  # deferred
+
+    p = argparse.ArgumentParser(description="Suggest which depths of newly scanned cores to send to the lab.")
+    p.add_argument("--experiment", required=True, help="pretrain, fine-tuned or baseline experiment name")
+    p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe, or one core's folder")
+    p.add_argument("--n", type=int, default=10, help="depths to suggest (per core with --per-core; default: 10)")
+    p.add_argument("--per-core", action="store_true", help="n depths of each core instead of n in all")
+    p.add_argument("--method", default="typical", choices=METHODS,
+                   help="typical (default; needs features) | diverse | uncertain (fine-tuned or baseline) | regular")
+    p.add_argument("--min-gap-mm", type=float, default=20.0, help="least distance between sampled depths (default: 20)")
+    p.add_argument("--exclude", help="CSV of core, depth_mm already sampled (skipped, and kept apart by the gap)")
+    p.add_argument("--cores", help="comma-separated cores of --raw to suggest for (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clustering (default: 0)")
+    p.add_argument("--out", required=True, help="CSV to write (suggest-<core>.png figures go beside it)")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--on-error", default="skip", choices=("fail", "skip"), help="what a bad .spe file does")
+    args = p.parse_args(argv)
+    table, notes = suggest_raw(args.data_root, args.experiment, args.raw, args.out, args.n, args.method,
+                               args.per_core, args.min_gap_mm, args.exclude,
+                               [c.strip() for c in args.cores.split(",")] if args.cores else None, args.seed,
+                               args.device, args.on_error)
+    for note in notes:
+        print(note, file=sys.stderr)
+    print(f"wrote {len(table)} depths to sample of {table['core'].nunique()} cores to {args.out}")
+
+
+@guard
 def simulate_main(argv=None) -> None:
     from coremax.data.simulate import simulate_archive  # deferred
 
@@ -231,13 +260,15 @@ def simulate_main(argv=None) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
     p.add_argument("--unlabelled", action="store_true",
                    help="write an unlabelled pool (every head, cores named apart, no bulk.csv)")
+    p.add_argument("--dense-lab", action="store_true",
+                   help="also write bulk-dense.csv: a lab sample at every scanned depth (for sampling studies)")
     args = p.parse_args(argv)
     try:
         kvs = [float(k) for k in args.kv.split(",")]
     except ValueError:
         raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
     m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
-                         overwrite=args.overwrite, labelled=not args.unlabelled)
+                         overwrite=args.overwrite, labelled=not args.unlabelled, dense_lab=args.dense_lab)
     print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
           f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
 

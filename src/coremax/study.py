@@ -8,7 +8,9 @@ Protocols:
 - `new-cores-spectra`: unsupervised steps also read the test cores' spectra, never their labels (pretraining,
   `<pretrain>-spectra`; NMF and PLS's standardisation), as a researcher pretrains on every spectrum they have.
 - `new-cores-labels`: as new-cores-spectra, plus k labelled rows of each test core (`study.test_labels`) join
-  all the training labels; the test metrics and the floor are on that core's other rows.
+  all the training labels; the test metrics and the floor are on that core's other rows. The k rows are random
+  depths or chosen by sample suggestion (`study.suggest`, in the features of `study.suggest_from`, among each
+  core's lab samples), the same rows for every method of a seed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from coremax import config as configlib
-from coremax.data.dataset import load_arrays
+from coremax import suggest
+from coremax.data.dataset import load_arrays, load_split, spectra_array
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
@@ -37,6 +40,16 @@ ORDER = ("msm", "msm-probe", "msm-lpft", "scratch", "nmf_svr", "pls")
 # protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
 PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
              "new-cores-labels": ("-labels", True, True)}
+SELECTIONS = ("random", *suggest.METHODS)  # how new-cores-labels picks the k lab samples of each test core
+
+
+def selection_files(study: dict) -> dict[str, str]:
+    """data.test_label_rows of each study.suggest method (relative to the data root; "" = random depths)."""
+    unknown = [m for m in study["suggest"] if m not in SELECTIONS]
+    if unknown or not study["suggest"]:
+        raise UserError(f"study.suggest has {unknown or 'nothing'}; use a list of some of {list(SELECTIONS)}.")
+    folder = f"experiments/{study['name']}-labels-suggest/results"
+    return {m: "" if m == "random" else f"{folder}/selection-{m}.csv" for m in study["suggest"]}
 
 
 def protocols(study: dict) -> list[str]:
@@ -83,7 +96,9 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
         parent = {"name": pretrain, "config": study["pretrain_config"],
                   "overrides": list(study["pretrain_overrides"]) + reads + ['experiment.stage="pretrain"']}
     defaults = configlib.resolve(SWEEP_DEFAULTS, default_file=SWEEP_DEFAULTS)["sweep"]
-    grid = {"data.test_labels": list(study["test_labels"])} if labels else {"data.max_labels": list(study["budgets"])}
+    grid = {"data.test_labels": list(study["test_labels"]),
+            "data.test_label_rows": list(selection_files(study).values())} if labels else \
+        {"data.max_labels": list(study["budgets"])}
     return {**defaults, "name": study["name"] + suffix,
             "overrides": [f'data.dataset="{study["dataset"]}"'] + (["data.max_labels=0"] if labels else []),
             "seeds": list(study["seeds"]), "grid": grid, "variants": variants, "parent": parent, "test": True}
@@ -111,6 +126,8 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
         check_pretrain(data_root, study, p)
     parts = []
     for p in chosen:
+        if PROTOCOLS[p][2]:
+            write_selections(data_root, study, p, log)
         run_sweep(data_root, sweeps[p], jobs, log)
         parts.append(protocol_rows(data_root, study, p, sweeps[p]))
     summary = pd.concat(parts, ignore_index=True)
@@ -125,10 +142,47 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
         with atomic_path(out.results / "label-budget.csv") as tmp:
             summary.to_csv(tmp, index=False)
         for p in chosen:  # one figure per protocol, against its own label count
-            part = summary[(summary["protocol"] == p) & (summary["scope"] == "all") & (summary["method"] != "floor")]
+            part = summary[(summary["protocol"] == p) & (summary["scope"] == "all") & (summary["method"] != "floor")
+                           & summary["selection"].isin(["", study["suggest"][0]])]
             figures.plot_label_budget(part, out.results / f"label-budget-{p}.png",
                                       "k_per_core" if PROTOCOLS[p][2] else "n_labels")
     return summary
+
+
+def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
+    """The k lab samples of each test core per seed that each suggestion method of study.suggest picks, in the
+    features of study.suggest_from (default: the protocol's pretraining; `uncertain` needs a fine-tuned or
+    baseline experiment), among each core's labelled rows; written once into `<name>-labels-suggest`."""
+    files = {m: f for m, f in selection_files(study).items() if f}
+    if not files:
+        return
+    name = f"{study['name']}-labels-suggest"
+    source = study["suggest_from"] or pretrain_name(study, protocol)
+    folder = experiment_dir(data_root, name)
+    exp = Experiment.open(data_root, name) if (folder / "config.toml").is_file() else \
+        Experiment.create(data_root, name, {"study": study, "suggest_from": source})
+    todo = {m: f for m, f in files.items() if not (Path(data_root) / f).is_file()}
+    if not todo:
+        return
+    features_of, pred = suggest.experiment_space(Experiment.open(data_root, source))
+    cfg = Experiment.open(data_root, source).config()
+    test = load_split(data_root, study["dataset"], "test")
+    x = spectra_array(test)
+    features = features_of(x)
+    width = None if pred is None else suggest.interval_widths(Experiment.open(data_root, source), pred, x)[2]
+    candidates = test[cfg["data"]["targets"]].notna().any(axis=1).to_numpy()  # only depths with a lab sample
+    with exp.run():
+        for method, path in todo.items():
+            parts = []
+            for seed in study["seeds"]:
+                for k in study["test_labels"]:
+                    chosen = suggest.choose(test[["core", "depth_mm", "source_file"]], features, k, method, seed,
+                                            width=width, candidates=candidates, per_core=True, strict=False)
+                    parts.append(chosen.assign(seed=seed, k=k)[["seed", "k", "core", "depth_mm", "source_file",
+                                                                 "rank", "reason"]])
+            with atomic_path(Path(data_root) / path) as tmp:
+                pd.concat(parts, ignore_index=True).to_csv(tmp, index=False)
+            log(f"chose the lab samples of the test cores by {method} suggestion from {source}: {path}")
 
 
 def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.DataFrame:
@@ -136,18 +190,20 @@ def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.Data
     very rows each run was scored on."""
     train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
     rows, floors = [], set()
+    selections = {f: m for m, f in selection_files(study).items()}
     for r in runs(sweep):
         exp = Experiment.open(data_root, r["name"])
         targets = exp.config()["data"]["targets"]
         n_all = len(labelled(train_meta, targets))
         budget = r["values"].get("data.max_labels", 0)
         k = r["values"].get("data.test_labels", 0)
-        common = {"protocol": protocol, "budget": budget, "seed": r["seed"], "k_per_core": k,
+        selection = selections.get(r["values"].get("data.test_label_rows", ""), "random") if k else ""
+        common = {"protocol": protocol, "budget": budget, "seed": r["seed"], "k_per_core": k, "selection": selection,
                   "n_labels": min(budget, n_all) if budget else n_all}
         for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
             rows.append({**common, "method": r["variant"], "scope": m.scope, "target": m.target, "n_test": m.n,
                          "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": r["name"]})
-        key = (budget, k, r["seed"] if k else 0)  # the scored rows differ only with data.test_labels
+        key = (budget, k, selection, r["seed"] if k else 0)  # the scored rows differ only with data.test_labels
         if key not in floors and exp.has_result("test-floor"):  # written by the evaluation, on the rows it scored
             floors.add(key)
             for m in exp.read_result("test-floor").itertuples():
@@ -161,7 +217,7 @@ def summarise(summary: pd.DataFrame, scope: str = "all") -> pd.DataFrame:
     test cores (scope "all") or one test core (scope = its name)."""
     if "scope" in summary.columns:
         summary = summary[summary["scope"] == scope]
-    keys = [k for k in ("protocol", "target", "k_per_core", "n_labels", "method") if k in summary.columns]
+    keys = [k for k in ("protocol", "target", "k_per_core", "selection", "n_labels", "method") if k in summary.columns]
     g = summary.groupby(keys)
     return g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
                  seeds=("seed", "nunique")).reset_index()
@@ -172,36 +228,40 @@ def _cell(r) -> str:
 
 
 def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
-    """The README table of one protocol: per target and label count, each method's mean test RMSE +- sd over
-    seeds and mean R^2, the best in bold, and the floor on the same rows; then R^2 per test core at the largest
-    label count."""
+    """The README table of one protocol: per target and label count (and, for new-cores-labels, way the k samples
+    were chosen), each method's mean test RMSE +- sd over seeds and mean R^2, the best in bold, and the floor on
+    the same rows; then R^2 per test core at the largest label count (first selection of the study)."""
     s = summarise(summary)
     labels = PROTOCOLS[protocol][2]
     row_key = "k_per_core" if labels else "n_labels"
+    keys = ["target", row_key] + (["selection"] if labels and "selection" in s.columns else [])
     methods = [m for m in ORDER if m in set(s["method"])]
     has_floor = "floor" in set(s["method"])
-    head = "k per test core" if labels else "labels"
+    head = "k per test core" + (" | chosen by" if len(keys) > 2 else "") if labels else "labels"
     lines = [f"Protocol `{protocol}`: test RMSE (wt%), mean ± sd over seeds (mean R²)", "",
              f"| target | {head} | " + " | ".join(methods) + (" | floor |" if has_floor else " |"),
-             "|---|---|" + "---|" * (len(methods) + has_floor)]
-    for (target, n), part in s.groupby(["target", row_key], sort=True):
+             "|---|---|" + "---|" * (len(keys) - 2 + len(methods) + has_floor)]
+    order = {m: i for i, m in enumerate(SELECTIONS)}
+    groups = sorted(s.groupby(keys), key=lambda g: tuple(order.get(v, v) if i == 2 else v
+                                                         for i, v in enumerate(g[0])))
+    for key, part in groups:
         part = part.set_index("method")
         best = part.loc[methods, "rmse"].idxmin()
         cells = [f"**{_cell(part.loc[m])}**" if m == best else _cell(part.loc[m]) for m in methods]
         if has_floor:
             cells.append(f"{part.loc['floor'].rmse:.2f} (R² {part.loc['floor'].r2:.3f})")
-        lines.append(f"| {target} | {n} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(str(v) for v in key) + " | " + " | ".join(cells) + " |")
     cores = sorted(set(summary.get("scope", pd.Series(dtype=str))) - {"all"})
     if cores:  # R^2 per test core at the largest label count: where a target transfers and where it does not
         top = summary[row_key].max()
-        lines += ["", f"R² per test core with {head} = {top} (mean over seeds):", "",
+        first = summary[summary["selection"] == summary["selection"].iloc[0]] if "selection" in summary else summary
+        lines += ["", f"R² per test core with {head.split(' |')[0]} = {top} (mean over seeds):", "",
                   "| target | core | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
         for core in cores:
-            per = summarise(summary, core)
+            per = summarise(first, core)
             per = per[per[row_key] == top]
             for target, part in per.groupby("target"):
                 part = part.set_index("method")
                 lines.append(f"| {target} | {core} | " + " | ".join(
                     f"{part.loc[m].r2:.3f}" if m in part.index else "" for m in methods) + " |")
     return "\n".join(lines) + "\n"
-

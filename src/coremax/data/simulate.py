@@ -378,7 +378,7 @@ def window_mean(fine_values: pd.DataFrame, fine: np.ndarray, centres: np.ndarray
     return pd.DataFrame((csum[hi] - csum[lo]) / (hi - lo)[:, None], columns=fine_values.columns)
 
 
-def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,)) -> dict:
+def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,), dense_lab: bool = False) -> dict:
     """Spectra, truth and bulk samples of one core."""
     rng = np.random.default_rng(plan.seed)
     # The energy calibration drifts a little between cores (measured weeks apart) around the head's setting.
@@ -404,7 +404,8 @@ def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,)) -> dict
                           "scanner": scanner.head, "gain_kev": scanner.gain_kev, "offset_kev": scanner.offset_kev,
                           "water_film_um": film, **{c: comp[c] for c in comp.columns}})
     bulk = bulk_samples(plan, fine, comp_fine, rng, detrital_ca)
-    return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "scanner": scanner}
+    dense = dense_samples(plan, fine, comp_fine, scan_depth, detrital_ca) if dense_lab else None
+    return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "dense": dense, "scanner": scanner}
 
 
 BULK_ELEMENTS = ("Ca", "Fe", "Si", "K")  # element contents a lab also reports (dry wt%, e.g. ICP-OES)
@@ -413,13 +414,25 @@ BULK_ELEMENTS = ("Ca", "Fe", "Si", "K")  # element contents a lab also reports (
 def bulk_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, rng,
                  detrital_ca: float = 1.0) -> pd.DataFrame:
     """Discrete lab samples every few cm to tens of cm: each integrates 1-2 cm, is registered a few mm off,
-    and carries lab error; TOC is not measured on every sample. Element contents (dry wt%, 2 % relative
-    error) come last so that adding them left every other value of the archive as it was."""
+    and carries lab error; TOC is not measured on every sample."""
     depths, d = [], rng.uniform(20, 80)
     while d < plan.length_mm - 20:
         depths.append(d)
         d += rng.choice([rng.uniform(20, 60), rng.uniform(60, 200)], p=[0.7, 0.3])
-    mids = np.array(depths)
+    return lab_values(plan, fine, comp_fine, np.array(depths), rng, detrital_ca)
+
+
+def dense_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, depths: np.ndarray,
+                  detrital_ca: float = 1.0) -> pd.DataFrame:
+    """A lab sample at every scanned depth (bulk-dense.csv, for sampling studies): the lab of bulk_samples, with
+    a random stream of its own so that the default archive's files do not change."""
+    return lab_values(plan, fine, comp_fine, depths, np.random.default_rng([plan.seed, 1]), detrital_ca)
+
+
+def lab_values(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, mids: np.ndarray, rng,
+               detrital_ca: float = 1.0) -> pd.DataFrame:
+    """The lab's measurement of samples centred at `mids`. Element contents (dry wt%, 2 % relative error) come
+    last so that adding them left every other value of the archive as it was."""
     n = len(mids)
     true = window_mean(comp_fine, fine, mids, rng.uniform(5, 10, n))
     caco3, toc = true["CaCO3"].to_numpy(), true["TOC"].to_numpy()
@@ -446,9 +459,9 @@ def file_name(core: str, section: str, pos_mm: float, scanner: Scanner, kv: floa
             f"{scanner.current_ua:g}uA {scanner.filter}.spe")
 
 
-def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame]:
-    plan, out, spacing_mm, kvs, section_mm = args
-    sim = simulate_core(plan, spacing_mm, kvs)
+def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    plan, out, spacing_mm, kvs, section_mm, dense_lab = args
+    sim = simulate_core(plan, spacing_mm, kvs, dense_lab)
     scanner = sim["scanner"]
     truth = sim["truth"]
     files = []
@@ -472,17 +485,19 @@ def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame]:
             if run == 1:
                 files.append(f"{plan.core}/{folder.name}/{name}")
     truth["source_file"] = files
-    return truth, sim["bulk"]
+    return truth, sim["bulk"], sim["dense"]
 
 
 def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spacing_mm: float = 10.0,
                      kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0, overwrite: bool = False,
-                     labelled: bool = True) -> dict:
+                     labelled: bool = True, dense_lab: bool = False) -> dict:
     """Write `<out>/raw/<core>/Run 1 at  10kV/*.spe`, `<out>/bulk.csv` (beside raw/), `<out>/truth.csv` (true
     composition of every spectrum, for tests and analysis only) and `<out>/manifest.toml` (settings and the
     default held-out `test_cores`). The archive is built in a temporary folder and renamed into place.
     `labelled=False` writes an unlabelled pool ("forgotten spectra"): same physics, every scanner head, cores
-    named apart, no bulk.csv and no test cores."""
+    named apart, no bulk.csv and no test cores. `dense_lab` also writes `<out>/bulk-dense.csv`, a lab sample at
+    every scanned depth, so that a sampling study can "send" any depth to the lab; the other files stay as they
+    are without it."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"The folder {out} already exists; pass --overwrite to replace it or choose another --out.")
@@ -490,17 +505,19 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
         raise UserError(f"--cores {cores} and --spacing-mm {spacing_mm} must be positive.")
     plans = plan_archive(seed, cores, labelled)
     with folder_in_place(out) as tmp:
-        jobs = [(p, tmp, spacing_mm, tuple(float(k) for k in kvs), section_mm) for p in plans]
+        jobs = [(p, tmp, spacing_mm, tuple(float(k) for k in kvs), section_mm, dense_lab and labelled) for p in plans]
         if workers > 1 and len(plans) > 1:
             with ProcessPoolExecutor(min(workers, len(plans))) as pool:
                 parts = list(pool.map(_write_core, jobs))
         else:
             parts = [_write_core(j) for j in jobs]
-        truth = pd.concat([t for t, _ in parts], ignore_index=True)
-        bulk = pd.concat([b for _, b in parts], ignore_index=True)
+        truth = pd.concat([t for t, _, _ in parts], ignore_index=True)
+        bulk = pd.concat([b for _, b, _ in parts], ignore_index=True)
         truth.to_csv(tmp / "truth.csv", index=False)
         if labelled:
             bulk.to_csv(tmp / "bulk.csv", index=False)
+        if labelled and dense_lab:
+            pd.concat([d for _, _, d in parts], ignore_index=True).to_csv(tmp / "bulk-dense.csv", index=False)
         manifest = {"generator": "coremax.data.simulate", "seed": seed, "cores": cores, "spacing_mm": spacing_mm,
                     "kv": [float(k) for k in kvs], "spectra": len(truth), "labelled": labelled,
                     "bulk_samples": len(bulk) if labelled else 0,

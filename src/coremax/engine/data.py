@@ -14,6 +14,7 @@ from coremax.data.dataset import load_arrays, load_info
 from coremax.data.shards import Shards
 from coremax.data.transforms import TargetScaler, check_window, make_transform, window
 from coremax.errors import UserError
+from coremax.paths import inside
 
 
 @dataclass
@@ -127,20 +128,52 @@ def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
     return rows[0][keep], rows[1][keep]
 
 
-def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int) -> np.ndarray:
-    """data.test_labels: which test rows are the k lab samples per test core that join the training labels
-    (seeded random depths among each core's labelled rows). Training and evaluation both call this, so the
-    rows trained on are exactly the rows left out of the test metrics, for every method of one seed."""
+def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int, chosen=None) -> np.ndarray:
+    """data.test_labels: which test rows are the k lab samples per test core that join the training labels:
+    seeded random depths among each core's labelled rows, or the source files `chosen` (data.test_label_rows).
+    Training and evaluation both call this, so the rows trained on are exactly the rows left out of the test
+    metrics, for every method of one seed."""
     mask = np.zeros(len(meta), dtype=bool)
     if not k:
         return mask
-    rng = np.random.default_rng([seed, k])
     has = meta[targets].notna().any(axis=1).to_numpy()
     cores = meta["core"].to_numpy()
+    if chosen is not None:
+        files = meta["source_file"].astype(str).to_numpy()
+        mask = np.isin(files, list(chosen)) & has
+        missing = sorted(set(chosen) - set(files[mask]))
+        per_core = pd.Series(cores[mask]).value_counts()
+        if missing or (per_core > k).any():
+            why = f"{missing[0]!r}, which is not a labelled test row" if missing else \
+                f"{per_core.max()} rows of core {per_core.idxmax()}, more than data.test_labels = {k}"
+            raise UserError(f"data.test_label_rows lists {why}; choose the rows again with this data set "
+                            "(scripts/label_budget.py does) or clear data.test_label_rows.")
+        return mask
+    rng = np.random.default_rng([seed, k])
     for core in sorted(set(cores)):
         rows = np.flatnonzero(has & (cores == core))
         mask[rng.choice(rows, size=min(k, len(rows)), replace=False)] = True
     return mask
+
+
+def chosen_test_rows(data_root, path: str, k: int, seed: int) -> set[str] | None:
+    """The source files data.test_label_rows lists for this seed and k: a CSV under the data root with columns
+    seed, k, source_file (written by the label-budget study's sample suggestion); None for "" (random)."""
+    if not path or not k:
+        return None
+    file = inside(data_root, path, "data.test_label_rows file")
+    try:
+        table = pd.read_csv(file)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"data.test_label_rows = {path!r} cannot be read ({str(e).splitlines()[0]}); give a CSV "
+                        "of seed, k, source_file under the data root.") from None
+    if not {"seed", "k", "source_file"} <= set(table.columns):
+        raise UserError(f"data.test_label_rows = {path!r} needs columns seed, k and source_file.")
+    rows = table[(table["seed"] == seed) & (table["k"] == k)]
+    if rows.empty:
+        raise UserError(f"data.test_label_rows = {path!r} lists no rows for seed {seed} and k {k}; choose them "
+                        "for this seed and k first.")
+    return set(rows["source_file"].astype(str))
 
 
 def unlabelled(rows: Rows, info: dict) -> Rows:
@@ -200,13 +233,15 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
               jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0,
-              max_memory_gb: float = 4.0, test_spectra: bool = False, test_labels: int = 0) -> Prepared:
+              max_memory_gb: float = 4.0, test_spectra: bool = False, test_labels: int = 0,
+              test_label_rows: str = "") -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`.
     The protocols that may read test cores: `test_spectra` adds their spectra, never their labels, to
     pretraining's rows and to a baseline's unsupervised feature fit; `test_labels` = k adds k labelled rows
-    of each test core to the training labels (after the `max_labels` draw), which evaluation then leaves out."""
+    of each test core to the training labels (after the `max_labels` draw), which evaluation then leaves out;
+    `test_label_rows` names a file that chose them (else they are random)."""
     targets = list(targets)
     channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
@@ -237,7 +272,8 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
             train = (train[0].iloc[keep], train[1][keep])
         if test_labels:
             meta, x = test
-            pick = core_label_mask(meta, targets, test_labels, seed)
+            pick = core_label_mask(meta, targets, test_labels, seed,
+                                   chosen_test_rows(data_root, test_label_rows, test_labels, seed))
             train = join_rows([train, (meta[pick], x[np.flatnonzero(pick)])])
         if test_spectra and stage == "baseline":
             spectra_only = unlabelled(test, info)

@@ -112,6 +112,10 @@ class Baseline:
         f = self._features(self._cut(X))
         return np.column_stack([np.ravel(m.predict(f)) for m in self.models]).reshape(len(f), len(self.models))
 
+    def feature_space(self, X) -> np.ndarray:
+        """The baseline's own description of spectra (sample suggestion measures distances in it)."""
+        return self._features(self._cut(X))
+
     def selected_params(self) -> dict:
         """Per target: the hyperparameters the validation rows chose and their validation RMSE."""
         return {t: dict(p) for t, p in self.selected.items()}
@@ -220,6 +224,11 @@ class Pls(Baseline):
 
     def _features(self, x):
         return self.scaler.transform(self._log(x))
+
+    def feature_space(self, X) -> np.ndarray:
+        """The PLS scores of every target's model: the directions that carry the targets."""
+        f = self._features(self._cut(X))
+        return np.hstack([m.transform(f) for m in self.models])
 
     def _grid(self, n_train, n_features):
         limit = min(n_train - 1, n_features)

@@ -126,3 +126,27 @@ def plot_sweep(summary: pd.DataFrame, metrics, path) -> Path:
         ax.set(xlabel="sweep point", ylabel=m, title=m)
         ax.grid(True, alpha=0.3)
     return save(fig, path)
+
+
+def plot_suggestions(profile: pd.DataFrame, chosen: pd.DataFrame, targets, path, core,
+                     sampled: pd.DataFrame | None = None) -> Path:
+    """Down-core profile of one core (`<t>_pred`, with `<t>_lo`/`<t>_hi` as a band where there are intervals)
+    with the suggested depths marked by their rank, and depths already sampled dashed."""
+    fig, axes = new_figure(1, len(targets), 3.0, 7.0)
+    profile = profile.sort_values("depth_mm")
+    d = profile["depth_mm"].to_numpy(float)
+    for ax, t in zip(axes[0], targets):
+        if f"{t}_lo" in profile.columns:
+            ax.fill_betweenx(d, profile[f"{t}_lo"].to_numpy(float), profile[f"{t}_hi"].to_numpy(float),
+                             alpha=0.25, linewidth=0, label="interval")
+        ax.plot(profile[f"{t}_pred"].to_numpy(float), d, lw=1, label="predicted" if f"{t}_lo" in profile else t)
+        for depth in ([] if sampled is None else sampled["depth_mm"]):
+            ax.axhline(depth, color="0.5", lw=0.8, ls="--")
+        for depth, rank in zip(chosen["depth_mm"], chosen["rank"]):
+            ax.axhline(depth, color="C3", lw=1.0)
+            ax.text(1.0, depth, f" {rank}", color="C3", fontsize=7, va="center", transform=ax.get_yaxis_transform())
+        ax.set(xlabel=t if t == "PC1" else f"{t} (wt%)", title=t)
+        ax.yaxis.set_inverted(True)  # depth grows downwards
+    axes[0][0].set_ylabel("depth (mm)")
+    fig.suptitle(f"core {core}: {len(chosen)} depths to sample (red){'' if sampled is None else ', sampled (dashed)'}")
+    return save(fig, path)

@@ -17,7 +17,7 @@ from coremax import logs, models
 from coremax.data.bulk import TARGETS
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
-from coremax.engine.data import labelled, core_label_mask
+from coremax.engine.data import chosen_test_rows, core_label_mask, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.eval.baselines import BASELINE_FILE, load_baseline
@@ -209,7 +209,7 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     val_df = load_split(exp.data_root, cfg["data"]["dataset"], "val")
     q = calibrate(pred, val_df, cfg["eval"]["interval"])
     frame = predict_frame(pred, df, q)
-    trained = trained_test_rows(cfg, df, split)
+    trained = trained_test_rows(exp.data_root, cfg, df, split)
     frame.loc[trained, pred.targets] = np.nan  # the data.test_labels rows were trained on: no test of anything
     frame["trained_on"] = trained
     metrics = metrics_table(frame, pred.targets)
@@ -231,10 +231,12 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     return metrics
 
 
-def trained_test_rows(cfg: dict, df: pd.DataFrame, split: str) -> np.ndarray:
-    """The test rows a data.test_labels run trained on (the same seeded draw as load_data's); none otherwise."""
-    k = cfg["data"].get("test_labels", 0) if split == "test" else 0
-    return core_label_mask(df, cfg["data"]["targets"], k, cfg["experiment"]["seed"])
+def trained_test_rows(data_root, cfg: dict, df: pd.DataFrame, split: str) -> np.ndarray:
+    """The test rows a data.test_labels run trained on (the same rows as load_data's); none otherwise."""
+    data, seed = cfg["data"], cfg["experiment"]["seed"]
+    k = data.get("test_labels", 0) if split == "test" else 0
+    chosen = chosen_test_rows(data_root, data.get("test_label_rows", ""), k, seed)
+    return core_label_mask(df, data["targets"], k, seed, chosen)
 
 
 def _test_pretrain(exp, df, split, device, changed) -> pd.DataFrame:
