@@ -166,7 +166,7 @@ def test_training_curves_and_metric_comparison(data_root, pretrained, finetuned,
 # -- saliency ------------------------------------------------------------------------------------------------------
 def tiny_regressor(length=64):
     torch.manual_seed(0)
-    return Regressor(2, spectrum_length=length, patch_size=16, embed_dim=16, depth=1, num_heads=2).eval()
+    return Regressor(2, input_channels=length, patch_size=16, embed_dim=16, depth=1, num_heads=2).eval()
 
 
 def spectra(n=3, length=64, seed=0):

@@ -8,7 +8,9 @@ from sklearn.cross_decomposition import PLSRegression
 from sklearn.preprocessing import StandardScaler
 
 from coremax.errors import UserError
-from coremax.eval.baselines import NmfSvr, Pls, load_baseline, make_baseline
+from coremax.baselines import load_baseline, make_baseline
+from coremax.baselines.nmf_svr import NmfSvr
+from coremax.baselines.pls import Pls
 from coremax.eval.metrics import regression_metrics
 
 L = 256
@@ -44,7 +46,7 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     x_tr, y_tr, x_va, y_va, _, _ = data
-    return {"nmf_svr": make_baseline("nmf_svr", n_components=6).fit(x_tr, y_tr, x_va, y_va, TARGETS),
+    return {"nmf_svr": make_baseline("nmf_svr", {"n_components": 6}).fit(x_tr, y_tr, x_va, y_va, TARGETS),
             "pls": make_baseline("pls").fit(x_tr, y_tr, x_va, y_va, TARGETS)}
 
 

@@ -134,10 +134,10 @@ def test_the_study_is_a_sweep_over_methods_budgets_and_seeds():
     names = {r["name"] for r in plan}
     assert len(names) == len(plan) and "label-budget-msm-p01-s1" in names and "label-budget-nmfsvr-p00-s0" in names
     msm = next(r for r in plan if r["name"] == "label-budget-msm-p00-s1")
-    assert 'finetune.from="pre"' in msm["overrides"] and "experiment.seed=1" in msm["overrides"]
-    assert "data.max_labels=10" in msm["overrides"]
+    assert msm["overrides"]["finetune.from"] == "pre" and msm["overrides"]["experiment.seed"] == 1
+    assert msm["overrides"]["data.max_labels"] == 10
     scratch = next(r for r in plan if r["name"] == "label-budget-scratch-p00-s1")
-    assert 'finetune.from=""' in scratch["overrides"]
+    assert scratch["overrides"]["finetune.from"] == ""
     with pytest.raises(UserError, match="study.methods"):
         study_sweep({**study, "methods": ["magic"]})
 

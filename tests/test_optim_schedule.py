@@ -11,7 +11,7 @@ from coremax.models import build_model
 
 
 def test_no_decay_groups_hold_exactly_biases_norms_and_tokens():
-    m = build_model("pretrain", spectrum_length=256, patch_size=16)
+    m = build_model("pretrain", input_channels=256, patch_size=16)
     groups = param_groups(m, weight_decay=0.05)
     no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
     decay = {n for g in groups if g["weight_decay"] > 0 for n in g["names"]}
@@ -24,7 +24,7 @@ def test_no_decay_groups_hold_exactly_biases_norms_and_tokens():
 
 
 def test_extra_no_weight_decay_names_and_fixed_positions():
-    r = build_model("finetune", 2, spectrum_length=256, patch_size=16)
+    r = build_model("finetune", 2, input_channels=256, patch_size=16)
     groups = param_groups(r, 0.05, no_weight_decay=("head.weight",))
     no_decay = {n for g in groups if g["weight_decay"] == 0 for n in g["names"]}
     assert "head.weight" in no_decay and "encoder.blocks.0.attn.qkv.weight" not in no_decay
@@ -33,7 +33,7 @@ def test_extra_no_weight_decay_names_and_fixed_positions():
 
 
 def test_layer_decay_gives_per_layer_learning_rates():
-    r = build_model("finetune", 2, spectrum_length=256, patch_size=16)
+    r = build_model("finetune", 2, input_channels=256, patch_size=16)
     depth, decay, lr = r.encoder.depth, 0.5, 1e-3
     opt = build_optimizer(r, lr, layer_decay=decay)
     scale = {n: g["lr"] for g in opt.param_groups for n in g["names"]}
@@ -49,7 +49,7 @@ def test_layer_decay_gives_per_layer_learning_rates():
 
 
 def test_frozen_parameters_are_left_out():
-    r = build_model("finetune", 2, spectrum_length=256, patch_size=16)
+    r = build_model("finetune", 2, input_channels=256, patch_size=16)
     for p in r.encoder.parameters():
         p.requires_grad_(False)
     names = {n for g in param_groups(r, 0.05, 0.75) for n in g["names"]}

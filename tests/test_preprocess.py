@@ -1,7 +1,6 @@
 """Prepared data sets: the DataFrame contract, held-out test cores, split fractions and groups, no overwrite,
 atomic writing, skipped and unmatched reporting, kV selection, and scripts/preprocess.py itself."""
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 from coremax.data.bulk import TARGETS
-from coremax.data.dataset import (build_dataset, default_synthetic, info_hash, load_info, load_split,
+from coremax.data.dataset import (build_dataset, default_synthetic, load_info, load_split,
                                   spectra_array, spectrum_columns)
 from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError
@@ -59,7 +58,6 @@ def test_dataframe_contract_and_info(tmp_path, source):
     assert len(info["source"]["files_sha256"]) == 64 and info["spectrum_length"] == 2048 and info["kv"] == 10.0
     assert info["targets"]["CaCO3"]["train"]["count"] == df["CaCO3"].notna().sum()
     assert info["live_time_s"]["count"] == counts["files_read"]
-    assert info_hash(tmp_path, "d") == hashlib.sha256((path / "info.toml").read_bytes()).hexdigest()
 
 
 def test_test_cores_from_the_manifest_are_held_out_whole(tmp_path, source, data_root):
@@ -167,7 +165,7 @@ def test_load_errors_tell_what_to_do(tmp_path):
     with pytest.raises(UserError, match="scripts/preprocess.py"):
         load_split(tmp_path, "missing", "train")
     with pytest.raises(UserError, match="scripts/preprocess.py"):
-        info_hash(tmp_path, "missing")
+        load_info(tmp_path, "missing")
     with pytest.raises(UserError, match="Unknown split"):
         load_split(tmp_path, "missing", "all")
 
@@ -231,9 +229,9 @@ def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_
 
 
 def test_the_same_spot_scanned_twice_stays_on_one_side_of_a_row_split():
-    from coremax.data.dataset import _split_rows
+    from coremax.data.splits import split_rows
 
     df = pd.DataFrame({"core": ["A"] * 40, "depth_mm": np.repeat(np.arange(20.0), 2)})
-    train = _split_rows(df, 0.5, "row", seed=0)
+    train = split_rows(df, 0.5, "row", seed=0)
     pairs = train.reshape(20, 2)
     assert (pairs[:, 0] == pairs[:, 1]).all() and 0 < train.sum() < 40

@@ -57,7 +57,7 @@ def test_transductive_pretraining_reads_test_spectra_never_labels(tmp_path, data
 
 @pytest.mark.parametrize("method", ["nmf_svr", "pls"])
 def test_transductive_baselines_fit_features_on_test_spectra_without_labels(tmp_path, data_root, method):
-    from coremax.eval.baselines import BASELINE_FILE, load_baseline
+    from coremax.baselines import BASELINE_FILE, load_baseline
 
     scrambled = _scrambled_labels_copy(data_root, tmp_path)
     x_test = load_split(data_root, "synthetic", "test")[list(range(2048))].to_numpy(np.float32)
@@ -145,20 +145,20 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
                                      'study.method_overrides={msm-probe = ["model.head_layers=6"]}'],
                               default_file=STUDY_DEFAULTS)["study"]
     plain = study_sweep(study, "new-cores")
-    assert plain["parent"]["name"] == "pre" and "data.test_spectra=true" not in plain["parent"]["overrides"]
+    assert plain["parent"]["name"] == "pre" and "data.test_spectra" not in plain["parent"]["overrides"]
     spectra = study_sweep(study, "new-cores-spectra")
     assert spectra["name"] == "label-budget-spectra" and spectra["parent"]["name"] == "pre-spectra"
-    assert "data.test_spectra=true" in spectra["parent"]["overrides"]
+    assert spectra["parent"]["overrides"]["data.test_spectra"] is True
     by_name = {r["variant"]: r for r in runs(spectra)}
-    assert "data.test_spectra=true" in by_name["nmf_svr"]["overrides"]
-    assert 'finetune.from="pre-spectra"' in by_name["msm-probe"]["overrides"]
-    assert 'finetune.mode="ridge"' in by_name["msm-probe"]["overrides"]
-    assert "model.head_layers=6" in by_name["msm-probe"]["overrides"]
-    assert "model.head_layers=6" not in by_name["scratch"]["overrides"]
-    assert 'finetune.from=""' in by_name["scratch"]["overrides"]
+    assert by_name["nmf_svr"]["overrides"]["data.test_spectra"] is True
+    assert by_name["msm-probe"]["overrides"]["finetune.from"] == "pre-spectra"
+    assert by_name["msm-probe"]["overrides"]["finetune.mode"] == "ridge"
+    assert by_name["msm-probe"]["overrides"]["model.head_layers"] == 6
+    assert "model.head_layers" not in by_name["scratch"]["overrides"]
+    assert by_name["scratch"]["overrides"]["finetune.from"] == ""
     labels = study_sweep(study, "new-cores-labels")
     assert labels["grid"] == {"data.test_labels": [5, 10], "data.test_label_rows": [""]}  # random depths
-    assert "data.max_labels=0" in labels["overrides"]
+    assert labels["overrides"]["data.max_labels"] == 0
     assert labels["parent"]["name"] == "pre-spectra" and len(runs(labels)) == 3 * 2
     with pytest.raises(UserError, match="study.protocol"):
         run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})

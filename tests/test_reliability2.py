@@ -180,7 +180,7 @@ def test_seeds_memory_budgets_and_system_errors_end_in_one_sentence(capsys):
     import errno
 
     from coremax import config as configlib
-    from coremax.cli import guard
+    from coremax.cli.common import guard
     from coremax.stages import function_defaults
 
     for bad in ("experiment.seed=200000000000000", "data.max_memory_gb=nan", "data.max_memory_gb=-1"):

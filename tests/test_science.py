@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import resolved, train
-from coremax.data.dataset import build_dataset, load_info, load_split, resolve_split_by
+from coremax.data.dataset import build_dataset, load_info, load_split
+from coremax.data.splits import resolve_split_by
 from coremax.data.simulate import LABELLED_HEADS, SCANNERS, plan_archive, simulate_archive
 from coremax.data.transforms import (centred_log_ratio, jitter_absorption, jitter_calibration, make_transform,
                                      sqrt_normalize)

@@ -105,7 +105,7 @@ def test_optuna_sweep_proposes_points_and_a_rerun_replays_them(tmp_path, data_ro
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"sampler": "tpe"}, 'sweep.sampler must be "grid" or "optuna"'),
+    ({"sampler": "tpe"}, "sweep.sampler must be one of grid, optuna"),
     ({"samples": 0}, "sweep.samples must be at least 1"),
     ({"variants": {"a": {"overrides": []}}}, "cannot be combined"),
     ({"grid": {"data.channels": [[0, 512], [0, 1024]]}}, "sweep.grid.data.channels: an Optuna search"),

@@ -34,7 +34,7 @@ def test_pretraining_loss_falls_and_outputs_exist(data_root, pretrained):
     for f in ("best-model.pth", "last.pth"):
         assert (exp.checkpoints / f).is_file()
     state = ckpt.load(exp.checkpoints / "last.pth")
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "rng", "config"} <= state.keys()
+    assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "config"} <= state.keys()
     assert state["epoch"] == 3 and state["config"]["experiment"]["name"] == pretrained
     events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]

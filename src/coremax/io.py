@@ -1,4 +1,5 @@
-"""Atomic writes: a crash never leaves a half-written file in place of a good one."""
+"""Atomic writes: a crash never leaves a half-written file in place of a good one (a folder replaced by
+folder_in_place: see there for the one moment a crash leaves the old folder aside), hashes, signed pickles, TOML."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def atomic_path(path: str | os.PathLike):
 @contextmanager
 def folder_in_place(target: Path):
     """Yield a temporary folder beside `target`; on success rename it onto `target` (an old one is moved aside
-    and removed only once the new one is in place), on error remove it: nothing is ever left half-written."""
+    and removed only once the new one is in place), on error remove it. A crash between the two renames leaves
+    no folder at `target`, only the old one intact as `.<name>.old` beside it (rename it back to recover)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -19,10 +19,11 @@ from coremax.engine.probe import fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
-from coremax.experiment import Experiment, device_info
+from coremax.experiment import Experiment
 from coremax.io import file_sha256
 from coremax.models import build_model, load_encoder
 from coremax.paths import experiment_dir, inside
+from coremax.provenance import device_info
 
 
 # [experiment], [finetune], [baseline] and [eval] are read directly, so their lowest level is the default file.
@@ -50,7 +51,7 @@ def resolve_parent(data_root, source: str) -> tuple[Path, str]:
     candidate = experiment_dir(data_root, source) if "/" not in source and ".." not in source else None
     if candidate is not None and candidate.is_dir():
         parent = Experiment.open(data_root, source)
-        stage, status = parent.config()["experiment"]["stage"], parent.provenance().get("status")
+        stage, status = parent.config()["experiment"]["stage"], parent.status()
         if stage == "baseline" or status != "completed":
             raise UserError(f"finetune.from = {source!r} is a {status} {stage} experiment; name a completed "
                             "pretrain (or finetune) experiment.")
@@ -62,8 +63,9 @@ def resolve_parent(data_root, source: str) -> tuple[Path, str]:
     return path, ""
 
 
-def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Experiment:
-    """Train one experiment from a resolved config (a plain dict); returns its folder."""
+def run_stage(config: dict, data_root, resume: bool = False, command=None, notes=()) -> Experiment:
+    """Train one experiment from a resolved config (a plain dict); returns its folder. `notes`: what resolving
+    the config mapped (a renamed key of a frozen config), written to the log."""
     stage = config["experiment"]["stage"]
     seed = config["experiment"]["seed"]
     rt = setup(**config["runtime"])
@@ -87,6 +89,8 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             exp = Experiment.create(data_root, config["experiment"]["name"], config, resume, command)
             exp.record(device={**device_info("cpu"), "world_size": 1}, test_cores_read=test_reads(data, config))
             with exp.run() as log:
+                for note in notes:
+                    log.info("config_note", note=note)
                 run_baseline(exp, data, config, log)
             return exp
         exp = _create_on_all_ranks(data_root, config, resume, command, rt)
@@ -94,6 +98,8 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None) -> Ex
             exp.record(device={**device_info(str(rt.device)), "world_size": rt.world_size},
                        test_cores_read=test_reads(data, config))
         with exp.run(main_process=rt.main) as log:
+            for note in notes:
+                log.info("config_note", note=note)
             model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
             # Everything needed to use the checkpoint without the experiment folder or the data set.
             extra = {"input_length": input_length(config["data"]), "targets": data.targets}
@@ -132,11 +138,10 @@ def test_reads(data: Prepared, config: dict) -> dict:
 
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
-    from coremax.eval.baselines import BASELINE_FILE, make_baseline  # deferred: scikit-learn, only for baselines
+    from coremax.baselines import BASELINE_FILE, make_baseline  # deferred: scikit-learn, only for baselines
 
     b = config["baseline"]
-    # baseline.n_components is the NMF setting; PLS chooses its number of components on the val rows
-    model = make_baseline(b["method"], **({"n_components": b["n_components"]} if b["method"] == "nmf_svr" else {}))
+    model = make_baseline(b["method"], b)  # each method takes the [baseline] keys it declares
     x_tr, x_va = np.asarray(data.train.x, dtype=np.float32), np.asarray(data.val.x, dtype=np.float32)
     y_tr = data.train.frame[data.targets].to_numpy(np.float64)
     y_va = data.val.frame[data.targets].to_numpy(np.float64)

@@ -22,21 +22,26 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import suggest
+from coremax.baselines import METHODS as BASELINES
+from coremax.data.bulk import labelled_mask
 from coremax.data.dataset import load_arrays, load_split, spectra_array
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
-from coremax.paths import experiment_dir
 from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, test_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
-# Neural methods: (finetune.mode, starts from the pretraining).
+# The study's neural methods: (finetune.mode, starts from the pretraining); every registered baseline
+# (coremax.baselines) is a method too, under its baseline.method. A new method is one line here.
 NEURAL = {"msm": ("full", True), "msm-probe": ("ridge", True), "msm-lpft": ("lp_ft", True),
           "scratch": ("full", False)}
-BASELINES = {"nmf_svr", "pls"}
-ORDER = ("msm", "msm-probe", "msm-lpft", "scratch", "nmf_svr", "pls")
+
+
+def methods() -> tuple[str, ...]:
+    """Every study method, in table order: the neural ones, then the baselines."""
+    return (*NEURAL, *BASELINES)
 # protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
 PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
              "new-cores-labels": ("-labels", True, True)}
@@ -70,11 +75,11 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
     """One protocol of the study as a sweep: one variant per method, a grid over data.max_labels (or, for
     new-cores-labels, over data.test_labels with every training label), the seeds, the protocol's pretraining
     as the sweep's parent, and test metrics of every run (reported; nothing is chosen on them)."""
-    unknown = set(study["methods"]) - set(NEURAL) - BASELINES
+    unknown = set(study["methods"]) - set(methods())
     if unknown:
-        raise UserError(f"study.methods has {sorted(unknown)}; use some of {list(ORDER)}.")
+        raise UserError(f"study.methods has {sorted(unknown)}; use some of {list(methods())}.")
     suffix, spectra, labels = PROTOCOLS[protocol]
-    reads = ["data.test_spectra=true"] if spectra else []
+    reads = {"data.test_spectra": True} if spectra else {}
     pretrain = pretrain_name(study, protocol)
     unknown = set(study["method_overrides"]) - set(study["methods"])
     if unknown or not all(isinstance(v, list) for v in study["method_overrides"].values()):
@@ -84,23 +89,24 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
     for method in study["methods"]:
         if method in NEURAL:
             mode, pretrained = NEURAL[method]
-            variants[method] = {"config": study["finetune_config"], "overrides": list(study["overrides"]) + [
-                'experiment.stage="finetune"', f'finetune.from="{pretrain if pretrained else ""}"',
-                f'finetune.mode="{mode}"']}
+            variants[method] = {"config": study["finetune_config"], "overrides": {
+                **configlib.parse_overrides(study["overrides"]), "experiment.stage": "finetune",
+                "finetune.from": pretrain if pretrained else "", "finetune.mode": mode}}
         else:
-            variants[method] = {"overrides": list(study["baseline_overrides"]) + reads + [
-                'experiment.stage="baseline"', f'baseline.method="{method}"']}
-        variants[method]["overrides"] += list(study["method_overrides"].get(method, []))
+            variants[method] = {"overrides": {**configlib.parse_overrides(study["baseline_overrides"]), **reads,
+                                              "experiment.stage": "baseline", "baseline.method": method}}
+        variants[method]["overrides"].update(configlib.parse_overrides(study["method_overrides"].get(method, [])))
     parent = {}
     if any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) and study["pretrain_config"]:
         parent = {"name": pretrain, "config": study["pretrain_config"],
-                  "overrides": list(study["pretrain_overrides"]) + reads + ['experiment.stage="pretrain"']}
+                  "overrides": {**configlib.parse_overrides(study["pretrain_overrides"]), **reads,
+                                "experiment.stage": "pretrain"}}
     defaults = configlib.resolve(SWEEP_DEFAULTS, default_file=SWEEP_DEFAULTS)["sweep"]
     grid = {"data.test_labels": list(study["test_labels"]),
             "data.test_label_rows": list(selection_files(study).values())} if labels else \
         {"data.max_labels": list(study["budgets"])}
     return {**defaults, "name": study["name"] + suffix,
-            "overrides": [f'data.dataset="{study["dataset"]}"'] + (["data.max_labels=0"] if labels else []),
+            "overrides": {"data.dataset": study["dataset"], **({"data.max_labels": 0} if labels else {})},
             "seeds": list(study["seeds"]), "grid": grid, "variants": variants, "parent": parent, "test": True}
 
 
@@ -109,9 +115,7 @@ def check_pretrain(data_root, study: dict, protocol: str) -> None:
     if not any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) or study["pretrain_config"]:
         return
     name = pretrain_name(study, protocol)
-    folder = experiment_dir(data_root, name or "-")
-    if not (folder / "checkpoints" / "best-model.pth").is_file() or \
-            Experiment.open(data_root, name).provenance().get("status") != "completed":
+    if Experiment.state(data_root, name or "-") != "completed":
         raise UserError(f"The {protocol} protocol needs {name!r}, a completed pretrain experiment under "
                         f"{Path(data_root) / 'experiments'}; train one first or set study.pretrain_config.")
 
@@ -132,7 +136,7 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
         parts.append(protocol_rows(data_root, study, p, sweeps[p]))
     summary = pd.concat(parts, ignore_index=True)
     # The new-cores sweep's folder is the study's; without that protocol the study makes its own.
-    created = not (experiment_dir(data_root, study["name"]) / "config.toml").is_file()
+    created = Experiment.state(data_root, study["name"]) == "absent"
     out = Experiment.create(data_root, study["name"], {"study": study}) if created else \
         Experiment.open(data_root, study["name"])
     with out.run() if created else contextlib.nullcontext():
@@ -158,8 +162,7 @@ def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
         return
     name = f"{study['name']}-labels-suggest"
     source = study["suggest_from"] or pretrain_name(study, protocol)
-    folder = experiment_dir(data_root, name)
-    exp = Experiment.open(data_root, name) if (folder / "config.toml").is_file() else \
+    exp = Experiment.open(data_root, name) if Experiment.state(data_root, name) != "absent" else \
         Experiment.create(data_root, name, {"study": study, "suggest_from": source})
     todo = {m: f for m, f in files.items() if not (Path(data_root) / f).is_file()}
     if not todo:
@@ -170,7 +173,7 @@ def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
     x = spectra_array(test)
     features = features_of(x)
     width = None if pred is None else suggest.interval_widths(Experiment.open(data_root, source), pred, x)[2]
-    candidates = test[cfg["data"]["targets"]].notna().any(axis=1).to_numpy()  # only depths with a lab sample
+    candidates = labelled_mask(test, cfg["data"]["targets"])  # only depths with a lab sample
     with exp.run():
         for method, path in todo.items():
             parts = []
@@ -235,19 +238,19 @@ def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
     labels = PROTOCOLS[protocol][2]
     row_key = "k_per_core" if labels else "n_labels"
     keys = ["target", row_key] + (["selection"] if labels and "selection" in s.columns else [])
-    methods = [m for m in ORDER if m in set(s["method"])]
+    shown = [m for m in methods() if m in set(s["method"])]
     has_floor = "floor" in set(s["method"])
     head = "k per test core" + (" | chosen by" if len(keys) > 2 else "") if labels else "labels"
     lines = [f"Protocol `{protocol}`: test RMSE (wt%), mean ± sd over seeds (mean R²)", "",
-             f"| target | {head} | " + " | ".join(methods) + (" | floor |" if has_floor else " |"),
-             "|---|---|" + "---|" * (len(keys) - 2 + len(methods) + has_floor)]
+             f"| target | {head} | " + " | ".join(shown) + (" | floor |" if has_floor else " |"),
+             "|---|---|" + "---|" * (len(keys) - 2 + len(shown) + has_floor)]
     order = {m: i for i, m in enumerate(SELECTIONS)}
     groups = sorted(s.groupby(keys), key=lambda g: tuple(order.get(v, v) if i == 2 else v
                                                          for i, v in enumerate(g[0])))
     for key, part in groups:
         part = part.set_index("method")
-        best = part.loc[methods, "rmse"].idxmin()
-        cells = [f"**{_cell(part.loc[m])}**" if m == best else _cell(part.loc[m]) for m in methods]
+        best = part.loc[shown, "rmse"].idxmin()
+        cells = [f"**{_cell(part.loc[m])}**" if m == best else _cell(part.loc[m]) for m in shown]
         if has_floor:
             cells.append(f"{part.loc['floor'].rmse:.2f} (R² {part.loc['floor'].r2:.3f})")
         lines.append("| " + " | ".join(str(v) for v in key) + " | " + " | ".join(cells) + " |")
@@ -256,12 +259,12 @@ def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
         top = summary[row_key].max()
         first = summary[summary["selection"] == summary["selection"].iloc[0]] if "selection" in summary else summary
         lines += ["", f"R² per test core with {head.split(' |')[0]} = {top} (mean over seeds):", "",
-                  "| target | core | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+                  "| target | core | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
         for core in cores:
             per = summarise(first, core)
             per = per[per[row_key] == top]
             for target, part in per.groupby("target"):
                 part = part.set_index("method")
                 lines.append(f"| {target} | {core} | " + " | ".join(
-                    f"{part.loc[m].r2:.3f}" if m in part.index else "" for m in methods) + " |")
+                    f"{part.loc[m].r2:.3f}" if m in part.index else "" for m in shown) + " |")
     return "\n".join(lines) + "\n"

@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
-import math
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 from coremax.io import read_toml
 
@@ -24,50 +25,29 @@ except ModuleNotFoundError:  # Python < 3.11
 
 DEFAULT_PATH = Path(__file__).with_name("default-config.toml")
 
-# Keys whose value is one of a few words: checked when the config is resolved, before anything runs.
+# Keys whose value is one of a few words: checked when the config is resolved, before anything runs. Transforms,
+# model sizes and baselines register where they are defined (registries() reads them).
 CHOICES = {
     "experiment.stage": ("pretrain", "finetune", "baseline"),
-    "data.transform": ("instance_normalize", "clr", "sqrt", "log", "normalize", "none"),
-    "model.size": ("tiny", "small", "base", "large"),
     "model.loss_on": ("masked", "all"),
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
     "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft"),
-    "baseline.method": ("nmf_svr", "pls"),
 }
 
-# Numeric keys and the range they must lie in: checked with the choices, before any folder exists.
-RANGES = {
-    "experiment.seed": ("0 <= x < 2**32", lambda x: 0 <= x < 2**32),  # what NumPy and torch seeding both take
-    "data.max_memory_gb": ("x > 0", lambda x: x > 0),
-    "data.spectrum_length": ("x >= 1", lambda x: x >= 1),
-    "data.max_labels": ("x >= 0", lambda x: x >= 0),
-    "data.test_labels": ("x >= 0", lambda x: x >= 0),
-    "data.augment_min_fraction": ("0 < x <= 1", lambda x: 0 < x <= 1),
-    "data.jitter_gain": ("0 <= x <= 0.1", lambda x: 0 <= x <= 0.1),
-    "data.jitter_offset": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
-    "data.jitter_width": ("0 <= x <= 20 channels", lambda x: 0 <= x <= 20),
-    "data.jitter_absorption": ("0 <= x <= 5", lambda x: 0 <= x <= 5),
-    "model.patch_size": ("x >= 1", lambda x: x >= 1),
-    "model.head_layers": ("x >= 1", lambda x: x >= 1),
-    "model.mask_ratio": ("0 < x < 1", lambda x: 0 < x < 1),
-    "model.drop_path": ("0 <= x < 1", lambda x: 0 <= x < 1),
-    "optim.batch_size": ("x >= 1", lambda x: x >= 1),
-    "optim.epochs": ("x >= 1", lambda x: x >= 1),
-    "optim.blr": ("x > 0", lambda x: x > 0),
-    "optim.min_lr": ("x >= 0", lambda x: x >= 0),
-    "optim.warmup_epochs": ("x >= 0", lambda x: x >= 0),
-    "optim.weight_decay": ("x >= 0", lambda x: x >= 0),
-    "optim.clip_grad": ("x >= 0", lambda x: x >= 0),
-    "optim.layer_decay": ("0 < x <= 1", lambda x: 0 < x <= 1),
-    "optim.accum_iter": ("x >= 1", lambda x: x >= 1),
-    "runtime.num_workers": ("x >= 0", lambda x: x >= 0),
-    "runtime.save_every": ("x >= 0", lambda x: x >= 0),
-    "runtime.log_interval_s": ("x >= 0", lambda x: x >= 0),
-    "baseline.n_components": ("x >= 1", lambda x: x >= 1),
-    "eval.interval": ("0 < x < 1", lambda x: 0 < x < 1),
-}
 
+# Keys that were renamed: a frozen config of an older experiment is read with the new name (a note says so);
+# anywhere else the old name is refused with the new one.
+RENAMED = {"runtime.num_workers": "runtime.threads"}
+
+
+def registries() -> dict[str, tuple]:
+    """The keys whose words are a registry: each transform, model size and baseline registers itself."""
+    from coremax.baselines import METHODS  # deferred: registries import torch and scikit-learn, needed only here
+    from coremax.data.transforms import TRANSFORMS  # deferred: as above
+    from coremax.models import SIZES  # deferred: as above
+
+    return {"data.transform": tuple(TRANSFORMS), "model.size": tuple(SIZES), "baseline.method": tuple(METHODS)}
 
 def signature_defaults(func: Callable) -> dict[str, Any]:
     """Defaults of the keyword-only parameters of `func`: the lowest level of the hierarchy for the section
@@ -85,6 +65,7 @@ class Config:
     def __init__(self) -> None:
         self.values: dict[str, dict[str, Any]] = {}
         self.sources: dict[str, dict[str, str]] = {}
+        self.notes: list[str] = []  # what was mapped on the way (renamed keys of a frozen config)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -130,20 +111,31 @@ class Config:
         self.values[section][key] = value
         self.sources[section][key] = level
 
-    def merge(self, data: dict, level: str, where: str, define: bool = False) -> None:
+    def merge(self, data: dict, level: str, where: str, define: bool = False, frozen: bool = False) -> None:
         for section, keys in data.items():
             if not isinstance(keys, dict):
                 raise UserError(f"{where}: {section!r} must be a [section] table of keys; "
                                 "write `section.key = value` pairs under a [section] header.")
             for key, value in keys.items():
+                section, key = self._renamed(section, key, where, frozen)
                 known = key in self.values.get(section, {})
                 if define and not known:
                     self._define(section, key, value, level)
                 else:
                     self._set(section, key, value, level, where)
 
-    def check_choices(self) -> None:
-        for full, allowed in CHOICES.items():
+    def _renamed(self, section: str, key: str, where: str, frozen: bool) -> tuple[str, str]:
+        new = RENAMED.get(f"{section}.{key}")
+        if new is None:
+            return section, key
+        if not frozen:
+            raise UserError(f"Config key {section}.{key} in {where} is now called {new}; rename it.")
+        self.notes.append(f"{where}: {section}.{key} read as {new} (renamed)")
+        return tuple(new.split("."))
+
+    def check_values(self) -> None:
+        """Words against their choices, numbers against RANGES."""
+        for full, allowed in {**CHOICES, **registries()}.items():
             section, key = full.split(".")
             value = self.values.get(section, {}).get(key)
             if value is not None and value not in allowed:
@@ -153,7 +145,7 @@ class Config:
         for full, (rule, ok) in RANGES.items():
             section, key = full.split(".")
             value = self.values.get(section, {}).get(key)
-            if value is not None and not (math.isfinite(value) and ok(value)):
+            if value is not None and not in_range(full, value):
                 raise UserError(f"Config key {full} = {value!r} (from {self.sources[section][key]}) is out of range: "
                                 f"it must satisfy {rule}.")
 
@@ -162,6 +154,37 @@ def _toml_value(value: Any) -> str:
     import tomli_w
 
     return tomli_w.dumps({"v": value}).strip()[len("v = "):]
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    """{"section.key": value} as the `section.key=value` arguments of scripts/train.py (how a sweep hands a run's
+    values to its process)."""
+    return [f"{key}={_toml_value(value)}" for key, value in values.items()]
+
+
+def parse_overrides(texts: Iterable[str]) -> dict[str, Any]:
+    """`section.key=value` texts (a sweep's or study's user-written overrides) as {"section.key": value}."""
+    out = {}
+    for text in texts:
+        section, key, value = parse_override(text)
+        out[f"{section}.{key}"] = value
+    return out
+
+
+def reference_table(default_file: str | Path = DEFAULT_PATH) -> str:
+    """The README's table of every key, made from default-config.toml (its value as written and its comment), so
+    a key is written once with its comment: `python -c "import coremax.config as c; print(c.reference_table())"`
+    prints it, and tests/test_config.py fails when the README's copy differs."""
+    rows, section = ["| key | default | meaning |", "|---|---|---|"], ""
+    for line in Path(default_file).read_text().splitlines():
+        head = re.match(r"^\[(\w+)\]", line)
+        entry = re.match(r"^(\w+) = (.*?)\s+# (.*)$", line)
+        if head:
+            section = head.group(1)
+        elif entry:
+            key, value, comment = entry.groups()
+            rows.append(f"| `{section}.{key}` | `{value}` | {comment.replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def _suggest(name: str, candidates: Iterable[str]) -> str:
@@ -221,11 +244,14 @@ def resolve(
     config_file: str | Path | None = None,
     overrides: Iterable[str] = (),
     *,
+    values: dict[str, Any] | None = None,
     function_defaults: dict[str, dict[str, Any]] | None = None,
     default_file: str | Path = DEFAULT_PATH,
+    frozen: bool = False,
 ) -> Config:
     """Merge the four levels (function defaults, the default file, the experiment file, command-line
-    overrides) into one checked Config."""
+    overrides: `section.key=value` texts, then `values` {"section.key": value}) into one checked Config.
+    `frozen`: the config file is an experiment's frozen config.toml, whose renamed keys are mapped."""
     cfg = Config()
     for section, keys in (function_defaults or {}).items():
         for key, value in keys.items():
@@ -233,9 +259,13 @@ def resolve(
     # The default file defines the schema: it may add keys no function declares, never drop any.
     cfg.merge(read_toml(default_file), "default-config", str(default_file), define=True)
     if config_file is not None:
-        cfg.merge(read_toml(config_file), "experiment", str(config_file))
+        cfg.merge(read_toml(config_file), "experiment", str(config_file), frozen=frozen)
     for text in overrides:
         section, key, value = parse_override(text)
+        section, key = cfg._renamed(section, key, f"the command-line override {text!r}", False)
         cfg._set(section, key, value, "command-line", f"the command-line override {text!r}")
-    cfg.check_choices()
+    for full, value in (values or {}).items():
+        section, _, key = full.partition(".")
+        cfg._set(section, key, value, "command-line", f"the override {full} = {value!r}")
+    cfg.check_values()
     return cfg

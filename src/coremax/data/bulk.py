@@ -31,6 +31,11 @@ def _numbers(column: pd.Series) -> pd.Series:
                          errors="coerce")
 
 
+def labelled_mask(df: pd.DataFrame, targets) -> np.ndarray:
+    """The one answer to "is this row labelled?": at least one of `targets` is measured (not NaN)."""
+    return df[list(targets)].notna().any(axis=1).to_numpy() if len(targets) else np.zeros(len(df), bool)
+
+
 def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
     """Columns core, depth_mm and every numeric column as a target (NaN = not measured). Contents in wt% (CaCO3,
     TOC and columns whose header says %) are checked to lie in 0-100; `attrs["contents"]` names them."""
@@ -106,7 +111,7 @@ def match_bulk(meta: pd.DataFrame, bulk: pd.DataFrame, tolerance_mm: float = 5.0
     # Slightly negative contents (below detection) become 0; other targets (isotopes, ...) may be negative.
     contents = [c for c in bulk.attrs.get("contents", TARGETS) if c in targets]
     # A row without any value measures nothing: it must not take a spectrum from a real sample nearby.
-    bulk = bulk[bulk[targets].notna().any(axis=1)].copy()
+    bulk = bulk[labelled_mask(bulk, targets)].copy()
     out = pd.DataFrame(np.nan, index=meta.index, columns=targets)
     clipped = int((bulk[contents] < 0).sum().sum())
     bulk[contents] = bulk[contents].clip(lower=0)

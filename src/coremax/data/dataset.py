@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.bulk import TARGETS, match_bulk, read_bulk
+from coremax.data.bulk import TARGETS, labelled_mask, match_bulk, read_bulk
 from coremax.data.shards import SHARD_ROWS, Shards
+from coremax.data.splits import SPLIT_BY, choose_test_cores, resolve_split_by, split_rows
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.io import file_sha256, folder_in_place, read_toml, utc_now, write_toml
@@ -27,8 +28,6 @@ from coremax.paths import check_name, dataset_dir, inside
 
 SPLITS = ("train", "val", "test")
 COUNT_DTYPE = np.int32  # counts are whole numbers below 2**31 (the .spe reader refuses anything else)
-SPLIT_BY = ("auto", "core", "section", "row")
-MIN_CORES_TO_SPLIT_BY_CORE = 4  # "auto" validates on whole cores when at least this many non-test cores exist
 META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
                 "live_time_s", "real_time_s", "filter", "scanner", "total_cps", "spectrum_length", "slit_dc_mm",
                 "slit_cc_mm", "date", "source_file"]
@@ -98,12 +97,6 @@ def load_info(data_root, name: str) -> dict:
     return read_toml(path)
 
 
-def info_hash(data_root, name: str) -> str:
-    """sha256 of info.toml: identifies the exact data set an experiment was trained on."""
-    load_info(data_root, name)  # a clear error when it is missing
-    return file_sha256(dataset_dir(data_root, name) / "info.toml")
-
-
 def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
     """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
     is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""
@@ -121,61 +114,6 @@ def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
         print(f"generating the synthetic XRF archive in {source} ...", file=sys.stderr)
         simulate_archive(source, **simulator)
     return source
-
-
-def resolve_split_by(split_by: str, cores: int) -> str:
-    """"auto": by core (every choice is judged on cores the model never saw) when there are enough cores."""
-    if split_by != "auto":
-        return split_by
-    return "core" if cores >= MIN_CORES_TO_SPLIT_BY_CORE else "row"
-
-
-def _split_rows(df: pd.DataFrame, split: float, split_by: str, seed: int,
-                labelled: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of train rows: a `split` fraction of rows, or of whole sections or cores. By core, with
-    `labelled` (rows with a lab sample, when the data set has a bulk file), validation cores are drawn among cores
-    that have one, so a raw folder mixing labelled and unlabelled cores still validates on lab samples; the groups
-    without any stay in training (pretraining reads their spectra)."""
-    if split_by == "row":  # the same spot scanned twice stays on one side
-        keys = pd.factorize(df["core"].astype(str) + "@" + df["depth_mm"].round(1).astype(str))[0]
-    elif split_by == "section":
-        keys = pd.factorize(df["core"].astype(str) + "/" + df["section"].astype(str))[0]
-    else:
-        keys = pd.factorize(df["core"])[0]
-    rng = np.random.default_rng(seed)
-    groups = rng.permutation(np.unique(keys))
-    n_train = int(round(split * len(groups)))
-    if len(groups) > 1:  # keep at least one group on each side
-        n_train = min(max(n_train, 1), len(groups) - 1)
-    n_val = len(groups) - n_train
-    if labelled is not None and n_val and split_by == "core":
-        with_labels = np.unique(keys[labelled])
-        if len(with_labels) < 2:
-            raise UserError(f"Only {len(with_labels)} non-test core of the data set has lab samples, so none can "
-                            "be held out for validation and another kept for training; add labelled cores, or "
-                            "use --split-by row.")
-        groups = groups[np.isin(groups, with_labels)]  # cores without a lab sample are never validation cores
-        n_val = min(n_val, len(groups) - 1)  # at least one labelled group stays in training
-    if split_by == "core" and "scanner" in df.columns:
-        val = _validation_cores_across_scanners(df, keys, groups, n_val)
-    else:
-        val = groups[len(groups) - n_val:]
-    return np.isin(keys, val, invert=True)
-
-
-def _validation_cores_across_scanners(df: pd.DataFrame, keys: np.ndarray, groups: np.ndarray, n_val: int) -> list:
-    """Validation cores drawn across scanner settings (a setting not yet in validation first, then the one with
-    the most cores), never the last training core of a setting: a random draw can otherwise put every core of
-    one head into validation, and the model would then be trained without that head and selected on it."""
-    scanner = pd.Series(df["scanner"].astype(str).to_numpy(), index=keys).groupby(level=0).first()
-    left = {s: [g for g in groups if scanner[g] == s] for s in scanner.unique()}  # in the seeded order
-    val: list = []
-    while len(val) < n_val:
-        used = pd.Series([scanner[g] for g in val], dtype=object).value_counts()
-        spare = sorted((s for s in left if len(left[s]) > 1), key=lambda s: (used.get(s, 0), -len(left[s])))
-        pool = spare or [s for s in left if left[s]]
-        val.append(left[pool[0]].pop())
-    return val
 
 
 def _stats(values: pd.Series) -> dict:
@@ -200,25 +138,6 @@ def _check_options(name: str, split: float, split_by: str, on_error: str, match_
         raise UserError(f"--on-error {on_error!r} is not fail or skip.")
     if not match_mm >= 0:
         raise UserError(f"--match-mm {match_mm} must be a distance of 0 mm or more.")
-
-
-def _choose_test_cores(test_cores, manifest: dict, meta: pd.DataFrame, targets: pd.DataFrame, seed: int,
-                       raw: Path) -> list[str]:
-    """--test-cores, else the archive's manifest, else a seeded ~15 % of the labelled cores."""
-    if test_cores is None:
-        test_cores = manifest.get("test_cores")
-    if test_cores is None:
-        labelled = sorted(meta.loc[targets.notna().any(axis=1).to_numpy(), "core"].unique())
-        k = max(1, round(0.15 * len(labelled))) if len(labelled) > 2 else 0
-        test_cores = np.random.default_rng(seed).choice(labelled, size=k, replace=False).tolist()
-    cores = sorted(meta["core"].unique())
-    unknown = [c for c in test_cores if c not in cores]
-    if unknown:
-        raise UserError(f"--test-cores names {unknown[0]!r}, which has no spectra under {raw}; cores found: "
-                        f"{', '.join(cores[:10])}{' ...' if len(cores) > 10 else ''}.")
-    if set(cores) <= set(test_cores):
-        raise UserError("--test-cores holds out every core, leaving nothing to train on; name fewer cores.")
-    return sorted(test_cores)
 
 
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
@@ -253,7 +172,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         targets, unmatched, clipped = match_bulk(meta, measured, match_mm)
     else:  # an unlabelled pool: no targets at all
         targets, unmatched, clipped = pd.DataFrame(index=meta.index), pd.DataFrame(), 0
-    test_cores = _choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
+    test_cores = choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
     for col in META_COLUMNS:
         if col not in meta.columns:
             meta[col] = np.nan
@@ -263,8 +182,8 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     rest_rows = np.flatnonzero(~is_test)
     rest = table.iloc[rest_rows].reset_index(drop=True)
     split_by = resolve_split_by(split_by, rest["core"].nunique())
-    labelled = rest[list(targets.columns)].notna().any(axis=1).to_numpy() if len(targets.columns) else None
-    is_train = _split_rows(rest, split, split_by, seed, labelled)
+    labelled = labelled_mask(rest, targets.columns) if len(targets.columns) else None
+    is_train = split_rows(rest, split, split_by, seed, labelled)
     rows = {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}
     parts = {k: table.iloc[v].reset_index(drop=True) for k, v in rows.items()}
 
@@ -288,7 +207,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "counts": {"files_read": int(len(meta)), "files_skipped": len(skipped), "bulk_unmatched": int(len(unmatched)),
                    "bulk_negative_clipped": clipped,
                    **{f"rows_{k}": int(len(v)) for k, v in parts.items()},
-                   **{f"labelled_{k}": int(v[list(targets.columns)].notna().any(axis=1).sum()) for k, v in parts.items()}},
+                   **{f"labelled_{k}": int(labelled_mask(v, targets.columns).sum()) for k, v in parts.items()}},
         "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
         "test_cores": test_cores,
         "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 
 
+TRANSFORMS: dict[str, Callable] = {}  # data.transform -> function of raw counts: filled by @register below
+
+
+def register(name: str):
+    """Make a function of a batch of raw counts a `data.transform` (config choice and checkpoints); one that
+    takes `mean` and `std` is given the training split's channel statistics."""
+    def add(fn):
+        TRANSFORMS[name] = fn
+        return fn
+    return add
+
+
+@register("instance_normalize")
 def instance_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per spectrum: zero mean, unit standard deviation (removes live time and tube current scaling)."""
     mean = x.mean(dim=-1, keepdim=True)
@@ -17,6 +32,7 @@ def instance_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (x - mean) / (std + eps)
 
 
+@register("clr")
 def centred_log_ratio(x: torch.Tensor) -> torch.Tensor:
     """log(1 + counts) minus its per-spectrum mean: the calibration field's log-ratio transform. Removes the
     live-time and current scale like instance_normalize, but lets weak peaks weigh as much as strong ones."""
@@ -24,22 +40,27 @@ def centred_log_ratio(x: torch.Tensor) -> torch.Tensor:
     return logs - logs.mean(dim=-1, keepdim=True)
 
 
+@register("sqrt")
 def sqrt_normalize(x: torch.Tensor) -> torch.Tensor:
     """Square root of counts (variance-stabilising for Poisson noise), then per-spectrum normalisation."""
     return instance_normalize(torch.sqrt(x.clamp(min=0)))
 
 
+@register("log")
 def log_transform(x: torch.Tensor) -> torch.Tensor:
     """log(1 + counts); negative values (background-subtracted spectra) are clipped to 0 instead of NaN."""
     return torch.log1p(x.clamp(min=0))
 
 
+@register("normalize")
 def channel_normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Per channel with the training split's statistics (stored with the data set)."""
     return (x - mean) / (std + eps)
 
 
-TRANSFORMS = ("instance_normalize", "clr", "sqrt", "log", "normalize", "none")
+@register("none")
+def raw_counts(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def window(x, channels):
@@ -59,24 +80,22 @@ def check_window(channels, spectrum_length: int) -> tuple[int, int]:
     return int(first), int(end)
 
 
+def needs_statistics(name: str) -> bool:
+    """Whether the transform reads the training split's channel statistics (they come with the data set)."""
+    return name in TRANSFORMS and "mean" in inspect.signature(TRANSFORMS[name]).parameters
+
+
 def make_transform(name: str, channel_mean: torch.Tensor | None = None,
                    channel_std: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    if name == "instance_normalize":
-        return instance_normalize
-    if name == "log":
-        return log_transform
-    if name == "clr":
-        return centred_log_ratio
-    if name == "sqrt":
-        return sqrt_normalize
-    if name == "none":
-        return lambda x: x
-    if name == "normalize":
-        if channel_mean is None or channel_std is None:
-            raise UserError("data.transform = \"normalize\" needs the training split's channel statistics; "
-                            "re-run scripts/preprocess.py to store them in info.toml.")
-        return lambda x: channel_normalize(x, channel_mean, channel_std)
-    raise UserError(f"data.transform = {name!r} is not known; use one of {', '.join(TRANSFORMS)}.")
+    if name not in TRANSFORMS:
+        raise UserError(f"data.transform = {name!r} is not known; use one of {', '.join(TRANSFORMS)}.")
+    fn = TRANSFORMS[name]
+    if not needs_statistics(name):
+        return fn
+    if channel_mean is None or channel_std is None:
+        raise UserError(f"data.transform = {name!r} needs the training split's channel statistics; "
+                        "re-run scripts/preprocess.py to store them in info.toml.")
+    return lambda x: fn(x, channel_mean, channel_std)
 
 
 def poisson_resample(counts: torch.Tensor, fraction: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -84,8 +103,9 @@ def poisson_resample(counts: torch.Tensor, fraction: float, generator: torch.Gen
     spectrum is Poisson at f times the rate), f uniform in [fraction, 1] per spectrum. The result is
     rescaled by 1/f so the expected spectrum, and so the intensity scale the model sees, is unchanged and
     only the counting noise grows; the alternative (no rescaling) would also teach the model live time."""
-    if not 0.0 < fraction <= 1.0:
-        raise UserError(f"data.augment_min_fraction = {fraction} must be in (0, 1]; set it to e.g. 0.5.")
+    if not in_range("data.augment_min_fraction", fraction):
+        raise UserError(f"data.augment_min_fraction = {fraction} must satisfy "
+                        f"{RANGES['data.augment_min_fraction'][0]}; set it to e.g. 0.5.")
     f = fraction + (1 - fraction) * torch.rand(counts.shape[0], 1, device=counts.device, generator=generator)
     counts = counts.clamp(min=0).round()
     kept = torch.binomial(counts, f.expand_as(counts), generator=generator)

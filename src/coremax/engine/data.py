@@ -1,4 +1,5 @@
-"""A prepared data set held in memory as tensors; batches are index slices, never per-sample file reads."""
+"""A prepared data set as tensors (in memory, or memory-mapped shards streamed shard by shard when larger than
+data.max_memory_gb); batches are index slices, never per-sample file reads."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coremax.data.bulk import labelled_mask
 from coremax.data.dataset import load_arrays, load_info
 from coremax.data.shards import Shards
-from coremax.data.transforms import TargetScaler, check_window, make_transform, window
+from coremax.data.transforms import TargetScaler, check_window, make_transform, needs_statistics, window
 from coremax.errors import UserError
 from coremax.paths import inside
 
@@ -120,11 +122,11 @@ def to_arrays(rows: Rows, targets: list[str], scaler: TargetScaler | None, max_b
 
 
 def labelled(df: pd.DataFrame, targets: list[str]) -> pd.DataFrame:
-    return df[df[targets].notna().any(axis=1)]
+    return df[labelled_mask(df, targets)]
 
 
 def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
-    keep = rows[0][targets].notna().any(axis=1).to_numpy()
+    keep = labelled_mask(rows[0], targets)
     return rows[0][keep], rows[1][keep]
 
 
@@ -136,7 +138,7 @@ def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int, c
     mask = np.zeros(len(meta), dtype=bool)
     if not k:
         return mask
-    has = meta[targets].notna().any(axis=1).to_numpy()
+    has = labelled_mask(meta, targets)
     cores = meta["core"].to_numpy()
     if chosen is not None:
         files = meta["source_file"].astype(str).to_numpy()
@@ -279,9 +281,9 @@ def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
             spectra_only = unlabelled(test, info)
         scaler = TargetScaler().fit(train[0][targets].to_numpy(np.float64))
     stats = None
-    if transform == "normalize":
+    if needs_statistics(transform):
         if "channel_mean" not in info or "channel_std" not in info:
-            raise UserError(f"data.transform = \"normalize\" needs channel statistics in the info.toml of "
+            raise UserError(f"data.transform = {transform!r} needs channel statistics in the info.toml of "
                             f"{dataset!r}; re-run scripts/preprocess.py.")
         stats = (window(torch.tensor(info["channel_mean"], dtype=torch.float32), channels),
                  window(torch.tensor(info["channel_std"], dtype=torch.float32), channels))

@@ -48,7 +48,7 @@ class Runtime:
         return f"{self.device} amp={amp} world_size={self.world_size}"
 
 
-def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = True, pin_mem: bool = False,
+def setup(*, device: str = "auto", threads: int = 0, data_on_device: bool = True, pin_mem: bool = False,
           amp: str = "auto",
           compile: bool = False, save_every: int = 0, tensorboard: bool = False,
           log_interval_s: float = 30.0) -> Runtime:
@@ -77,8 +77,8 @@ def setup(*, device: str = "auto", num_workers: int = 0, data_on_device: bool = 
                             "tensorboard (it is in requirements.txt), or set runtime.tensorboard = false.") from None
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if num_workers > 0:
-        torch.set_num_threads(num_workers)
+    if threads > 0:
+        torch.set_num_threads(threads)
 
     amp_dtype, scaler = None, None
     if amp == "auto":

@@ -172,8 +172,6 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
         scalars.write(row, epoch + 1)
         if rt.main:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": {"kind": "warmup_cosine", "lr": sched.lr, "min_lr": min_lr,
-                                   "warmup_epochs": warmup_epochs, "epochs": epochs},
                      "scaler": rt.scaler.state_dict() if rt.scaler else {}, "epoch": epoch + 1, "step": step,
                      "rng": ckpt.rng_state(), "config": config, "best": best, "history": history,
                      "stage": task.stage, **(extra_state or {})}

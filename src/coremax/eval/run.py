@@ -1,4 +1,4 @@
-"""Evaluation of an experiment on held-out cores, and the baseline stage.
+"""Evaluation of an experiment on held-out cores (scripts/test.py) and the predictor behind it and predict.py.
 
 Fine-tuned regressors and classical baselines share one path: a `Predictor` maps raw counts to wt%, and
 everything after it (conformal intervals, metrics, figures, pickles) is the same code.
@@ -20,8 +20,8 @@ from coremax.data.transforms import window
 from coremax.engine.data import chosen_test_rows, core_label_mask, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.baselines import BASELINE_FILE, load_baseline
-from coremax.eval.conformal import conformal_quantile
+from coremax.baselines import BASELINE_FILE, load_baseline
+from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.floor import floor_metrics
 from coremax.eval.metrics import metrics_table
 from coremax.experiment import Experiment
@@ -163,7 +163,7 @@ def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFr
     interval."""
     out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
     p = pred.bounded(spectra_array(df))
-    lo, hi = pred.clip(p - q), pred.clip(p + q)
+    lo, hi = (pred.clip(b) for b in intervals(p, q))
     for j, t in enumerate(pred.targets):
         out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
         out[f"{t}_pred"] = p[:, j]

@@ -34,16 +34,16 @@ def _size(size: str) -> dict:
     return SIZES[size]
 
 
-def build_model(stage: str, num_targets: int = 0, spectrum_length: int = 2048, *, size: str = "tiny",
+def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str = "tiny",
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
                 norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
                 head_layers: int = 1) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
     dims = _size(size)
     if stage == "pretrain":
-        return MaX(spectrum_length, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
+        return MaX(input_channels, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
                    norm_pix_loss=norm_pix_loss, drop_path=drop_path)
-    return Regressor(num_targets, spectrum_length, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
+    return Regressor(num_targets, input_channels, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
                      global_pool=global_pool, drop_path=drop_path, head_layers=head_layers)
 
 
@@ -105,11 +105,6 @@ def load(path, device: str = "cpu") -> Loaded:
     return Loaded(model, lambda x: base(window(x, channels)), list(state.get("targets", [])), scaler, stage, state)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters (the fixed position embeddings are buffers and do not count)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def load_encoder(model: nn.Module, state_dict: dict) -> dict:
     """Copy the `encoder.*` weights of a MaX or Regressor state dict into `model.encoder`.
     Reports missing and unexpected encoder keys; refuses any shape mismatch."""
@@ -130,4 +125,4 @@ def load_encoder(model: nn.Module, state_dict: dict) -> dict:
 
 
 __all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_model", "train_flops_per_spectrum",
-           "count_parameters", "load", "load_encoder", "masked_mse"]
+           "load", "load_encoder", "masked_mse"]

@@ -8,19 +8,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 from coremax.models.vitx import Block, VitX, init_weights, sincos_positions
 
 
 def check_ratio(mask_ratio: float) -> None:
-    if not 0.0 <= mask_ratio < 1.0:
-        raise UserError(f"model.mask_ratio = {mask_ratio} must be in [0, 1); set it to e.g. 0.4.")
+    if not in_range("model.mask_ratio", mask_ratio):
+        raise UserError(f"model.mask_ratio = {mask_ratio} must satisfy {RANGES['model.mask_ratio'][0]}; "
+                        "set it to e.g. 0.4.")
 
 
 class MaX(nn.Module):
     """Masked spectrum modelling; `encoder` is a VitX whose weights a Regressor takes over (load_encoder)."""
 
-    def __init__(self, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
+    def __init__(self, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
                  num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
                  norm_pix_loss: bool = False, drop_path: float = 0.0):
@@ -29,7 +31,7 @@ class MaX(nn.Module):
             raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")
         check_ratio(mask_ratio)
         self.mask_ratio, self.loss_on, self.norm_pix_loss = mask_ratio, loss_on, norm_pix_loss
-        self.encoder = VitX(spectrum_length, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
         n = self.encoder.num_patches
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))

@@ -80,14 +80,14 @@ def init_weights(module: nn.Module) -> None:
 class VitX(nn.Module):
     """Patch embedding of a (B, L) spectrum, class token, fixed positions, transformer blocks, final norm."""
 
-    def __init__(self, spectrum_length: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
+    def __init__(self, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
                  num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         super().__init__()
-        if patch_size < 1 or spectrum_length % patch_size:
-            raise UserError(f"The model input of {spectrum_length} channels (the data.channels window) is not "
+        if patch_size < 1 or input_channels % patch_size:
+            raise UserError(f"The model input of {input_channels} channels (the data.channels window) is not "
                             f"divisible by model.patch_size = {patch_size}; choose a patch size that divides it.")
-        self.spectrum_length, self.patch_size = spectrum_length, patch_size
-        self.num_patches = spectrum_length // patch_size
+        self.input_channels, self.patch_size = input_channels, patch_size
+        self.num_patches = input_channels // patch_size
         self.embed_dim, self.depth = embed_dim, depth
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

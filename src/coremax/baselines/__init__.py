@@ -1,0 +1,31 @@
+"""Classical baselines (`--stage baseline`, `baseline.method`). A baseline is one class in its own module of this
+package, decorated with `@register("<method>")`: every module here is imported below, so the config's choices,
+the stage, the study and the loader's allow-list all know it without another line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from coremax.baselines.base import BASELINE_FILE, METHODS, Baseline, register, trusted_types
+from coremax.errors import UserError
+
+__all__ = ["BASELINE_FILE", "METHODS", "Baseline", "register", "trusted_types", "make_baseline", "load_baseline"]
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")  # each registers its class
+
+
+def make_baseline(method: str, section: dict | None = None) -> Baseline:
+    """A fresh baseline by config name (`baseline.method`), built from the [baseline] keys it takes."""
+    if method not in METHODS:
+        raise UserError(f"The baseline.method {method!r} is not known; use one of {', '.join(METHODS)}.")
+    cls = METHODS[method]
+    return cls(**{k: (section or {})[k] for k in cls.config_keys if k in (section or {})})
+
+
+def load_baseline(root, path) -> Baseline:
+    """A baseline saved by `Baseline.save`, of any method; only from under the data root."""
+    return Baseline.load(root, path)

@@ -1,0 +1,174 @@
+"""The interface every classical baseline shares: fit on train rows, choose hyperparameters on validation rows.
+
+Each target gets its own model, fitted on the train rows where that target is measured. The grid point
+with the lowest RMSE on the measured validation rows wins; that model (fitted on train rows only) is kept,
+so test rows never influence anything and the validation rows stay free of training for calibration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import skops.io
+
+from coremax.errors import UserError
+from coremax.eval.metrics import rmse
+from coremax.io import atomic_path
+from coremax.paths import inside
+
+
+BASELINE_FILE = "baseline.skops"
+
+
+def _plain(v):
+    """numpy scalars -> python types so selected_params() logs and serialises cleanly."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+METHODS: dict[str, type] = {}  # baseline.method -> class: filled by @register in each module of this package
+
+
+def register(method: str):
+    """Class decorator: make a Baseline subclass a `baseline.method` (config choice, stage, study method, and a
+    type its saved files may hold)."""
+    def add(cls):
+        cls.method = method
+        METHODS[method] = cls
+        return cls
+    return add
+
+
+class Baseline:
+    """Common fit/predict/save logic; subclasses supply the features and the per-target grid.
+    `config_keys`: the [baseline] keys the constructor takes (e.g. n_components)."""
+
+    method = ""
+    config_keys: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.targets: list[str] = []
+        self.models: list = []
+        self.selected: dict[str, dict] = {}
+        self.n_channels = 0             # width of the spectra seen by fit, checked again by predict
+
+    # -- to be supplied by subclasses --------------------------------------------------------------------
+    def _fit_features(self, x: np.ndarray, unlabelled: np.ndarray | None = None) -> np.ndarray:
+        """Fit the feature transform on train spectra (and unlabelled ones: data.test_spectra) and return the
+        train spectra's features."""
+        raise NotImplementedError
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _grid(self, n_train: int, n_features: int) -> list[dict]:
+        raise NotImplementedError
+
+    def _fit_one(self, f: np.ndarray, y: np.ndarray, params: dict):
+        """A fitted model for one target; must have `.predict(features) -> (n,)`."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------------------
+    def _cut(self, x) -> np.ndarray:
+        """The spectra as floats, their width checked against the width seen at fit (the energy window
+        data.channels is cut before a baseline sees the spectra)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2:
+            raise UserError(f"The {self.method} baseline expects spectra as a 2-D array (rows, channels), "
+                            f"got shape {x.shape}; pass one spectrum per row.")
+        if self.n_channels and x.shape[1] != self.n_channels:
+            raise UserError(f"The {self.method} baseline needs {self.n_channels} channels per spectrum but got "
+                            f"{x.shape[1]}; use spectra like those it was fitted on (the same data.channels).")
+        return x
+
+    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None) -> "Baseline":
+        self.targets = [str(t) for t in targets]
+        Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
+        Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
+        if Y_train.shape[1] != len(self.targets) or Y_val.shape[1] != len(self.targets):
+            raise ValueError(f"Y has {Y_train.shape[1]}/{Y_val.shape[1]} columns for {len(self.targets)} targets")
+        self.n_channels = 0
+        x_tr = self._cut(X_train)
+        self.n_channels = x_tr.shape[1]
+        unlabelled = None if X_unlabelled is None else self._cut(X_unlabelled)
+        f_tr, f_va = self._fit_features(x_tr, unlabelled), self._features(self._cut(X_val))
+        self.models, self.selected = [], {}
+        for j, t in enumerate(self.targets):
+            tr, va = ~np.isnan(Y_train[:, j]), ~np.isnan(Y_val[:, j])
+            if tr.sum() < 3 or va.sum() < 1:
+                raise UserError(f"The target {t!r} has {int(tr.sum())} measured train rows and {int(va.sum())} "
+                                "measured validation rows; the baseline needs at least 3 and 1, so add "
+                                "labelled cores to the data set.")
+            best = None
+            for params in self._grid(int(tr.sum()), f_tr.shape[1]):
+                model = self._fit_one(f_tr[tr], Y_train[tr, j], params)
+                score = rmse(Y_val[va, j], np.ravel(model.predict(f_va[va])))
+                if best is None or score < best[0]:
+                    best = (score, params, model)
+            score, params, model = best
+            self.models.append(model)
+            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        if not self.models:
+            raise UserError(f"The {self.method} baseline has not been fitted; run the baseline stage first.")
+        f = self._features(self._cut(X))
+        return np.column_stack([np.ravel(m.predict(f)) for m in self.models]).reshape(len(f), len(self.models))
+
+    def feature_space(self, X) -> np.ndarray:
+        """The baseline's own description of spectra (sample suggestion measures distances in it)."""
+        return self._features(self._cut(X))
+
+    def selected_params(self) -> dict:
+        """Per target: the hyperparameters the validation rows chose and their validation RMSE."""
+        return {t: dict(p) for t, p in self.selected.items()}
+
+    def save(self, path) -> Path:
+        """skops format: loading it rebuilds scikit-learn objects and these classes, and runs no code."""
+        with atomic_path(path) as tmp:
+            skops.io.dump(self, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, root, path) -> "Baseline":
+        """Load a saved baseline, refusing any type but scikit-learn's safe ones and this module's own."""
+        path = inside(root, path, "baseline file")
+        if not path.is_file():
+            old = path.with_suffix(".pkl")
+            hint = (f"; {old.name} is the old pickle format, which can run code when read: refit the baseline with "
+                    "scripts/train.py --stage baseline") if old.is_file() else "; run the baseline stage first"
+            raise UserError(f"The baseline file {str(path)!r} does not exist{hint}.")
+        try:
+            trusted = trusted_types()
+            foreign = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+            if foreign:
+                raise UserError(f"The baseline file {str(path)!r} holds the type {foreign[0]!r}, which CoreMAX never "
+                                "writes; it is refused (it could run code).")
+            obj = skops.io.load(path, trusted=trusted)
+        except UserError:
+            raise
+        except Exception as e:  # damaged or foreign files all end here
+            raise UserError(f"The baseline file {str(path)!r} cannot be read ({type(e).__name__}); refit the "
+                            "baseline with scripts/train.py --stage baseline.") from None
+        if not isinstance(obj, cls):
+            raise UserError(f"The file {str(path)!r} does not hold a {cls.__name__} baseline; check the path.")
+        return obj
+
+
+def trusted_types() -> list[str]:
+    """The only types a baseline file may hold beyond scikit-learn's own (which skops trusts): the registered
+    baselines and the helper below."""
+    return [f"{c.__module__}.{c.__qualname__}" for c in (*METHODS.values(), TargetScaled)] + \
+        [f"coremax.eval.baselines.{c}" for c in ("NmfSvr", "Pls", "_TargetScaled")]  # files saved before the move
+
+
+class TargetScaled:
+    """A regressor fitted on standardised targets that predicts in the original units."""
+
+    def __init__(self, model, y: np.ndarray, f: np.ndarray):
+        self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
+        self.model = model.fit(f, (y - self.mean) / self.scale)
+
+    def predict(self, f: np.ndarray) -> np.ndarray:
+        return np.ravel(self.model.predict(f)) * self.scale + self.mean

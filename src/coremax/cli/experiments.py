@@ -1,0 +1,138 @@
+"""Commands on experiments: train, test, predict, suggest, sweeps, the label-budget study and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from coremax import config as configlib
+from coremax.paths import experiment_dir
+
+from coremax.cli.common import _jobs, _sweep_parser, experiment_parser, guard, new_cores_parser, resolve_args
+
+@guard
+def train_main(argv=None) -> None:
+    from coremax.stages import function_defaults, run_stage  # deferred
+
+    parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
+    args = parser.parse_args(argv)
+    cfg = resolve_args(args, function_defaults())
+    if args.print_config:
+        print(cfg.describe())
+        return
+    exp = run_stage(cfg.to_dict(), args.data_root, resume=args.resume, command=sys.argv, notes=cfg.notes)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"experiment written to {exp.path}")
+
+
+@guard
+def test_main(argv=None) -> None:
+    import pandas as pd
+
+    from coremax.eval.run import evaluate_experiment  # deferred
+    from coremax.experiment import Experiment  # deferred
+
+    p = argparse.ArgumentParser(description="Evaluate an experiment on its held-out test cores.")
+    p.add_argument("--experiment", required=True, help="experiment name under <data-root>/experiments/")
+    p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
+    p.add_argument("--split", default="test", choices=("test", "val"), help="rows to evaluate (default: test)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="evaluate although the data set's split changed since training (recorded in the results)")
+    args = p.parse_args(argv)
+    metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device, args.allow_changed_data)
+    with pd.option_context("display.width", 120, "display.max_columns", 20):
+        print(metrics.round(4).to_string(index=False))
+    exp = Experiment.open(args.data_root, args.experiment)
+    if exp.has_result(f"{args.split}-floor"):
+        floor = exp.read_result(f"{args.split}-floor")
+        print("floor (the true composition under each scan spot against the lab values; no model can do better):")
+        print(floor[floor["scope"] == "all"][["target", "n", "r2", "rmse"]].round(4).to_string(index=False))
+    print(f"results written to {exp.results}")
+
+
+@guard
+def predict_main(argv=None) -> None:
+    from coremax.eval.predict import predict_raw  # deferred
+
+    p = new_cores_parser("Predict down-core profiles of newly scanned cores with an experiment.",
+                         "fine-tuned or baseline")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="predict although the data set changed since training (said in the warnings)")
+    args = p.parse_args(argv)
+    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
+                                  allow_changed_data=args.allow_changed_data)
+    for w in warnings:
+        print(w, file=sys.stderr)
+    print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")
+
+
+@guard
+def suggest_main(argv=None) -> None:
+    from coremax.suggest import METHODS, MIN_GAP_MM, suggest_raw  # deferred
+
+    p = new_cores_parser("Suggest which depths of newly scanned cores to send to the lab.",
+                         "pretrain, fine-tuned or baseline")
+    p.add_argument("--n", type=int, default=10, help="depths to suggest (per core with --per-core; default: 10)")
+    p.add_argument("--per-core", action="store_true", help="n depths of each core instead of n in all")
+    p.add_argument("--method", default="typical", choices=METHODS,
+                   help="typical (default; needs features) | diverse | uncertain (fine-tuned or baseline) | regular")
+    p.add_argument("--min-gap-mm", type=float, default=MIN_GAP_MM,
+                   help=f"least distance between sampled depths (default: {MIN_GAP_MM:g})")
+    p.add_argument("--exclude", help="CSV of core, depth_mm already sampled (skipped, and kept apart by the gap)")
+    p.add_argument("--cores", help="comma-separated cores of --raw to suggest for (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clustering (default: 0)")
+    args = p.parse_args(argv)
+    table, notes = suggest_raw(args.data_root, args.experiment, args.raw, args.out, args.n, args.method,
+                               args.per_core, args.min_gap_mm, args.exclude,
+                               [c.strip() for c in args.cores.split(",")] if args.cores else None, args.seed,
+                               args.device, args.on_error)
+    for note in notes:
+        print(note, file=sys.stderr)
+    print(f"wrote {len(table)} depths to sample of {table['core'].nunique()} cores to {args.out}")
+
+
+def _sweep_command(argv, description: str, what: str, defaults, run, table) -> None:
+    """A command that runs a [sweep] or [study] TOML: resolve it, run it, print its summary table."""
+    import pandas as pd
+
+    args = _sweep_parser(description, what, defaults).parse_args(argv)
+    cfg = configlib.resolve(args.config, args.overrides, default_file=defaults)
+    if args.print_config:
+        print(cfg.describe())
+        return
+    summary = run(args.data_root, cfg[what], _jobs(args.jobs))
+    with pd.option_context("display.width", 160, "display.max_columns", 30):
+        print(table(summary).to_string(index=False))
+    print(f"summary written to {experiment_dir(args.data_root, cfg[what]['name']) / 'results'}")
+
+
+@guard
+def sweep_main(argv=None) -> None:
+    from coremax.sweep import SWEEP_DEFAULTS, run_sweep  # deferred
+
+    _sweep_command(argv, "Run a sweep of experiments over config keys and seeds.", "sweep", SWEEP_DEFAULTS,
+                   run_sweep, lambda summary: summary.round(4))
+
+
+@guard
+def label_budget_main(argv=None) -> None:
+    from coremax.study import STUDY_DEFAULTS, run_study, summarise  # deferred
+
+    _sweep_command(argv, "Label-budget study: fine-tuning vs from scratch vs baselines (a sweep).", "study",
+                   STUDY_DEFAULTS, run_study, lambda summary: summarise(summary).round(3))
+
+
+@guard
+def demo_main(argv=None) -> None:
+    from coremax.demo import DEMO_DOC, run_demo  # deferred
+
+    p = argparse.ArgumentParser(description=DEMO_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--fresh-names", action="store_true", help="suffix experiment names with the time")
+    p.add_argument("--skip-study", action="store_true", help="stop after testing the fine-tuned model")
+    args = p.parse_args(argv)
+    run_demo(Path(args.data_root), args.fresh_names, args.skip_study)
+

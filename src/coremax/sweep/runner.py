@@ -1,0 +1,66 @@
+"""Training the runs of a sweep: each point is `scripts/train.py` in its own process, skipped when complete and
+resumed from `last.pth` when interrupted; `--jobs N` runs N side by side."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from coremax import config as configlib
+from coremax.errors import UserError
+from coremax.experiment import Experiment
+from coremax.paths import experiment_dir
+
+TRAIN = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
+
+
+def _state(data_root, name: str) -> str:
+    """new, done, resume (interrupted, failed or killed with a last.pth) or restart (the same without one)."""
+    status = Experiment.state(data_root, name)
+    if status == "absent":
+        return "new"
+    if status == "completed":
+        return "done"
+    return "resume" if (experiment_dir(data_root, name) / "checkpoints" / "last.pth").is_file() else "restart"
+
+
+def train(data_root, run: dict, threads: int) -> str:
+    """Train (or resume, or skip) one run: {name, config_file, overrides {"section.key": value}}."""
+    state = _state(data_root, run["name"])
+    if state == "done":
+        return "skipped"
+    if state == "restart":
+        raise UserError(f"The sweep run {run['name']!r} exists without a checkpoint to resume; delete "
+                        f"{experiment_dir(data_root, run['name'])} and run the sweep again.")
+    cmd = [sys.executable, str(TRAIN), "--data-root", str(data_root), "--name", run["name"]]
+    if state == "resume":
+        cmd += ["--resume"]
+    else:
+        cmd += (["--config", run["config_file"]] if run["config_file"] else []) + configlib.as_overrides(run["overrides"])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise UserError(f"The sweep run {run['name']!r} failed: {last}")
+    return "resumed" if state == "resume" else "trained"
+
+
+def train_all(data_root, some: list[dict], jobs: int, log) -> None:
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    with ThreadPoolExecutor(max(jobs, 1)) as pool:  # each thread waits on one training process
+        for run, what in zip(some, pool.map(lambda r: train(data_root, r, threads), some)):
+            log(f"{run['name']}: {what}")
+
+
+def best_row(data_root, name: str) -> dict:
+    """The history row of the epoch that best-model.pth holds (the lowest selection score)."""
+    history = Experiment.open(data_root, name).read_result("history")
+    score = next((c for c in ("val_nrmse", "val_loss") if c in history.columns), None)
+    if score and history[score].isna().all():
+        raise UserError(f"The run {name!r} has no finite validation score in its history; delete its folder and "
+                        "run the sweep again.")
+    # A baseline is fitted once: its one row holds the validation metrics of the hyperparameters it chose.
+    return (history.loc[history[score].idxmin()] if score else history.iloc[-1]).to_dict()
