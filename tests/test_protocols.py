@@ -16,7 +16,7 @@ import torch
 from conftest import train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
-from coremax.engine.data import load_data, core_label_mask
+from coremax.engine.data import prepare_data, core_label_mask
 from coremax.eval.floor import floor_metrics
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
@@ -41,8 +41,8 @@ def _weights(root, name, file="best-model.pth"):
 
 def test_transductive_pretraining_reads_test_spectra_never_labels(tmp_path, data_root):
     test_rows = len(load_split(data_root, "synthetic", "test"))
-    plain = load_data(data_root, "pretrain", 0, channels=(0, 512))
-    with_test = load_data(data_root, "pretrain", 0, channels=(0, 512), test_spectra=True)
+    plain = prepare_data(data_root, "pretrain", 0, channels=(0, 512))
+    with_test = prepare_data(data_root, "pretrain", 0, channels=(0, 512), test_spectra=True)
     assert len(with_test.train) == len(plain.train) + test_rows
     assert not {"CaCO3", "TOC"} & set(with_test.train.frame.columns)  # the labels were dropped on reading
     scrambled = _scrambled_labels_copy(data_root, tmp_path)

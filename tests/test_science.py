@@ -13,7 +13,7 @@ from coremax.data.splits import resolve_split_by
 from coremax.data.simulate import LABELLED_HEADS, SCANNERS, plan_archive, simulate_archive
 from coremax.data.transforms import (centred_log_ratio, jitter_absorption, jitter_calibration, make_transform,
                                      sqrt_normalize)
-from coremax.engine.data import load_data
+from coremax.engine.data import prepare_data
 from coremax.errors import UserError
 from coremax.eval.floor import floor_metrics
 from coremax.analysis import saliency
@@ -48,14 +48,14 @@ def test_pool_archive_is_unlabelled_has_its_own_cores_and_a_new_head(tmp_path):
 
 def test_pretraining_reads_the_pool_and_never_a_test_core(data_root, pool):
     info = load_info(data_root, "synthetic")
-    data = load_data(data_root, "pretrain", 0, pool=[pool])
+    data = prepare_data(data_root, "pretrain", 0, pool=[pool])
     own = len(load_split(data_root, "synthetic", "train")) + len(load_split(data_root, "pool", "train"))
     assert len(data.train) == own
     seen = set(data.train.frame["core"]) | set(data.val.frame["core"])
     assert set(load_info(data_root, pool)["cores"]["train"]) <= seen
     assert not seen & set(info["test_cores"])
     # Fine-tuning ignores the pool: it has no labels.
-    assert len(load_data(data_root, "finetune", 0, pool=[pool]).train) == \
+    assert len(prepare_data(data_root, "finetune", 0, pool=[pool]).train) == \
         load_split(data_root, "synthetic", "train")[["CaCO3", "TOC"]].notna().any(axis=1).sum()
 
 
@@ -65,9 +65,9 @@ def test_a_pool_holding_a_test_core_is_refused(tmp_path, data_root):
     build_dataset(tmp_path, "synthetic", raw=source / "raw", bulk=source / "bulk.csv", split=0.8)
     build_dataset(tmp_path, "leaky", raw=source / "raw", split=0.8)
     with pytest.raises(UserError, match="test core"):
-        load_data(tmp_path, "pretrain", 0, pool=["leaky"])
+        prepare_data(tmp_path, "pretrain", 0, pool=["leaky"])
     with pytest.raises(UserError, match="itself"):
-        load_data(tmp_path, "pretrain", 0, pool=["synthetic"])
+        prepare_data(tmp_path, "pretrain", 0, pool=["synthetic"])
 
 
 def test_core_split_keeps_cores_whole_and_every_head_in_training(tmp_path):
@@ -83,8 +83,8 @@ def test_core_split_keeps_cores_whole_and_every_head_in_training(tmp_path):
 
 
 def test_window_is_applied_in_every_stage(data_root, pool):
-    assert load_data(data_root, "pretrain", 0, channels=[0, 512], pool=[pool]).train.x.shape[1] == 512
-    assert load_data(data_root, "finetune", 0, channels=[64, 576]).train.x.shape[1] == 512
+    assert prepare_data(data_root, "pretrain", 0, channels=[0, 512], pool=[pool]).train.x.shape[1] == 512
+    assert prepare_data(data_root, "finetune", 0, channels=[64, 576]).train.x.shape[1] == 512
     pre = train(data_root, "win-pre", "pretrain", WINDOW, "optim.epochs=1", f'data.pool=["{pool}"]').name
     ft = train(data_root, "win-ft", "finetune", WINDOW, "optim.epochs=1", f'finetune.from="{pre}"').name
     base = train(data_root, "win-pls", "baseline", WINDOW, 'baseline.method="pls"').name

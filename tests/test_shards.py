@@ -9,7 +9,7 @@ import torch
 from conftest import train
 from coremax.data.dataset import build_dataset, load_arrays, load_info, load_split
 from coremax.data.shards import Shards
-from coremax.engine.data import load_data
+from coremax.engine.data import prepare_data
 from coremax.experiment import Experiment
 
 
@@ -24,8 +24,8 @@ def test_a_sharded_data_set_loads_to_exactly_the_same_tensors(tmp_path, data_roo
     for split in ("train", "val", "test"):
         pd.testing.assert_frame_equal(load_split(tmp_path, "sharded", split), load_split(data_root, "synthetic", split))
     for stage in ("pretrain", "finetune"):
-        a = load_data(tmp_path, stage, 0, dataset="sharded", channels=[0, 512])
-        b = load_data(data_root, stage, 0, dataset="synthetic", channels=[0, 512])
+        a = prepare_data(tmp_path, stage, 0, dataset="sharded", channels=[0, 512])
+        b = prepare_data(data_root, stage, 0, dataset="synthetic", channels=[0, 512])
         assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.x, b.val.x)
     # Rows taken across shard borders, in any order, are the rows of one array.
     _, x = load_arrays(tmp_path, "sharded", "train")
@@ -39,7 +39,7 @@ def test_a_set_over_the_memory_budget_streams_shard_by_shard(tmp_path, data_root
     source = data_root / "datasets" / "external" / "synthetic"
     build_dataset(data_root, "sharded-stream", raw=source / "raw", bulk=source / "bulk.csv", split=0.8, seed=0,
                   shard_rows=64)
-    data = load_data(data_root, "pretrain", 0, dataset="sharded-stream", max_memory_gb=1e-6)
+    data = prepare_data(data_root, "pretrain", 0, dataset="sharded-stream", max_memory_gb=1e-6)
     assert data.train.streamed and isinstance(data.train.x, Shards)
     order = torch.cat(list(data.train.batches(32, torch.Generator().manual_seed(0))))
     assert sorted(order.tolist()) == list(range(len(data.train)))  # every row once per epoch

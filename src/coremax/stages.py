@@ -1,7 +1,7 @@
 """The stages behind scripts/train.py: pretrain (MSM), finetune (regressor), baseline (classical).
 
 Each config section is consumed by one function whose keyword defaults are the lowest level of the
-config hierarchy: [data] -> load_data, [model] -> build_model, [optim] -> fit, [runtime] -> setup.
+config hierarchy: [data] -> prepare_data, [model] -> build_model, [optim] -> fit, [runtime] -> setup.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
-from coremax.engine.data import Prepared, input_length, load_data
+from coremax.engine.data import Prepared, input_length, prepare_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.probe import fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
@@ -27,7 +27,7 @@ from coremax.provenance import device_info
 
 
 # [experiment], [finetune], [baseline] and [eval] are read directly, so their lowest level is the default file.
-SECTION_FUNCTIONS = {"data": load_data, "model": build_model, "optim": fit, "runtime": setup}
+SECTION_FUNCTIONS = {"data": prepare_data, "model": build_model, "optim": fit, "runtime": setup}
 
 
 def function_defaults() -> dict:
@@ -72,7 +72,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
     try:
         seed_everything(seed)
         # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
-        data = load_data(data_root, stage, seed, **config["data"])
+        data = prepare_data(data_root, stage, seed, **config["data"])
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.

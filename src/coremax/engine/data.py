@@ -230,7 +230,7 @@ def join_rows(parts: list[Rows]) -> Rows:
     return pd.concat([m for m, _ in parts], ignore_index=True, join="inner"), x
 
 
-def load_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
+def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,

@@ -232,7 +232,7 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
 
 
 def trained_test_rows(data_root, cfg: dict, df: pd.DataFrame, split: str) -> np.ndarray:
-    """The test rows a data.test_labels run trained on (the same rows as load_data's); none otherwise."""
+    """The test rows a data.test_labels run trained on (the same rows as prepare_data's); none otherwise."""
     data, seed = cfg["data"], cfg["experiment"]["seed"]
     k = data.get("test_labels", 0) if split == "test" else 0
     chosen = chosen_test_rows(data_root, data.get("test_label_rows", ""), k, seed)
