@@ -426,19 +426,24 @@ def dense_samples(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, dep
                   detrital_ca: float = 1.0) -> pd.DataFrame:
     """A lab sample at every scanned depth (bulk-dense.csv, for sampling studies): the lab of bulk_samples, with
     a random stream of its own so that the default archive's files do not change."""
-    return lab_values(plan, fine, comp_fine, depths, np.random.default_rng([plan.seed, 1]), detrital_ca)
+    # registered within less than half the scan spacing, so that no two samples share a depth
+    offset = 0.4 * float(np.diff(depths).min()) if len(depths) > 1 else None
+    return lab_values(plan, fine, comp_fine, depths, np.random.default_rng([plan.seed, 1]), detrital_ca, offset)
 
 
 def lab_values(plan: CorePlan, fine: np.ndarray, comp_fine: pd.DataFrame, mids: np.ndarray, rng,
-               detrital_ca: float = 1.0) -> pd.DataFrame:
-    """The lab's measurement of samples centred at `mids`. Element contents (dry wt%, 2 % relative error) come
-    last so that adding them left every other value of the archive as it was."""
+               detrital_ca: float = 1.0, max_offset_mm: float | None = None) -> pd.DataFrame:
+    """The lab's measurement of samples centred at `mids`, each registered a few mm off (at most `max_offset_mm`).
+    Element contents (dry wt%, 2 % relative error) come last so that adding them left every other value of the
+    archive as it was."""
     n = len(mids)
     true = window_mean(comp_fine, fine, mids, rng.uniform(5, 10, n))
     caco3, toc = true["CaCO3"].to_numpy(), true["TOC"].to_numpy()
+    limit = np.inf if max_offset_mm is None else max_offset_mm
+    offset = np.clip(rng.normal(0, 3.0, n), -limit, limit)  # drawn before the lab values: the order of draws stays
     samples = pd.DataFrame({
         "core": plan.core,
-        "depth_mm": np.round(mids + rng.normal(0, 3.0, n), 1),
+        "depth_mm": np.round(mids + offset, 1),
         "CaCO3": np.round(np.clip(caco3 + rng.normal(0, 1.0 + 0.02 * caco3), 0, 100), 2),
         "TOC": np.where(rng.random(n) > 0.15, np.round(toc + rng.normal(0, 0.04 + 0.05 * toc), 3), np.nan),
     })
