@@ -18,12 +18,12 @@ from coremax.errors import UserError
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.figures import plot_suggestions
-from coremax.eval.predict import MAX_REFERENCE_ROWS
 from coremax.eval.run import Distance, check_trained, core_names, load_network, load_predictor
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 
+REFERENCE_ROWS = 500  # training rows whose embeddings give the distance's mean and sd (500 pin them; more cost time)
 __all__ = ["METHODS", "MIN_GAP_MM", "choose", "experiment_space", "interval_widths", "read_sampled", "suggest_raw"]
 
 
@@ -62,11 +62,12 @@ def interval_widths(exp, pred, counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
     dataset = exp.config()["data"]["dataset"]
     train = load_split(exp.data_root, dataset, "train")
-    train = train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=0)
+    train = train.sample(min(len(train), REFERENCE_ROWS), random_state=0)
     val = labelled(load_split(exp.data_root, dataset, "val"), pred.targets)
     x_val = spectra_array(val)
-    dist = Distance.fit(pred.embed(spectra_array(train)), pred.embed(x_val))
-    s_val, s_new = dist(pred.embed(x_val)) + 1e-6, dist(pred.embed(counts)) + 1e-6
+    e_val = pred.embed(x_val)  # each set embedded once: the embeddings are most of the time this takes
+    dist = Distance.fit(pred.embed(spectra_array(train)), e_val)
+    s_val, s_new = dist(e_val) + 1e-6, dist(pred.embed(counts)) + 1e-6
     p_val = pred.bounded(x_val)
     q = np.array([conformal_quantile(np.abs(val[t].to_numpy(np.float64) - p_val[:, j]) / s_val, 1 - q_level)
                   for j, t in enumerate(pred.targets)])
