@@ -220,7 +220,8 @@ def summarise(summary: pd.DataFrame, scope: str = "all") -> pd.DataFrame:
     test cores (scope "all") or one test core (scope = its name)."""
     if "scope" in summary.columns:
         summary = summary[summary["scope"] == scope]
-    keys = [k for k in ("protocol", "target", "k_per_core", "selection", "n_labels", "method") if k in summary.columns]
+    used = [k for k in summary.columns if k != "selection" or summary[k].ne("").any()]  # blank off new-cores-labels
+    keys = [k for k in ("protocol", "target", "k_per_core", "selection", "n_labels", "method") if k in used]
     g = summary.groupby(keys)
     return g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
                  seeds=("seed", "nunique")).reset_index()
