@@ -21,6 +21,11 @@ def preprocess_main(argv=None) -> None:
     p.add_argument("--data-root", default="data", help="folder holding datasets/ and experiments/ (default: data)")
     p.add_argument("--raw", help="folder of <core>/<run folder>/*.spe (default: the embedded synthetic archive "
                    "under <data-root>/datasets/external/<name>/, generated if missing)")
+    p.add_argument("--table", help="a compiled spectra table instead of --raw: one row per spectrum with its channel "
+                   "counts (CSV or Parquet; channel columns by name 0, 1, ... or ch0000, ..., else the numeric ones)")
+    p.add_argument("--info", help="with --table: the info table (CSV or Parquet) of core, depth_mm and any of "
+                   "section, position_mm, kv, live_time_s, current_ma, scanner; joined on source_file or spectrum_id, "
+                   "else row by row")
     p.add_argument("--bulk", help="CSV of core, depth_mm and measured columns: CaCO3, TOC and any other, each a "
                    "target (default: bulk.csv beside --raw)")
     p.add_argument("--name", help=f"data set name (default: synthetic, which also builds the unlabelled pool "
@@ -42,9 +47,11 @@ def preprocess_main(argv=None) -> None:
                    help="spectra per .npy shard file (default: 65536, 512 MiB of 2,048-channel counts)")
     args = p.parse_args(argv)
     # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
-    raw = Path(args.raw).resolve() if args.raw else None
+    raw = Path(args.raw).resolve() if args.raw else Path(args.table).resolve() if args.table else None
     name = args.name or ("synthetic" if raw is None else raw.parent.name if raw.name.lower() == "raw" else raw.name)
     names = [name]
+    if args.table and args.name is None:
+        name = raw.stem  # the table's name
     if raw is None and args.name is None and not (dataset_dir(args.data_root, POOL) / "info.toml").is_file():
         names.append(POOL)  # the embedded default: the labelled set and the pool pretraining reads beside it
     for name in names:
@@ -52,7 +59,7 @@ def preprocess_main(argv=None) -> None:
                              split_by=args.split_by, test_cores=args.test_cores.split(",") if args.test_cores else None,
                              kv=args.kv, match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite,
                              seed=args.seed, spectrum_length=args.spectrum_length, workers=args.workers,
-                             shard_rows=args.shard_rows, command=sys.argv)
+                             shard_rows=args.shard_rows, command=sys.argv, table=args.table, info_table=args.info)
         _describe_dataset(args.data_root, name, path)
 
 

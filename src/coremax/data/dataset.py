@@ -20,6 +20,7 @@ import pandas as pd
 
 from coremax.data.bulk import TARGETS, labelled_mask, match_bulk, read_bulk
 from coremax.data.shards import SHARD_ROWS, Shards
+from coremax.data.table import read_table
 from coremax.data.splits import SPLIT_BY, choose_test_cores, resolve_split_by, split_rows
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
@@ -143,8 +144,10 @@ def _check_options(name: str, split: float, split_by: str, on_error: str, match_
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
                   split_by: str = "auto", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
-                  workers: int = 2, shard_rows: int = SHARD_ROWS, command=None) -> Path:
+                  workers: int = 2, shard_rows: int = SHARD_ROWS, command=None, table=None, info_table=None) -> Path:
     """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
+    `table` and `info_table` (a compiled spectra table and its info table, CSV or Parquet) replace `raw`: the
+    same data set, the same checks (coremax.data.table).
 
     With `raw=None` the synthetic archive under `<data_root>/datasets/external/synthetic/` is used (and
     generated if missing). `bulk` defaults to `bulk.csv` beside the raw folder, test cores to the archive's
@@ -157,12 +160,19 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     if target.exists() and not overwrite:
         raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
                         "choose another --name.")
-    raw = Path(raw) if raw is not None else default_synthetic(data_root, name) / "raw"
+    if (table is None) != (info_table is None) or (table is not None and raw is not None):
+        raise UserError("Give either --raw (a folder of .spe files) or --table with --info (a compiled spectra table "
+                        "and its info table), not both.")
+    raw = Path(table) if table is not None else Path(raw) if raw is not None else \
+        default_synthetic(data_root, name) / "raw"
     # An archive may carry bulk.csv and a manifest.toml (default test cores) beside its raw/ folder.
     manifest = read_toml(raw.parent / "manifest.toml") if (raw.parent / "manifest.toml").is_file() else {}
     if bulk is None and (raw.parent / "bulk.csv").is_file():
         bulk = raw.parent / "bulk.csv"
-    meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
+    if table is not None:
+        meta, counts, skipped, _ = read_table(table, info_table, kv, spectrum_length)
+    else:
+        meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
     if bulk is not None:
         measured = read_bulk(bulk)
         clash = [c for c in measured.columns if c in META_COLUMNS and c not in ("core", "depth_mm")]
