@@ -260,3 +260,26 @@ def test_linear_probe_scores_each_target_and_drops_missing_labels():
     assert probe.loc["CaCO3", "n_test"] == 40
     few = linear_probe(emb[:3], y["CaCO3"].to_numpy()[:3], emb[3:6], y["CaCO3"].to_numpy()[3:6], targets=["CaCO3"])
     assert np.isnan(few.loc[0, "r2"])
+
+
+def test_attention_relevance_peaks_at_the_patch_the_answer_depends_on():
+    """A toy regressor trained to read one known patch (through the class token, so only attention can carry it):
+    the gradient-weighted attention rollout (Chefer et al. 2021) puts its largest relevance on that patch."""
+    from coremax.analysis import attention_relevance
+
+    torch.manual_seed(0)
+    model = Regressor(1, input_channels=128, patch_size=16, embed_dim=32, depth=2, num_heads=2, global_pool=False)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        x = torch.randn(64, 128)
+        loss = ((model(x)[:, 0] - x[:, 80:96].mean(dim=1) * 4) ** 2).mean()  # patch 5 only
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3
+    x = torch.randn(32, 128).numpy()
+    rel = attention_relevance(model, lambda t: t, x)
+    assert rel.shape == (32, 128)
+    per_patch = rel.mean(axis=0).reshape(8, 16).mean(axis=1)
+    assert per_patch.argmax() == 5 and per_patch[5] > 1.5 * np.delete(per_patch, 5).max()
+    assert all(not b.attn.keep_weights and b.attn.weights is None for b in model.encoder.blocks)  # left as it was

@@ -49,7 +49,8 @@ def expected_figures(stem: str, pretrained: str, finetuned: str) -> list[str]:
                                                                            "downcore")],
         "experiments": [f"experiments/{pretrained}/results/training-curves.png",
                         f"experiments/{finetuned}/results/training-curves.png", "analysis/experiments-metrics.png"],
-        "saliency": [f"experiments/{finetuned}/results/saliency-integrated_gradients.png"],
+        "saliency": [f"experiments/{finetuned}/results/saliency-integrated_gradients.png",
+                     f"experiments/{finetuned}/results/relevance.png"],
         "latent": [f"experiments/{pretrained}/results/latent-pca.png"],
     }.get(stem, [])
 

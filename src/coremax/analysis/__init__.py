@@ -5,11 +5,11 @@ pretrained encoders. Every plotting helper writes a PNG atomically and returns i
 from coremax.analysis.experiments import gather_experiments, load_histories, plot_metric_vs, training_curves
 from coremax.analysis.latent import embeddings, linear_probe, pca, plot_embeddings
 from coremax.analysis.overview import plot_downcore, plot_target_histograms
-from coremax.analysis.saliency import plot_saliency, reference_baseline, saliency
+from coremax.analysis.saliency import attention_relevance, plot_saliency, reference_baseline, saliency
 from coremax.analysis.spectra import (MAIN_ELEMENTS, emission_lines, energy_axis, label_lines, peak_areas,
                                       plot_spectra)
 
-__all__ = ["MAIN_ELEMENTS", "emission_lines", "embeddings", "energy_axis", "gather_experiments", "label_lines",
+__all__ = ["attention_relevance", "MAIN_ELEMENTS", "emission_lines", "embeddings", "energy_axis", "gather_experiments", "label_lines",
            "linear_probe", "load_histories", "pca", "peak_areas", "plot_downcore", "plot_embeddings",
            "plot_metric_vs", "plot_saliency", "plot_spectra", "plot_target_histograms", "reference_baseline",
            "saliency", "training_curves"]

@@ -27,6 +27,39 @@ from coremax.errors import UserError
 METHODS = ("input_x_gradient", "integrated_gradients")
 
 
+def attention_relevance(model, transform, x, target_index: int = 0, batch_size: int = 64) -> np.ndarray:
+    """Relevance (n, W) of output `target_index` over the W channels the model reads (its energy window), by the
+    gradient-weighted attention rollout of Chefer et al. (2021, "Transformer Interpretability Beyond Attention
+    Visualization", in its generic form): R = I, then for every block R <- R + mean_heads[(dA * A)+] R, with A the
+    attention weights and dA the gradient of the output with respect to them; the relevance of the patches is the
+    row of the token the head reads (the class token, or the mean of the patch tokens with global pooling), spread
+    over each patch's channels."""
+    encoder = model.encoder
+    attentions = [block.attn for block in encoder.blocks]
+    x_np = np.atleast_2d(np.asarray(x, dtype=np.float32))
+    out = []
+    with evaluating(model) as device:
+        try:
+            for a in attentions:
+                a.keep_weights = True
+            for start in range(0, len(x_np), batch_size):
+                xb = torch.tensor(x_np[start:start + batch_size], device=device)
+                y = model(transform(xb))[:, target_index].sum()
+                grads = torch.autograd.grad(y, [a.weights for a in attentions])
+                n = attentions[0].weights.shape[-1]
+                rel = torch.eye(n, device=device).expand(len(xb), n, n)
+                for a, g in zip(attentions, grads):
+                    cam = (g * a.weights).clamp(min=0).mean(dim=1)
+                    rel = rel + cam @ rel
+                pooled = getattr(model, "global_pool", False)
+                patches = rel[:, 1:, 1:].mean(dim=1) if pooled else rel[:, 0, 1:]
+                out.append(patches.repeat_interleave(encoder.patch_size, dim=1).detach().double().cpu().numpy())
+        finally:
+            for a in attentions:
+                a.keep_weights, a.weights = False, None
+    return np.concatenate(out) if out else np.zeros((0, encoder.input_channels))
+
+
 def _gradient(model, transform, x: torch.Tensor, target_index: int) -> torch.Tensor:
     """d model(transform(x))[:, target] / dx, summed over the batch (rows are independent in eval mode)."""
     x = x.detach().requires_grad_(True)
