@@ -167,12 +167,13 @@ def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
     todo = {m: f for m, f in files.items() if not (Path(data_root) / f).is_file()}
     if not todo:
         return
-    features_of, pred = suggest.experiment_space(Experiment.open(data_root, source))
-    cfg = Experiment.open(data_root, source).config()
+    chooser = Experiment.open(data_root, source)
+    features_of, pred = suggest.experiment_space(chooser)
+    cfg = chooser.config()
     test = load_split(data_root, study["dataset"], "test")
     x = spectra_array(test)
     features = features_of(x)
-    width = None if pred is None else suggest.interval_widths(Experiment.open(data_root, source), pred, x)[2]
+    width = None if pred is None else suggest.interval_widths(chooser, pred, x)[2]
     candidates = labelled_mask(test, cfg["data"]["targets"])  # only depths with a lab sample
     with exp.run():
         for method, path in todo.items():

@@ -100,7 +100,8 @@ class Config:
         self.values.setdefault(section, {})[key] = value
         self.sources.setdefault(section, {})[key] = level
 
-    def _set(self, section: str, key: str, value: Any, level: str, where: str) -> None:
+    def _set(self, section: str, key: str, value: Any, level: str, where: str, frozen: bool = False) -> None:
+        section, key = self._renamed(section, key, where, frozen)  # every way a value is set: file, text, dict
         if section not in self.values:
             raise UserError(f"Unknown config section [{section}] in {where}{_suggest(section, self.values)}")
         if key not in self.values[section]:
@@ -117,12 +118,11 @@ class Config:
                 raise UserError(f"{where}: {section!r} must be a [section] table of keys; "
                                 "write `section.key = value` pairs under a [section] header.")
             for key, value in keys.items():
-                section, key = self._renamed(section, key, where, frozen)
                 known = key in self.values.get(section, {})
                 if define and not known:
                     self._define(section, key, value, level)
                 else:
-                    self._set(section, key, value, level, where)
+                    self._set(section, key, value, level, where, frozen)
 
     def _renamed(self, section: str, key: str, where: str, frozen: bool) -> tuple[str, str]:
         new = RENAMED.get(f"{section}.{key}")
@@ -262,7 +262,6 @@ def resolve(
         cfg.merge(read_toml(config_file), "experiment", str(config_file), frozen=frozen)
     for text in overrides:
         section, key, value = parse_override(text)
-        section, key = cfg._renamed(section, key, f"the command-line override {text!r}", False)
         cfg._set(section, key, value, "command-line", f"the command-line override {text!r}")
     for full, value in (values or {}).items():
         section, _, key = full.partition(".")

@@ -26,7 +26,6 @@ from sklearn.preprocessing import StandardScaler
 
 from coremax.errors import UserError
 
-METHODS = ("typical", "diverse", "uncertain", "regular")
 MAX_COMPONENTS = 16     # principal components of the features that the distances are measured in
 TYPICAL_NEIGHBOURS = 20  # neighbours over which a spectrum's typicality (density) is measured
 MIN_GAP_MM = 20.0        # default least distance between sampled depths: a lab sample integrates 1-2 cm
@@ -63,8 +62,7 @@ def choose(frame: pd.DataFrame, features: np.ndarray | None, n: int, method: str
             raise UserError(f"Only {int(ok[rows].sum())} depths of {where} can be chosen (spectra not already "
                             f"sampled, at least --min-gap-mm {min_gap_mm:g} from sampled depths) but --n is {n}; "
                             "ask for fewer or lower --min-gap-mm.")
-        chooser = {"typical": _typical, "diverse": _diverse, "uncertain": _uncertain, "regular": _regular}[method]
-        picked += chooser(frame, rows, ok, want, space, width, seed, min_gap_mm, blocked)
+        picked += CHOOSERS[method](frame, rows, ok, want, space, width, seed, min_gap_mm, blocked)
     if strict and len(picked) < n * len(groups):
         raise UserError(f"The spacing rule (--min-gap-mm {min_gap_mm:g}) leaves only {len(picked)} of the "
                         f"{n * len(groups)} depths asked for; ask for fewer or lower --min-gap-mm.")
@@ -192,3 +190,7 @@ def _regular(frame, rows, ok, n, space, width, seed, gap, blocked):
                 g.take(mine[free[0]], {"reason": f"regular spacing of {step:.0f} mm (aimed at {t:.0f} mm)",
                                        "distance": float(abs(depth[free[0]] - t))})
     return g.rows
+
+
+CHOOSERS = {"typical": _typical, "diverse": _diverse, "uncertain": _uncertain, "regular": _regular}
+METHODS = tuple(CHOOSERS)  # --method, study.suggest

@@ -81,11 +81,11 @@ def point_runs(sweep: dict, point: dict) -> list[dict]:
     run sets ({"section.key": value}). The config is checked here, before any experiment exists, so a typo in a
     swept key leaves nothing behind."""
     config_file, variant_values = _variant(sweep, point["variant"])
-    out = []
+    out, shared = [], {**values(sweep["overrides"]), **variant_values, **point["values"]}
     for seed in sweep["seeds"]:
         name = f"{sweep['name']}-{point['variant'].replace('_', '') + '-' if point['variant'] else ''}" \
                f"p{point['point']:02d}-s{seed}"
-        run_values = {**values(sweep["overrides"]), **variant_values, **point["values"], "experiment.seed": seed}
+        run_values = {**shared, "experiment.seed": seed}
         cfg = configlib.resolve(config_file or None, values={**run_values, "experiment.name": name},
                                 function_defaults=function_defaults())
         known = history_metrics(cfg["experiment"]["stage"], cfg["data"]["targets"])
