@@ -34,6 +34,31 @@ def train(data_root, name, stage, *overrides, resume=False):
     return run_stage(cfg, data_root, resume=resume, command=["pytest", name])
 
 
+def interrupted_then_resumed(data_root, name, stage, *overrides, monkeypatch):
+    """Train, stopped by a KeyboardInterrupt in the third epoch's validation, then resume: the run a killed job
+    leaves and its --resume."""
+    from coremax.engine import trainer
+    from coremax.experiment import Experiment
+
+    task = trainer.TASKS[stage]
+    calls = {"n": 0}
+    original = task.validate
+
+    def stop_in_third_epoch(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(task, "validate", stop_in_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(data_root, name, stage, *overrides)
+    assert Experiment.open(data_root, name).provenance()["status"] == "interrupted"
+    assert len(Experiment.open(data_root, name).read_result("history")) == 2
+    monkeypatch.setattr(task, "validate", original)
+    train(data_root, name, stage, *overrides, resume=True)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """A data root with a small synthetic archive and its prepared data set 'synthetic'."""

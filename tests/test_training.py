@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, train
+from conftest import ROOT, interrupted_then_resumed, train
 from coremax.data.dataset import load_split
 from coremax import checkpoint as ckpt
 from coremax.engine import trainer
@@ -89,22 +89,7 @@ def test_missing_parent_is_a_clear_error(data_root):
 def test_resume_equals_an_uninterrupted_run(data_root, monkeypatch):
     args = ("optim.epochs=3", "optim.blr=1e-3", "experiment.seed=3")
     train(data_root, "whole", "pretrain", *args)
-    calls = {"n": 0}
-    original = trainer.PretrainTask.validate
-
-    def stop_in_third_epoch(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(trainer.PretrainTask, "validate", stop_in_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train(data_root, "cut", "pretrain", *args)
-    assert Experiment.open(data_root, "cut").provenance()["status"] == "interrupted"
-    assert len(history(data_root, "cut")) == 2
-    monkeypatch.setattr(trainer.PretrainTask, "validate", original)
-    train(data_root, "cut", "pretrain", *args, resume=True)
+    interrupted_then_resumed(data_root, "cut", "pretrain", *args, monkeypatch=monkeypatch)
     a, b = history(data_root, "whole"), history(data_root, "cut")
     assert list(b["epoch"]) == [1, 2, 3]
     np.testing.assert_array_equal(a["train_loss"].to_numpy(), b["train_loss"].to_numpy())

@@ -29,7 +29,7 @@ from coremax.engine.data import ArrayData, Prepared, input_length
 from coremax.engine.runtime import peak_flops, setup
 from coremax.engine.trainer import TASKS, Schedule, train_epoch
 from coremax.engine.optim import build_optimizer
-from coremax.models import build_model, train_flops_per_spectrum
+from coremax.models import build_model, peft, train_flops_per_spectrum
 from coremax.stages import function_defaults
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -48,6 +48,7 @@ def cpu_cases() -> list[dict]:
         {"name": "CPU recipe pretrain (window 512), fp32", "config": str(CONFIGS / "cpu-pretrain.toml"),
          "overrides": ['runtime.amp="off"']},
         {"name": "CPU recipe finetune (window 512)", "config": str(CONFIGS / "cpu-finetune.toml"), "overrides": []},
+        *peft_cases(*full, "runtime.amp=\"off\""),
         {"name": "base MAE, mask 0.75, batch 32", "config": "", "overrides": full + [
             'model.size="base"', "model.mask_ratio=0.75", "optim.batch_size=32", 'runtime.amp="off"']},
         {"name": "base MAE, mask 0.75, batch 32, bf16", "config": "", "overrides": full + [
@@ -55,8 +56,16 @@ def cpu_cases() -> list[dict]:
     ]
 
 
+def peft_cases(*overrides: str, batch: int = 32) -> list[dict]:
+    """Fine-tuning tiny and base in each finetune.mode that trains everything or a part: trainable parameters
+    and peak memory side by side."""
+    return [{"name": f"{size} finetune {mode}, batch {batch}", "config": "", "overrides": [
+        *overrides, 'experiment.stage="finetune"', f'model.size="{size}"', f'finetune.mode="{mode}"',
+        f"optim.batch_size={batch}"]} for size in ("tiny", "base") for mode in ("full", "lora", "adapter")]
+
+
 def gpu_cases() -> list[dict]:
-    out = []
+    out = peft_cases('data.channels=[0, 2048]', 'runtime.device="cuda"', 'runtime.amp="bf16"', batch=256)
     for size, batch in (("tiny", 512), ("base", 256)):
         for stage in ("pretrain", "finetune"):
             for channels in ([0, 2048], [0, 512]):
@@ -95,7 +104,12 @@ def run_case(case: dict, steps: int) -> dict:
                     augment_min_fraction=d["augment_min_fraction"],
                     jitter=(d["jitter_gain"], d["jitter_offset"], d["jitter_width"]), absorption=d["jitter_absorption"],
                     channels=tuple(d["channels"]), info={})
-    model = build_model(stage, len(d["targets"]), width, **m).to(rt.device)
+    model = build_model(stage, len(d["targets"]), width, **m)
+    mode = cfg["finetune"]["mode"] if stage == "finetune" else "full"
+    if mode in peft.MODES:  # on a random encoder: the cost does not depend on what the weights hold
+        f = cfg["finetune"]
+        peft.attach(model, mode, f["lora_rank"], f["lora_alpha"], f["adapter_dim"])
+    model.to(rt.device)
     if rt.data_on_device:
         data.train = data.train.to(rt.device)
     task = TASKS[stage](data, rt)
@@ -118,7 +132,8 @@ def run_case(case: dict, steps: int) -> dict:
     peak = peak_flops(rt)
     return {"case": case["name"], "device": str(rt.device), "stage": stage, "size": m["size"], "channels": width,
             "batch": batch, "amp": {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype],
-            "compile": cfg["runtime"]["compile"],
+            "compile": cfg["runtime"]["compile"], "mode": mode,
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "spectra_per_s": round(speed, 1), "tflops": round(flops * speed / 1e12, 3),
             "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1)}
 

@@ -21,7 +21,7 @@ from coremax.errors import UserError
 from coremax.eval.metrics import rmse
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
-from coremax.models import build_model, load_encoder
+from coremax.models import build_model, load_encoder, peft
 from coremax.paths import experiment_dir, inside
 from coremax.provenance import device_info
 
@@ -80,6 +80,10 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
             if stage == "finetune" and config["finetune"]["from"] and not resume else None
         if parent is not None:
             parent_state = check_parent(parent[0], config)
+        mode = config["finetune"]["mode"] if stage == "finetune" else "full"
+        if mode in peft.MODES and parent is None and not resume:
+            raise UserError(f"finetune.mode = {mode!r} adapts a pretrained encoder and keeps it frozen; set finetune.from "
+                            "to a pretrain experiment (or use mode \"full\" to train from scratch).")
         if stage != "baseline":
             width, patch = input_length(config["data"]), config["model"]["patch_size"]
             if patch < 1 or width % patch:
@@ -109,8 +113,9 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
                 extra["channel_stats"] = [s.tolist() for s in data.channel_stats]
             if parent is not None:
                 _init_from_parent(model, parent, parent_state, exp, log, rt.main)
+            if mode in peft.MODES:
+                extra["peft"] = _attach_peft(model, config["finetune"], parent, exp, resume, log)
             task = TASKS[stage](data, rt)
-            mode = config["finetune"]["mode"] if stage == "finetune" else "full"
             if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
                 log.info("ridge_head", **fit_ridge_head(task, model.to(rt.device)))
             if mode in ("linear_probe", "ridge"):
@@ -123,6 +128,23 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         return exp
     finally:
         cleanup(rt)
+
+
+def _attach_peft(model, fine: dict, parent, exp: Experiment, resume: bool, log) -> dict:
+    """LoRA or adapters on the parent's frozen encoder (a resumed run: on the base its last.pth names); returns
+    the base's record that every checkpoint of the run carries."""
+    if resume:
+        last = exp.checkpoints / "last.pth"
+        state = ckpt.load(last)
+        peft.attach_to_base(model, state, last)
+        record = state["peft"]
+    else:
+        peft.attach(model, fine["mode"], fine["lora_rank"], fine["lora_alpha"], fine["adapter_dim"])
+        record = peft.base_record(parent[0], exp.checkpoints)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("peft", mode=fine["mode"], trainable_params=trainable,
+             total_params=sum(p.numel() for p in model.parameters()), base=record["base"])
+    return record
 
 
 def test_reads(data: Prepared, config: dict) -> dict:
@@ -206,6 +228,9 @@ def check_parent(path: Path, config: dict) -> dict:
     if not path.is_file():
         raise UserError(f"finetune.from points at {path}, which does not exist; the parent has no checkpoint.")
     state = ckpt.load(path)
+    if state.get("peft"):
+        raise UserError(f"finetune.from points at {path}, which holds only {state['config']['finetune']['mode']} "
+                        "weights; start from the pretrain experiment it adapts.")
     parent = state.get("config", {})
     parent_data = parent.get("data", {})
     theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))

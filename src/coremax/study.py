@@ -36,7 +36,7 @@ STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
 # The study's neural methods: (finetune.mode, starts from the pretraining); every registered baseline
 # (coremax.baselines) is a method too, under its baseline.method. A new method is one line here.
 NEURAL = {"msm": ("full", True), "msm-probe": ("ridge", True), "msm-lpft": ("lp_ft", True),
-          "scratch": ("full", False)}
+          "msm-lora": ("lora", True), "msm-adapter": ("adapter", True), "scratch": ("full", False)}
 
 
 def methods() -> tuple[str, ...]:

@@ -26,7 +26,8 @@ def bench_train_main(argv=None) -> None:
     cases = [c for c in cases if args.only in c["name"]]
     if not cases:
         raise UserError(f"No benchmark case matches --only {args.only!r}.")
-    print("case | device | stage | size | channels | batch | amp | compile | spectra/s | TFLOP/s | MFU | peak MiB")
+    print("case | device | stage | size | channels | batch | amp | compile | finetune.mode | trainable params | "
+          "spectra/s | TFLOP/s | MFU | peak MiB")
     table = bench_train(cases, args.steps)
     if table.empty:
         raise UserError("Every benchmark case failed; the lines above say why.")

@@ -32,7 +32,7 @@ CHOICES = {
     "model.loss_on": ("masked", "all"),
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
-    "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft"),
+    "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft", "lora", "adapter"),
 }
 
 

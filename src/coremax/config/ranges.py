@@ -33,6 +33,9 @@ RANGES = {
     "runtime.threads": ("x >= 0", lambda x: x >= 0),
     "runtime.save_every": ("x >= 0", lambda x: x >= 0),
     "runtime.log_interval_s": ("x >= 0", lambda x: x >= 0),
+    "finetune.lora_rank": ("x >= 1", lambda x: x >= 1),
+    "finetune.lora_alpha": ("x > 0", lambda x: x > 0),
+    "finetune.adapter_dim": ("x >= 1", lambda x: x >= 1),
     "baseline.n_components": ("x >= 1", lambda x: x >= 1),
     "eval.interval": ("0 < x < 1", lambda x: 0 < x < 1),
 }

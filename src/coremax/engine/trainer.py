@@ -22,6 +22,7 @@ from coremax.engine.schedule import lr_at, scaled_lr, set_lr
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
 from coremax.models import train_flops_per_spectrum
+from coremax.models.peft import load_weights, saved_weights
 from coremax.models.regressor import masked_mse
 from coremax.logs import Scalars
 from coremax.progress import Progress
@@ -171,7 +172,7 @@ def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict,
         log.info("epoch", **row, best=improved)
         scalars.write(row, epoch + 1)
         if rt.main:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"model": saved_weights(model), "optimizer": optimizer.state_dict(),
                      "scaler": rt.scaler.state_dict() if rt.scaler else {}, "epoch": epoch + 1, "step": step,
                      "rng": ckpt.rng_state(), "config": config, "best": best, "history": history,
                      "stage": task.stage, **(extra_state or {})}
@@ -190,7 +191,7 @@ def save_untrained(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, co
            "seconds": round(time.monotonic() - started, 3), "spectra_per_s": float("nan"), "mfu": float("nan")}
     log.info("epoch", **row, best=True)
     if rt.main:
-        _save_checkpoints(exp, {"model": model.state_dict(), "optimizer": {}, "scaler": {}, "epoch": 1, "step": 0,
+        _save_checkpoints(exp, {"model": saved_weights(model), "optimizer": {}, "scaler": {}, "epoch": 1, "step": 0,
                                 "rng": ckpt.rng_state(), "config": config, "best": row[task.score],
                                 "history": [row], "stage": task.stage, **(extra_state or {})}, True, 0)
     return pd.DataFrame([row])
@@ -211,7 +212,7 @@ def place_on_device(data: Prepared, rt: Runtime) -> bool:
 def _resume(last, model, optimizer, rt: Runtime, exp, log) -> tuple[int, int, float, list]:
     """Weights, optimizer, loss scaler and random streams from last.pth: (epoch, step, best score, history)."""
     state = ckpt.load(last, map_location=rt.device)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if rt.scaler is not None and state.get("scaler"):
         rt.scaler.load_state_dict(state["scaler"])

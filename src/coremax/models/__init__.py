@@ -12,9 +12,10 @@ from torch import nn
 from coremax import checkpoint as ckpt
 from coremax.data.transforms import TargetScaler, make_transform, window
 from coremax.errors import UserError
+from coremax.models import peft
 from coremax.models.max import MaX
 from coremax.models.regressor import Regressor, masked_mse
-from coremax.models.vitx import VitX
+from coremax.models.vitx import VitX, load_encoder
 
 SIZES = {
     "tiny": {"embed_dim": 192, "depth": 6, "num_heads": 3, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4},
@@ -93,7 +94,10 @@ def load(path, device: str = "cpu") -> Loaded:
         stage, data = state["stage"], cfg["data"]
         length = state.get("input_length", data["channels"][1] - data["channels"][0])
         model = build_model(stage, len(state.get("targets", [])), length, **cfg["model"])
-        model.load_state_dict(state["model"])
+        if state.get("peft"):  # adapter weights only: the base checkpoint's encoder under them
+            peft.rebuild(model, state, Path(path))
+        else:
+            model.load_state_dict(state["model"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"The checkpoint {Path(path)} does not describe its model ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:80]}); it was not written by this version of CoreMAX.") from None
@@ -103,25 +107,6 @@ def load(path, device: str = "cpu") -> Loaded:
     channels = data["channels"]
     scaler = TargetScaler.from_state(state["target_scaler"]) if state.get("target_scaler") else None
     return Loaded(model, lambda x: base(window(x, channels)), list(state.get("targets", [])), scaler, stage, state)
-
-
-def load_encoder(model: nn.Module, state_dict: dict) -> dict:
-    """Copy the `encoder.*` weights of a MaX or Regressor state dict into `model.encoder`.
-    Reports missing and unexpected encoder keys; refuses any shape mismatch."""
-    prefix = "encoder."
-    source = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not source:
-        raise UserError("The checkpoint's model state has no encoder.* weights; point the fine-tuning at a "
-                        "checkpoint of a MaX pretrain or regressor experiment.")
-    own = model.encoder.state_dict()
-    for key, value in source.items():
-        if key in own and own[key].shape != value.shape:
-            raise UserError(f"The checkpoint's encoder.{key} has shape {tuple(value.shape)} but this model's has "
-                            f"{tuple(own[key].shape)}; use the same model.size, model.patch_size and "
-                            "data.spectrum_length as the pretrain experiment.")
-    result = model.encoder.load_state_dict(source, strict=False)
-    return {"missing": [prefix + k for k in result.missing_keys],
-            "unexpected": [prefix + k for k in result.unexpected_keys]}
 
 
 __all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_model", "train_flops_per_spectrum",

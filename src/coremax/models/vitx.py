@@ -67,10 +67,11 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.drop_path = DropPath(drop_path)
+        self.adapter = nn.Identity()  # finetune.mode = "adapter" puts a trainable bottleneck here (models.peft)
 
     def forward(self, x):
         x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return self.adapter(x + self.drop_path(self.mlp(self.norm2(x))))
 
 
 def init_weights(module: nn.Module) -> None:
@@ -133,3 +134,21 @@ class VitX(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(self.embed(x))
 
+
+def load_encoder(model: nn.Module, state_dict: dict) -> dict:
+    """Copy the `encoder.*` weights of a MaX or Regressor state dict into `model.encoder`.
+    Reports missing and unexpected encoder keys; refuses any shape mismatch."""
+    prefix = "encoder."
+    source = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not source:
+        raise UserError("The checkpoint's model state has no encoder.* weights; point the fine-tuning at a "
+                        "checkpoint of a MaX pretrain or regressor experiment.")
+    own = model.encoder.state_dict()
+    for key, value in source.items():
+        if key in own and own[key].shape != value.shape:
+            raise UserError(f"The checkpoint's encoder.{key} has shape {tuple(value.shape)} but this model's has "
+                            f"{tuple(own[key].shape)}; use the same model.size, model.patch_size and "
+                            "data.spectrum_length as the pretrain experiment.")
+    result = model.encoder.load_state_dict(source, strict=False)
+    return {"missing": [prefix + k for k in result.missing_keys],
+            "unexpected": [prefix + k for k in result.unexpected_keys]}
