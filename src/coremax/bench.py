@@ -128,6 +128,10 @@ def run_case(case: dict, steps: int) -> dict:
     else:
         peak_mem = peak_rss_mib()
     speed = seen / (time.perf_counter() - t0)
+    # The training state itself, from the tensors: weights, a gradient per trained weight, AdamW's moments.
+    nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)  # noqa: E731
+    state_bytes = (nbytes(model.parameters()) + nbytes(p for p in model.parameters() if p.requires_grad)
+                   + nbytes(t for st in optimizer.state.values() for t in st.values() if t.dim()))
     flops = train_flops_per_spectrum(model)
     peak = peak_flops(rt)
     return {"case": case["name"], "device": str(rt.device), "stage": stage, "size": m["size"], "channels": width,
@@ -135,7 +139,8 @@ def run_case(case: dict, steps: int) -> dict:
             "compile": cfg["runtime"]["compile"], "mode": mode,
             "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "spectra_per_s": round(speed, 1), "tflops": round(flops * speed / 1e12, 3),
-            "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1)}
+            "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1),
+            "state_mib": round(state_bytes / 2**20, 1)}
 
 
 def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:

@@ -27,7 +27,7 @@ def bench_train_main(argv=None) -> None:
     if not cases:
         raise UserError(f"No benchmark case matches --only {args.only!r}.")
     print("case | device | stage | size | channels | batch | amp | compile | finetune.mode | trainable params | "
-          "spectra/s | TFLOP/s | MFU | peak MiB")
+          "spectra/s | TFLOP/s | MFU | peak MiB | weights+grads+AdamW MiB")
     table = bench_train(cases, args.steps)
     if table.empty:
         raise UserError("Every benchmark case failed; the lines above say why.")
