@@ -175,8 +175,9 @@ def code_channel_correlation(code, transform, x) -> np.ndarray:
 
 def _lines(kv: float, energy: np.ndarray) -> pd.DataFrame:
     """K-alpha and L-alpha lines on the energy axis (K-beta lines would crowd the labels)."""
-    lines = emission_lines(kv=kv, min_kev=float(energy[0]))
-    return lines[(lines["line"] != "Kb") & (lines["energy_kev"] <= energy[-1])].reset_index(drop=True)
+    lines = emission_lines(kv=kv)
+    shown = (lines["line"] != "Kb") & lines["energy_kev"].between(energy[0], energy[-1])
+    return lines[shown].reset_index(drop=True)
 
 
 def dimension_elements(corr, energy, dims, kv: float = 10.0, top: int = 3) -> pd.DataFrame:

@@ -38,7 +38,7 @@ def _size(size: str) -> dict:
 def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str = "tiny",
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
                 norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
-                head_layers: int = 1, latent: str = "plain", vsc_dim: int = 32, vsc_beta: float = 1e-3,
+                head_layers: int = 1, latent: str = "plain", vsc_dim: int = 32, vsc_beta: float = 1e-5,
                 vsc_alpha: float = 0.1) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining (with a spike-and-slab code when
     latent = "vsc"), the regressor otherwise."""
