@@ -231,6 +231,11 @@ def test_embeddings_are_class_tokens_of_the_pretrained_encoder(data_root, pretra
         direct = model.encoder(transform(torch.tensor(x)))[:, 0].numpy()
     np.testing.assert_allclose(emb, direct, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(embeddings(model.encoder, transform, x), emb, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # pool="mean": the mean patch token, what the fine-tuning head reads
+        mean = model.encoder(transform(torch.tensor(x)))[:, 1:].mean(dim=1).numpy()
+    np.testing.assert_allclose(embeddings(model, transform, x, pool="mean"), mean, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserError, match="pool = 'max' is not known"):
+        embeddings(model, transform, x, pool="max")
     coords, explained = pca(emb)
     assert coords.shape == (10, 2) and 0 < explained.sum() <= 1 + 1e-9 and explained[0] >= explained[1]
     path = plot_embeddings(coords, df, ["core", "scanner", "CaCO3"], tmp_path / "pca.png", explained=explained)

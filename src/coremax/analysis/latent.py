@@ -1,4 +1,6 @@
-"""What the pretrained encoder has learnt: class-token embeddings, their PCA, and ridge linear probes."""
+"""What the pretrained encoder has learnt: class-token or mean-token embeddings, their PCA, ridge linear probes,
+and the spike-and-slab code of a model pretrained with model.latent = "vsc": which dimensions are active and
+which channels (emission lines) each one follows."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from coremax.analysis._model import evaluating
 
+from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.plotting import new_figure, save
 from coremax.errors import UserError
 from coremax.eval.metrics import regression_metrics
@@ -21,17 +24,32 @@ from coremax.eval.metrics import regression_metrics
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 
 
-def embeddings(model_or_encoder, transform, x, batch_size: int = 256) -> np.ndarray:
-    """Class-token embeddings (n, D) of raw-count spectra x (n, L): token 0 of `encoder(transform(x))`.
-    Takes a VitX encoder or any model with an `.encoder` (MaX, Regressor); runs in eval mode, no gradients."""
-    encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
+def _batched(module, transform, x, fn, batch_size: int) -> list[tuple[np.ndarray, ...]]:
+    """fn(transform(batch)) over batches of raw-count spectra x (n, L), `module` in eval mode, no gradients:
+    per batch, the tensor or tuple of tensors fn returns, as float64 arrays."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
     out = []
-    with evaluating(encoder) as device, torch.no_grad():
+    with evaluating(module) as device, torch.no_grad():
         for start in range(0, len(x), batch_size):
-            xb = transform(torch.tensor(x[start:start + batch_size], device=device))
-            out.append(encoder(xb)[:, 0].double().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim))
+            result = fn(transform(torch.tensor(x[start:start + batch_size], device=device)))
+            out.append(tuple(r.double().cpu().numpy() for r in (result if isinstance(result, tuple) else (result,))))
+    return out
+
+
+def embeddings(model_or_encoder, transform, x, batch_size: int = 256, pool: str = "cls") -> np.ndarray:
+    """Embeddings (n, D) of raw-count spectra x (n, L) by `encoder(transform(x))`: its class token (pool="cls")
+    or the mean of its patch tokens (pool="mean", what the fine-tuning head and the sparse code read).
+    Takes a VitX encoder or any model with an `.encoder` (MaX, Regressor); runs in eval mode, no gradients."""
+    if pool not in ("cls", "mean"):
+        raise UserError(f"pool = {pool!r} is not known; use \"cls\" or \"mean\".")
+    encoder = getattr(model_or_encoder, "encoder", model_or_encoder)
+
+    def pooled(xb):
+        tokens = encoder(xb)
+        return tokens[:, 0] if pool == "cls" else tokens[:, 1:].mean(dim=1)
+
+    parts = _batched(encoder, transform, x, pooled, batch_size)
+    return np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, encoder.embed_dim))
 
 
 def pca(emb: np.ndarray, n_components: int = 2, fit_on: np.ndarray | None = None):
@@ -119,3 +137,99 @@ def linear_probe(train_emb, y_train, test_emb, y_test, targets=None, alphas=RIDG
             row.update(alpha=float(model[-1].alpha_), r2=m["r2"], rmse=m["rmse"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# -- the sparse code of a VSC pretraining -----------------------------------------------------------------------------
+def sparse_codes(model, transform, x, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(gamma, mu), each (n, J): the spike probability and slab mean of each code dimension for raw-count spectra
+    x (n, L), nothing masked (`MaX.sparse_code`); gamma * mu is the posterior mean of the code."""
+    if not hasattr(model, "sparse_code"):
+        raise UserError(f"A {type(model).__name__} has no sparse code; load the checkpoint of a pretrain experiment "
+                        "with model.latent = \"vsc\".")
+    parts = _batched(model, transform, x, model.sparse_code, batch_size)
+    if not parts:
+        return np.zeros((0, model.code.dim)), np.zeros((0, model.code.dim))
+    mu, _, gamma = (np.concatenate(a) for a in zip(*parts))
+    return gamma, mu
+
+
+def active_fraction(gamma, threshold: float = 0.5) -> np.ndarray:
+    """Per spectrum, the fraction (n,) of code dimensions whose spike probability exceeds `threshold`."""
+    return (np.atleast_2d(np.asarray(gamma)) > threshold).mean(axis=1)
+
+
+def code_channel_correlation(code, transform, x) -> np.ndarray:
+    """Pearson correlation (J, W) over spectra between each code dimension (code: (n, J), e.g. gamma * mu) and each
+    channel of the model's input transform(x) (n, W); 0 where either never varies (a dimension always off)."""
+    code = np.asarray(code, dtype=np.float64)
+    inputs = transform(torch.tensor(np.atleast_2d(np.asarray(x, dtype=np.float32)))).double().cpu().numpy()
+    if len(code) != len(inputs) or len(code) < 2:
+        raise UserError(f"{len(code)} codes for {len(inputs)} spectra; pass at least two spectra and their codes.")
+
+    def standardised(a):
+        sd = a.std(axis=0)
+        return np.divide(a - a.mean(axis=0), sd, out=np.zeros_like(a), where=sd > 0)
+
+    return standardised(code).T @ standardised(inputs) / len(code)
+
+
+def _lines(kv: float, energy: np.ndarray) -> pd.DataFrame:
+    """K-alpha and L-alpha lines on the energy axis (K-beta lines would crowd the labels)."""
+    lines = emission_lines(kv=kv)
+    shown = (lines["line"] != "Kb") & lines["energy_kev"].between(energy[0], energy[-1])
+    return lines[shown].reset_index(drop=True)
+
+
+def dimension_elements(corr, energy, dims, kv: float = 10.0, top: int = 3) -> pd.DataFrame:
+    """Which elements' channels each code dimension follows: for every dimension of `dims`, the `top` emission
+    lines at whose channel |r| (of `code_channel_correlation`) is largest, as 'Ca Ka +0.83'."""
+    corr, energy = np.asarray(corr), np.asarray(energy, dtype=np.float64)
+    lines = _lines(kv, energy)
+    at = np.abs(energy[None, :] - lines["energy_kev"].to_numpy()[:, None]).argmin(axis=1)
+    rows = []
+    for j in dims:
+        r = corr[j, at]
+        order = np.argsort(-np.abs(r))[:top]
+        rows.append({"dim": int(j), **{f"line {k + 1}": f"{lines.element[i]} {lines.line[i]} {r[i]:+.2f}"
+                                       for k, i in enumerate(order)}})
+    return pd.DataFrame(rows)
+
+
+def plot_code_activity(gamma, path, threshold: float = 0.5, title: str = "") -> Path:
+    """Two panels: a histogram of the number of active dimensions (gamma > threshold) per spectrum, and each
+    dimension's mean gamma and fraction of spectra where it is active. Writes a PNG."""
+    gamma = np.atleast_2d(np.asarray(gamma, dtype=np.float64))
+    fig, axes = new_figure(1, 2, 5.0, 3.6)
+    active = (gamma > threshold).sum(axis=1)
+    axes[0, 0].hist(active, bins=np.arange(gamma.shape[1] + 2) - 0.5, color="C0")
+    axes[0, 0].set(xlabel=f"active dimensions per spectrum (gamma > {threshold})", ylabel="spectra",
+                   title=f"{title} mean {active.mean():.1f} of {gamma.shape[1]}".strip())
+    dims = np.arange(gamma.shape[1])
+    axes[0, 1].bar(dims, gamma.mean(axis=0), color="C0", label="mean gamma")
+    axes[0, 1].plot(dims, (gamma > threshold).mean(axis=0), "o", ms=3, color="C3", label="fraction active")
+    axes[0, 1].set(xlabel="code dimension", ylabel="activity", ylim=(0, 1.05))
+    axes[0, 1].legend(fontsize=7)
+    return save(fig, path)
+
+
+def plot_code_channels(corr, energy, dims, path, kv: float = 10.0, title: str = "") -> Path:
+    """The correlation of each dimension of `dims` with every input channel (rows) against energy, emission lines
+    labelled: which part of the spectrum each active dimension follows. Writes a PNG."""
+    corr, energy, dims = np.asarray(corr), np.asarray(energy, dtype=np.float64), list(dims)
+    if corr.shape[1] != len(energy):
+        raise UserError(f"The correlations have {corr.shape[1]} channels but the energy axis has {len(energy)}; "
+                        "cut the axis to the model's data.channels window.")
+    fig, axes = new_figure(1, 1, 10.0, 1.2 + 0.28 * max(len(dims), 1))
+    ax = axes[0, 0]
+    step = (energy[-1] - energy[0]) / max(len(energy) - 1, 1)
+    image = ax.imshow(corr[dims] if dims else np.zeros((1, len(energy))), aspect="auto", cmap="RdBu_r", vmin=-1,
+                      vmax=1, interpolation="nearest",
+                      extent=(energy[0] - step / 2, energy[-1] + step / 2, max(len(dims), 1) - 0.5, -0.5))
+    ax.set_yticks(range(len(dims)), [f"z{j}" for j in dims], fontsize=7)
+    ax.set(xlabel="energy (keV)", xlim=(max(float(energy[0]), 0.5), min(float(energy[-1]), kv + 0.5)),
+           title=title or "correlation of each active code dimension with the input channels")
+    if not dims:  # a collapsed code: every spike off
+        ax.text(0.5, 0.5, "no active dimension", transform=ax.transAxes, ha="center", va="center")
+    label_lines(ax, _lines(kv, energy))
+    fig.colorbar(image, ax=ax, label="r", fraction=0.03)
+    return save(fig, path)

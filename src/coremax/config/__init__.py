@@ -30,6 +30,7 @@ DEFAULT_PATH = Path(__file__).with_name("default-config.toml")
 CHOICES = {
     "experiment.stage": ("pretrain", "finetune", "baseline"),
     "model.loss_on": ("masked", "all"),
+    "model.latent": ("plain", "vsc"),
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
     "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft", "lora", "adapter"),

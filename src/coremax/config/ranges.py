@@ -21,6 +21,9 @@ RANGES = {
     "model.head_layers": ("x >= 1", lambda x: x >= 1),
     "model.mask_ratio": ("0 <= x < 1", lambda x: 0 <= x < 1),  # 0: a plain autoencoder, loss on all patches
     "model.drop_path": ("0 <= x < 1", lambda x: 0 <= x < 1),
+    "model.vsc_dim": ("x >= 1", lambda x: x >= 1),
+    "model.vsc_beta": ("x >= 0", lambda x: x >= 0),  # 0: the code is free, an autoencoder bottleneck beside the tokens
+    "model.vsc_alpha": ("0 < x < 1", lambda x: 0 < x < 1),  # the KL takes log(alpha) and log(1 - alpha)
     "optim.batch_size": ("x >= 1", lambda x: x >= 1),
     "optim.epochs": ("x >= 1", lambda x: x >= 1),
     "optim.blr": ("x > 0", lambda x: x > 0),

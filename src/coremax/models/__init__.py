@@ -16,6 +16,7 @@ from coremax.models import peft
 from coremax.models.max import MaX
 from coremax.models.regressor import Regressor, masked_mse
 from coremax.models.vitx import VitX, load_encoder
+from coremax.models.vsc import latent_code
 
 SIZES = {
     "tiny": {"embed_dim": 192, "depth": 6, "num_heads": 3, "decoder_dim": 128, "decoder_depth": 2, "decoder_heads": 4},
@@ -38,12 +39,15 @@ def _size(size: str) -> dict:
 def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str = "tiny",
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
                 norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
-                head_layers: int = 1) -> nn.Module:
-    """Consumes the [model] section: the MSM autoencoder for pretraining, the regressor otherwise."""
+                head_layers: int = 1, latent: str = "plain", vsc_dim: int = 32, vsc_beta: float = 1e-5,
+                vsc_alpha: float = 0.1) -> nn.Module:
+    """Consumes the [model] section: the MSM autoencoder for pretraining (with a spike-and-slab code when
+    latent = "vsc"), the regressor otherwise."""
     dims = _size(size)
     if stage == "pretrain":
         return MaX(input_channels, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
-                   norm_pix_loss=norm_pix_loss, drop_path=drop_path)
+                   norm_pix_loss=norm_pix_loss, drop_path=drop_path,
+                   code=latent_code(latent, vsc_dim, vsc_beta, vsc_alpha))
     return Regressor(num_targets, input_channels, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
                      global_pool=global_pool, drop_path=drop_path, head_layers=head_layers)
 
@@ -64,8 +68,9 @@ def train_flops_per_spectrum(model: nn.Module) -> float:
     if isinstance(model, MaX):
         visible = round(n * (1 - model.mask_ratio))
         dd = model.decoder_embed.out_features
+        extra = 0 if model.code is None else 1  # the decoder token of the sparse code (its small layers left out)
         forward = (2 * n * p * d + enc.depth * _block_flops(visible + 1, d, ratio)  # the encoder sees visible patches
-                   + 2 * (visible + 1) * d * dd + len(model.decoder_blocks) * _block_flops(n + 1, dd, ratio)
+                   + 2 * (visible + 1) * d * dd + len(model.decoder_blocks) * _block_flops(n + 1 + extra, dd, ratio)
                    + 2 * n * dd * p)
     else:
         forward = 2 * n * p * d + enc.depth * _block_flops(n + 1, d, ratio) + 2 * model.head.in_features * \

@@ -1,9 +1,12 @@
 """max: Masked Autoencoder for XRF spectra (Masked Spectrum Modelling).
 
 Random patches are hidden; the vitx encoder sees only the visible ones; a light decoder with mask tokens
-predicts the channels of every patch; the loss is taken on the masked patches (or all)."""
+predicts the channels of every patch; the loss is taken on the masked patches (or all). With a spike-and-slab
+code (models/vsc.py) the decoder also reads the sampled code of the whole spectrum and the loss adds its KL."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -11,6 +14,7 @@ from torch import nn
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 from coremax.models.vitx import Block, VitX, init_weights, sincos_positions
+from coremax.models.vsc import SpikeSlab
 
 
 def check_ratio(mask_ratio: float) -> None:
@@ -25,7 +29,8 @@ class MaX(nn.Module):
     def __init__(self, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
                  num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
-                 norm_pix_loss: bool = False, drop_path: float = 0.0):
+                 norm_pix_loss: bool = False, drop_path: float = 0.0,
+                 code: Callable[[int, int], SpikeSlab] | None = None):
         super().__init__()
         if loss_on not in ("masked", "all"):
             raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")
@@ -42,6 +47,9 @@ class MaX(nn.Module):
         for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             m.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
+        # `code` (embed_dim, decoder_dim) -> the spike-and-slab layers (vsc.latent_code), built last and only when
+        # asked: the plain model keeps its parameters, state_dict keys and random draws.
+        self.code = code(embed_dim, decoder_dim) if code is not None else None
 
     def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
         """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""
@@ -63,26 +71,48 @@ class MaX(nn.Module):
 
     def forward(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
         """Returns (loss, prediction (B, N, P), mask (B, N) with 1 = masked)."""
+        out = self.terms(x, mask_ratio, generator)
+        return out["loss"], out["pred"], out["mask"]
+
+    def terms(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None) -> dict:
+        """The forward pass with its loss apart: loss (what training minimises) = recon (the reconstruction error)
+        + code.beta * kl (the spike-and-slab KL; 0 without a code), pred, mask."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         check_ratio(ratio)
         tokens = self.encoder.embed(x)
         ids_keep, ids_restore, mask = self.random_masking(x.shape[0], ratio, x.device, generator)
         visible = torch.gather(tokens, 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
         latent = self.encoder.encode(visible)
-        pred = self.decode(latent, ids_restore)
-        return self.loss(x, pred, mask), pred, mask
+        code, kl = (None, None) if self.code is None else self.code(latent, generator)
+        pred = self.decode(latent, ids_restore, code)
+        recon = self.loss(x, pred, mask)
+        if kl is None:
+            return {"loss": recon, "recon": recon, "kl": torch.zeros_like(recon), "pred": pred, "mask": mask}
+        return {"loss": recon + self.code.beta * kl, "recon": recon, "kl": kl, "pred": pred, "mask": mask}
 
-    def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """Encoded visible tokens (B, 1 + N', D) -> predicted channels of every patch (B, N, P)."""
+    def sparse_code(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The spike-and-slab posterior of whole spectra (no patch hidden): (mu, logvar, gamma), each (B, vsc_dim)."""
+        if self.code is None:
+            raise UserError("This MSM model has no sparse code (model.latent = \"plain\"); pretrain with "
+                            "model.latent = \"vsc\".")
+        mu, logvar, logits = self.code.posterior(self.encoder(x))
+        return mu, logvar, torch.sigmoid(logits)
+
+    def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor, code: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Encoded visible tokens (B, 1 + N', D) -> predicted channels of every patch (B, N, P). `code`: the
+        spike-and-slab code's decoder token (B, 1, decoder_dim), put first, without a position."""
         y = self.decoder_embed(latent)
         b, n = ids_restore.shape
         fill = self.mask_token.expand(b, n + 1 - y.shape[1], -1)
         patches = torch.cat([y[:, 1:], fill], dim=1)
         patches = torch.gather(patches, 1, ids_restore[..., None].expand(-1, -1, y.shape[-1]))
         y = torch.cat([y[:, :1], patches], dim=1) + self.decoder_pos_embed
+        if code is not None:
+            y = torch.cat([code.to(y.dtype), y], dim=1)
         for block in self.decoder_blocks:
             y = block(y)
-        return self.decoder_pred(self.decoder_norm(y))[:, 1:]
+        return self.decoder_pred(self.decoder_norm(y))[:, y.shape[1] - n:]
 
     def loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean squared error per patch, averaged over the masked patches (or all). In float32 under autocast."""
