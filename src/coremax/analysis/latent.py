@@ -14,7 +14,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 import torch
 
+from coremax import config as configlib
 from coremax.analysis._model import evaluating
+from coremax.data.dataset import load_split, spectra_array
+from coremax.engine.data import prepare_data
+from coremax.engine.runtime import setup
+from coremax.engine.trainer import PretrainTask
+from coremax.eval.run import load_network
+from coremax.experiment import Experiment
+from coremax.stages import function_defaults
 
 from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.plotting import new_figure, save
@@ -233,3 +241,47 @@ def plot_code_channels(corr, energy, dims, path, kv: float = 10.0, title: str = 
     label_lines(ax, _lines(kv, energy))
     fig.colorbar(image, ax=ax, label="r", fraction=0.03)
     return save(fig, path)
+
+
+# -- plain against VSC, measured the same way -------------------------------------------------------------------------
+class _Term(torch.nn.Module):
+    """A MaX with one of its loss terms as the loss, so the trainer's validation measures that term alone."""
+
+    def __init__(self, model, term: str):
+        super().__init__()
+        self.model, self.term = model, term
+
+    def forward(self, x):
+        out = self.model.terms(x)
+        return out[self.term], out["pred"], out["mask"]
+
+
+def pretraining_scores(data_root, name: str, batch_size: int = 64) -> dict:
+    """What a pretraining's latent gives, the same for plain and VSC: the reconstruction error (masked-patch MSE)
+    and the KL on its validation rows with the trainer's fixed masks, the ridge probe R^2 (labelled train rows ->
+    validation and test cores) of the mean patch token and, for VSC, of the code gamma * mu, and the fraction of
+    active code dimensions (gamma > 0.5) per validation spectrum."""
+    exp = Experiment.open(data_root, name)
+    cfg = configlib.resolve(exp.config_file, [], frozen=True, function_defaults=function_defaults()).to_dict()
+    data = prepare_data(data_root, "pretrain", cfg["experiment"]["seed"], **cfg["data"])
+    task = PretrainTask(data, setup(**{**cfg["runtime"], "device": "cpu"}))
+    model, transform, _ = load_network(exp)
+    vsc = getattr(model, "code", None) is not None
+    row = {"experiment": name, "latent": "vsc" if vsc else "plain"}
+    for term in ("recon", "kl"):
+        row[f"val_{term}"] = task.validate(_Term(model, term).eval(), data.val, batch_size)["val_loss"]
+    targets = cfg["data"]["targets"]
+    split = {s: load_split(data_root, cfg["data"]["dataset"], s) for s in ("train", "val", "test")}
+    x = {s: spectra_array(df) for s, df in split.items()}
+    features = {"mean token": {s: embeddings(model, transform, x[s], pool="mean") for s in x}}
+    if vsc:
+        features["code"] = {s: np.prod(sparse_codes(model, transform, x[s]), axis=0) for s in x}
+        gamma, _ = sparse_codes(model, task.transform, data.val.get(torch.arange(len(data.val))), batch_size)
+        frac = active_fraction(gamma)
+        row.update(active_mean=frac.mean(), active_sd=frac.std(), dims_ever_active=int((gamma > 0.5).any(0).sum()))
+    for feature, f in features.items():
+        for to in ("val", "test"):
+            probe = linear_probe(f["train"], split["train"][targets], f[to], split[to][targets]).set_index("target")
+            row.update({f"{to}_r2_{feature}_{t}": probe.loc[t, "r2"] for t in targets})
+    return row
+
