@@ -24,3 +24,18 @@ def test_training_on_cuda(data_root, amp):
     assert exp.provenance()["status"] == "completed"
     h = exp.read_result("history")
     assert h["train_loss"].notna().all() and h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+
+
+@pytest.mark.parametrize("mode", ["lora", "adapter"])
+def test_peft_on_cuda(data_root, pretrained, mode):
+    from coremax.models import load
+
+    name = f"cuda-{mode}"
+    train(data_root, name, "finetune", "optim.epochs=2", 'runtime.device="cuda"', 'runtime.amp="bf16"',
+          f'finetune.mode="{mode}"', f'finetune.from="{pretrained}"')
+    exp = Experiment.open(data_root, name)
+    assert exp.provenance()["status"] == "completed"
+    loaded = load(exp.checkpoints / "best-model.pth", device="cuda")
+    assert all(p.device.type == "cuda" for p in loaded.model.parameters())
+    x = torch.rand(2, 2048, device="cuda") * 100  # raw counts of a whole spectrum (the default window is all of it)
+    assert torch.isfinite(loaded.model(loaded.transform(x))).all()
