@@ -9,6 +9,8 @@ from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.cli import train_main
 from coremax.stages import function_defaults
+from coremax.study import STUDY_DEFAULTS, protocols, study_sweep
+from coremax.sweep.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,3 +157,16 @@ def test_each_default_is_stated_once_function_defaults_equal_the_file():
     drifted = function_defaults()
     drifted["model"]["drop_path"] = 0.0
     assert disagreements(drifted, file_values) == ["model.drop_path: function 0.0 vs default-config 0.1"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path):
+    """The recipes and studies the README runs are checked the way their commands check them: an experiment file
+    against the config hierarchy, a study file against the study defaults and each of its protocols' runs."""
+    if "[study]" not in path.read_text():
+        assert configlib.resolve(path, function_defaults=function_defaults())["experiment"]["stage"]
+        return
+    study = configlib.resolve(path, default_file=STUDY_DEFAULTS)["study"]
+    for protocol in protocols(study):
+        sweep = study_sweep(study, protocol)
+        SAMPLERS[sweep["sampler"]].check(sweep)
