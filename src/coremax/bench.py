@@ -137,7 +137,7 @@ def run_case(case: dict, steps: int) -> dict:
     return {"case": case["name"], "device": str(rt.device), "stage": stage, "size": m["size"], "channels": width,
             "batch": batch, "amp": {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.amp_dtype],
             "compile": cfg["runtime"]["compile"], "mode": mode,
-            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable_params": peft.trainable_params(model),
             "spectra_per_s": round(speed, 1), "tflops": round(flops * speed / 1e12, 3),
             "mfu": round(flops * speed / peak, 3) if peak else float("nan"), "peak_mem_mib": round(peak_mem, 1),
             "state_mib": round(state_bytes / 2**20, 1)}
@@ -153,6 +153,8 @@ def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:
             show(f"{case['name']}: failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if len(rows) == 1:  # the header: the first row's own keys
+            show(" | ".join(rows[0]))
         show(" | ".join(str(v) for v in rows[-1].values()))
     return pd.DataFrame(rows)
 

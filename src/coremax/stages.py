@@ -141,8 +141,7 @@ def _attach_peft(model, fine: dict, parent, exp: Experiment, resume: bool, log) 
     else:
         peft.attach(model, fine["mode"], fine["lora_rank"], fine["lora_alpha"], fine["adapter_dim"])
         record = peft.base_record(parent[0], exp.checkpoints)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("peft", mode=fine["mode"], trainable_params=trainable,
+    log.info("peft", mode=fine["mode"], trainable_params=peft.trainable_params(model),
              total_params=sum(p.numel() for p in model.parameters()), base=record["base"])
     return record
 

@@ -275,7 +275,10 @@ def pretraining_scores(data_root, name: str, batch_size: int = 64) -> dict:
     x = {s: spectra_array(df) for s, df in split.items()}
     features = {"mean token": {s: embeddings(model, transform, x[s], pool="mean") for s in x}}
     if vsc:
-        features["code"] = {s: np.prod(sparse_codes(model, transform, x[s]), axis=0) for s in x}
+        features["code"] = {}
+        for s in x:
+            gamma, mu = sparse_codes(model, transform, x[s])
+            features["code"][s] = gamma * mu  # the posterior mean of the code
         gamma, _ = sparse_codes(model, task.transform, data.val.get(torch.arange(len(data.val))), batch_size)
         frac = active_fraction(gamma)
         row.update(active_mean=frac.mean(), active_sd=frac.std(), dims_ever_active=int((gamma > 0.5).any(0).sum()))

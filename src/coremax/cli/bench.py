@@ -26,8 +26,6 @@ def bench_train_main(argv=None) -> None:
     cases = [c for c in cases if args.only in c["name"]]
     if not cases:
         raise UserError(f"No benchmark case matches --only {args.only!r}.")
-    print("case | device | stage | size | channels | batch | amp | compile | finetune.mode | trainable params | "
-          "spectra/s | TFLOP/s | MFU | peak MiB | weights+grads+AdamW MiB")
     table = bench_train(cases, args.steps)
     if table.empty:
         raise UserError("Every benchmark case failed; the lines above say why.")

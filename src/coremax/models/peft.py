@@ -72,8 +72,13 @@ def attach(model: nn.Module, mode: str, lora_rank: int = 8, lora_alpha: float = 
             block.mlp[2] = LoRALinear(block.mlp[2], lora_rank, lora_alpha)
         else:
             block.adapter = Adapter(model.encoder.embed_dim, adapter_dim).to(block.norm1.weight.device)
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    model.peft_keys, model.peft_mode = trainable, mode
+    model.peft_keys = {name for name, p in model.named_parameters() if p.requires_grad}
+    model.peft_mode = mode
+    return trainable_params(model)
+
+
+def trainable_params(model: nn.Module) -> int:
+    """How many parameter values an optimizer step changes."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
