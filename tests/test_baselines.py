@@ -165,3 +165,28 @@ def test_load_refuses_outside_root_missing_foreign_and_code_carrying_files(fitte
     fitted["pls"].save(root / "pls.skops")
     with pytest.raises(UserError, match="NmfSvr"):
         NmfSvr.load(root, "pls.skops")
+
+
+def test_row_weights_count_as_repeated_rows_and_pull_the_fit_towards_their_rows(data):
+    x_tr, y_tr, x_va, y_va, x_te, _ = data
+    w = np.ones(len(x_tr))
+    w[:20] = 3.0
+    rep = np.r_[np.arange(len(x_tr)), np.repeat(np.arange(20), 2)]
+    f = Pls()._fit_features(x_tr)  # the feature map is fitted on every row alike; the regression weighs them
+    weighted = Pls()._fit_one(f, y_tr[:, 0], {"n_components": 5}, w)
+    repeated = Pls()._fit_one(f[rep], y_tr[rep, 0], {"n_components": 5})
+    assert np.allclose(weighted.predict(f), repeated.predict(f))
+    plain = NmfSvr(6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS)
+    ones = NmfSvr(6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS, weights=np.ones(len(x_tr)))
+    assert np.allclose(plain.predict(x_te), ones.predict(x_te))
+    # a "new core": 10 rows whose CaCO3 reads 15 wt% higher; weighed as much as the other 290, the fit follows them
+    y_new = y_tr.copy()
+    y_new[:10, 0] += 15.0
+    w = np.ones(len(x_tr))
+    w[:10] = 29.0
+    for model in (Pls(), NmfSvr(6, **SMALL_SVR_GRID)):
+        even = type(model)(**({} if isinstance(model, Pls) else {"n_components": 6, **SMALL_SVR_GRID}))
+        gap_even = np.abs(even.fit(x_tr, y_new, x_va, y_va, TARGETS).predict(x_tr[:10])[:, 0] - y_new[:10, 0]).mean()
+        gap_weighted = np.abs(model.fit(x_tr, y_new, x_va, y_va, TARGETS, weights=w).predict(x_tr[:10])[:, 0]
+                              - y_new[:10, 0]).mean()
+        assert gap_weighted < 0.7 * gap_even, (type(model).__name__, gap_weighted, gap_even)

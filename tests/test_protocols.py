@@ -17,6 +17,7 @@ from conftest import train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
+from coremax.baselines.pls import Pls
 from coremax.eval.floor import floor_metrics
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
@@ -89,7 +90,18 @@ def test_new_core_labels_join_training_and_leave_the_test_metrics(data_root, pre
     picked = core_label_mask(test, targets, 2, seed=4)
     read = exp.provenance()["test_cores_read"]
     assert read["labels"] == sorted(test["source_file"][picked]) and read["spectra_of"] == []
-    base = train(data_root, "tl-pls", "baseline", 'baseline.method="pls"', "data.test_labels=2", "experiment.seed=4")
+    seen, real_fit = [], Pls.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(args[6])
+        return real_fit(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Pls, "fit", recording_fit)
+        base = train(data_root, "tl-pls", "baseline", 'baseline.method="pls"', "data.test_labels=2",
+                     "experiment.seed=4")
+    w = seen[0]  # the baseline weighs the new cores' rows as the ridge head does: together as much as the rest
+    assert (w > 1).sum() == picked.sum() and np.isclose(w[w > 1].sum(), (w == 1).sum())
     assert base.provenance()["test_cores_read"]["labels"] == read["labels"]  # every method: the same rows
     metrics = evaluate_experiment(data_root, "tl-probe")
     overall = metrics[metrics["scope"] == "all"].set_index("target")
@@ -167,7 +179,8 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
 
 
 def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_the_rest():
-    from coremax.engine.probe import ridge_path, row_weights
+    from coremax.engine.probe import ridge_path
+    from coremax.engine.data import row_weights
 
     rng = np.random.default_rng(1)
     f, y = rng.normal(size=(12, 4)), rng.normal(size=12)

@@ -64,8 +64,9 @@ class Baseline:
     def _grid(self, n_train: int, n_features: int) -> list[dict]:
         raise NotImplementedError
 
-    def _fit_one(self, f: np.ndarray, y: np.ndarray, params: dict):
-        """A fitted model for one target; must have `.predict(features) -> (n,)`."""
+    def _fit_one(self, f: np.ndarray, y: np.ndarray, params: dict, w: np.ndarray | None = None):
+        """A fitted model for one target, its rows weighed by `w` (None = equally); must have
+        `.predict(features) -> (n,)`."""
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------------------
@@ -81,7 +82,9 @@ class Baseline:
                             f"{x.shape[1]}; use spectra like those it was fitted on (the same data.channels).")
         return x
 
-    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None) -> "Baseline":
+    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, weights=None) -> "Baseline":
+        """`weights` (train rows,): how much each train row counts in the regression (None = equally; the
+        features are fitted on every row alike)."""
         self.targets = [str(t) for t in targets]
         Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
         Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
@@ -101,7 +104,7 @@ class Baseline:
                                 "labelled cores to the data set.")
             best = None
             for params in self._grid(int(tr.sum()), f_tr.shape[1]):
-                model = self._fit_one(f_tr[tr], Y_train[tr, j], params)
+                model = self._fit_one(f_tr[tr], Y_train[tr, j], params, None if weights is None else weights[tr])
                 score = rmse(Y_val[va, j], np.ravel(model.predict(f_va[va])))
                 if best is None or score < best[0]:
                     best = (score, params, model)
@@ -166,9 +169,9 @@ def trusted_types() -> list[str]:
 class TargetScaled:
     """A regressor fitted on standardised targets that predicts in the original units."""
 
-    def __init__(self, model, y: np.ndarray, f: np.ndarray):
+    def __init__(self, model, y: np.ndarray, f: np.ndarray, w: np.ndarray | None = None):
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
-        self.model = model.fit(f, (y - self.mean) / self.scale)
+        self.model = model.fit(f, (y - self.mean) / self.scale, sample_weight=w)
 
     def predict(self, f: np.ndarray) -> np.ndarray:
         return np.ravel(self.model.predict(f)) * self.scale + self.mean

@@ -53,6 +53,6 @@ class NmfSvr(Baseline):
         keys = list(self.grid)
         return [dict(zip(keys, v)) for v in itertools.product(*self.grid.values())]
 
-    def _fit_one(self, f, y, params):
+    def _fit_one(self, f, y, params, w=None):
         svr = SVR(kernel="rbf", C=params["C"], gamma=params["gamma"] / f.shape[1], epsilon=params["epsilon"])
-        return TargetScaled(svr, y, f)
+        return TargetScaled(svr, y, f, w)  # a row's weight scales its C

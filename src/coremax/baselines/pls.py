@@ -39,5 +39,8 @@ class Pls(Baseline):
         ks = sorted({min(k, limit) for k in self.components if k >= 1})
         return [{"n_components": k} for k in ks]
 
-    def _fit_one(self, f, y, params):
+    def _fit_one(self, f, y, params, w=None):
+        if w is not None:  # PLSRegression takes no weights: a row of weight w enters round(w / least weight) times
+            copies = np.maximum(np.rint(w / w.min()), 1).astype(int)
+            f, y = np.repeat(f, copies, axis=0), np.repeat(y, copies)
         return PLSRegression(n_components=params["n_components"], scale=False).fit(f, y)
