@@ -34,8 +34,8 @@ class ToySums(Baseline):
     def _grid(self, n_train, n_features):
         return [{"alpha": 0.1}, {"alpha": 10.0}]
 
-    def _fit_one(self, f, y, params):
-        return Ridge(alpha=params["alpha"]).fit(f, y)
+    def _fit_one(self, f, y, params, w=None):
+        return Ridge(alpha=params["alpha"]).fit(f, y, sample_weight=w)
 '''
 
 
