@@ -167,7 +167,7 @@ def test_load_refuses_outside_root_missing_foreign_and_code_carrying_files(fitte
         NmfSvr.load(root, "pls.skops")
 
 
-def test_row_weights_count_as_repeated_rows_and_pull_the_fit_towards_their_rows(data):
+def test_row_weights_count_as_repeated_rows_and_new_core_samples_weigh_what_leave_one_out_says(data):
     x_tr, y_tr, x_va, y_va, x_te, _ = data
     w = np.ones(len(x_tr))
     w[:20] = 3.0
@@ -177,16 +177,19 @@ def test_row_weights_count_as_repeated_rows_and_pull_the_fit_towards_their_rows(
     repeated = Pls()._fit_one(f[rep], y_tr[rep, 0], {"n_components": 5})
     assert np.allclose(weighted.predict(f), repeated.predict(f))
     plain = NmfSvr(6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS)
-    ones = NmfSvr(6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS, weights=np.ones(len(x_tr)))
-    assert np.allclose(plain.predict(x_te), ones.predict(x_te))
-    # a "new core": 10 rows whose CaCO3 reads 15 wt% higher; weighed as much as the other 290, the fit follows them
-    y_new = y_tr.copy()
+    none_new = NmfSvr(6, **SMALL_SVR_GRID).fit(x_tr, y_tr, x_va, y_va, TARGETS, new_rows=np.zeros(len(x_tr), bool))
+    assert np.allclose(plain.predict(x_te), none_new.predict(x_te)) and "new_core_share" not in none_new.selected["TOC"]
+    # a "new core": 10 rows whose CaCO3 reads 15 wt% higher; only weighing them fits them, and leave-one-out says so
+    y_new, new = y_tr.copy(), np.zeros(len(x_tr), bool)
     y_new[:10, 0] += 15.0
-    w = np.ones(len(x_tr))
-    w[:10] = 29.0
-    for model in (Pls(), NmfSvr(6, **SMALL_SVR_GRID)):
-        even = type(model)(**({} if isinstance(model, Pls) else {"n_components": 6, **SMALL_SVR_GRID}))
-        gap_even = np.abs(even.fit(x_tr, y_new, x_va, y_va, TARGETS).predict(x_tr[:10])[:, 0] - y_new[:10, 0]).mean()
-        gap_weighted = np.abs(model.fit(x_tr, y_new, x_va, y_va, TARGETS, weights=w).predict(x_tr[:10])[:, 0]
-                              - y_new[:10, 0]).mean()
-        assert gap_weighted < 0.7 * gap_even, (type(model).__name__, gap_weighted, gap_even)
+    new[:10] = True
+    for make in (Pls, lambda: NmfSvr(6, **SMALL_SVR_GRID)):
+        even = make().fit(x_tr, y_new, x_va, y_va, TARGETS)
+        chosen = make().fit(x_tr, y_new, x_va, y_va, TARGETS, new_rows=new)
+        assert chosen.selected["CaCO3"]["new_core_share"] > 0
+        gap = lambda m: np.abs(m.predict(x_tr[:10])[:, 0] - y_new[:10, 0]).mean()
+        assert gap(chosen) < 0.7 * gap(even), (type(chosen).__name__, gap(chosen), gap(even))
+    # samples of a "new core" that say nothing (their CaCO3 is noise around the others' values): not weighed
+    y_noise = y_tr.copy()
+    y_noise[:10, 0] += np.random.default_rng(5).normal(0, 20, 10)
+    assert Pls().fit(x_tr, y_noise, x_va, y_va, TARGETS, new_rows=new).selected["CaCO3"]["new_core_share"] == 0

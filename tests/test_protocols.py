@@ -17,6 +17,8 @@ from conftest import train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
+from coremax.baselines import BASELINE_FILE, load_baseline
+from coremax.baselines.base import NEW_CORE_SHARES
 from coremax.baselines.pls import Pls
 from coremax.eval.floor import floor_metrics
 from coremax.eval.run import evaluate_experiment
@@ -100,8 +102,11 @@ def test_new_core_labels_join_training_and_leave_the_test_metrics(data_root, pre
         mp.setattr(Pls, "fit", recording_fit)
         base = train(data_root, "tl-pls", "baseline", 'baseline.method="pls"', "data.test_labels=2",
                      "experiment.seed=4")
-    w = seen[0]  # the baseline weighs the new cores' rows as the ridge head does: together as much as the rest
-    assert (w > 1).sum() == picked.sum() and np.isclose(w[w > 1].sum(), (w == 1).sum())
+    # the baseline knows which rows are the new cores' samples and chose, per target, how much they weigh
+    assert seen[0].dtype == bool and seen[0].sum() == picked.sum()
+    chosen = load_baseline(data_root, base.checkpoints / BASELINE_FILE).selected_params()
+    assert all(chosen[t]["new_core_share"] in NEW_CORE_SHARES and np.isfinite(chosen[t]["new_core_loo_rmse"])
+               for t in targets)
     assert base.provenance()["test_cores_read"]["labels"] == read["labels"]  # every method: the same rows
     metrics = evaluate_experiment(data_root, "tl-probe")
     overall = metrics[metrics["scope"] == "all"].set_index("target")
@@ -179,8 +184,7 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
 
 
 def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_the_rest():
-    from coremax.engine.probe import ridge_path
-    from coremax.engine.data import row_weights
+    from coremax.engine.probe import ridge_path, row_weights
 
     rng = np.random.default_rng(1)
     f, y = rng.normal(size=(12, 4)), rng.normal(size=12)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
-from coremax.engine.data import Prepared, input_length, prepare_data, row_weights
+from coremax.engine.data import Prepared, input_length, prepare_data
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.probe import fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
@@ -169,8 +169,8 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     x_un = None if data.unlabelled is None else np.asarray(data.unlabelled.x, dtype=np.float32)
     log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va),
              unlabelled_rows=0 if x_un is None else len(x_un))
-    weights = row_weights(data.train.frame, data.info.get("cores", {}).get("test", []))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, weights)
+    new_rows = data.train.frame["core"].isin(data.info.get("cores", {}).get("test", [])).to_numpy()
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, new_rows)
     model.save(exp.checkpoints / BASELINE_FILE)
     pred = model.predict(x_va)
     row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])

@@ -130,18 +130,6 @@ def labelled_rows(rows: Rows, targets: list[str]) -> Rows:
     return rows[0][keep], rows[1][keep]
 
 
-def row_weights(frame: pd.DataFrame, test_cores) -> np.ndarray:
-    """Per training row: 1, except the lab samples of the new cores (data.test_labels), which together weigh as
-    much as all the other rows, so a few samples of a new core are not drowned by hundreds from other cores
-    (the ridge head and the baselines use it; chosen with the protocol simulated on the validation cores: see
-    the README)."""
-    new = frame["core"].isin(list(test_cores)).to_numpy()
-    w = np.ones(len(frame))
-    if new.any() and (~new).any():
-        w[new] = (~new).sum() / new.sum()
-    return w
-
-
 def core_label_mask(meta: pd.DataFrame, targets: list[str], k: int, seed: int, chosen=None) -> np.ndarray:
     """data.test_labels: which test rows are the k lab samples per test core that join the training labels:
     seeded random depths among each core's labelled rows, or the source files `chosen` (data.test_label_rows).
