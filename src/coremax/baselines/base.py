@@ -110,18 +110,17 @@ class Baseline:
                                 "measured validation rows; the baseline needs at least 3 and 1, so add "
                                 "labelled cores to the data set.")
             n_new, n_old = int((tr & new).sum()), int((tr & ~new).sum())
-            shares = NEW_CORE_SHARES if n_new >= 2 and n_old else (0.0,)
+            choosing = n_new >= 2 and n_old > 0  # leave-one-out needs two new samples and other rows
             fits = []
-            for share in shares:
-                w = np.where(new, share * n_old / max(n_new, 1), 1.0) if share else None
-                best = self._choose(f_tr[tr], Y_train[tr, j], f_va[va], Y_val[va, j], None if w is None else w[tr])
-                loo = self._leave_one_out(f_tr[tr], Y_train[tr, j], new[tr], best[1], None if w is None else w[tr]) \
-                    if len(shares) > 1 else float("nan")
+            for share in NEW_CORE_SHARES if choosing else (0.0,):
+                w = np.where(new[tr], share * n_old / n_new, 1.0) if share else None
+                best = self._choose(f_tr[tr], Y_train[tr, j], f_va[va], Y_val[va, j], w)
+                loo = self._leave_one_out(f_tr[tr], Y_train[tr, j], new[tr], best[1], w) if choosing else np.nan
                 fits.append((loo, share, *best))
-            loo, share, score, params, model = min(fits, key=lambda c: c[0]) if len(fits) > 1 else fits[0]
+            loo, share, score, params, model = min(fits, key=lambda c: c[0])
             self.models.append(model)
             self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}
-            if len(shares) > 1:
+            if choosing:
                 self.selected[t].update(new_core_share=share, new_core_loo_rmse=loo)
         return self
 
