@@ -36,6 +36,9 @@ def test_pretraining_loss_falls_and_outputs_exist(data_root, pretrained):
     state = ckpt.load(exp.checkpoints / "last.pth")
     assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "config"} <= state.keys()
     assert state["epoch"] == 3 and state["config"]["experiment"]["name"] == pretrained
+    best = ckpt.load(exp.checkpoints / "best-model.pth")  # the model to use: no optimizer moments
+    assert best["optimizer"] == {} and best["model"].keys() == state["model"].keys()
+    assert (exp.checkpoints / "best-model.pth").stat().st_size < 0.5 * (exp.checkpoints / "last.pth").stat().st_size
     events = [json.loads(line) for line in exp.log_file.read_text().splitlines()]
     assert [e["epoch"] for e in events if e["event"] == "epoch"] == [1, 2, 3]
     assert all(e["spectra_per_s"] > 0 for e in events if e["event"] == "epoch")  # throughput logged per epoch

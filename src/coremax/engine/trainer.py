@@ -270,9 +270,10 @@ def train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule,
 
 def _save_checkpoints(exp, state: dict, improved: bool, save_every: int) -> None:
     """best-model.pth when the score improved, then last.pth (so a kill between the two never leaves last.pth's
-    recorded best ahead of the best file), checkpoint-epoch-N.pth every N; then the history table."""
+    recorded best ahead of the best file), checkpoint-epoch-N.pth every N; then the history table. Only
+    last.pth resumes, so best-model.pth leaves out the optimizer's moments (two thirds of a full checkpoint)."""
     if improved:
-        ckpt.save(exp.checkpoints / "best-model.pth", state)
+        ckpt.save(exp.checkpoints / "best-model.pth", {**state, "optimizer": {}, "scaler": {}})
     ckpt.save(exp.checkpoints / "last.pth", state)
     if save_every and state["epoch"] % save_every == 0:
         ckpt.save(exp.checkpoints / f"checkpoint-epoch-{state['epoch']}.pth", state)
