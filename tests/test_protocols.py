@@ -6,6 +6,7 @@
   and the test metrics and the floor leave those rows out.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -18,7 +19,7 @@ from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
 from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.baselines.base import NEW_CORE_SHARES
+from coremax.eval.weighting import NEW_CORE_SHARES
 from coremax.baselines.pls import Pls
 from coremax.eval.floor import floor_metrics
 from coremax.eval.run import evaluate_experiment
@@ -92,6 +93,8 @@ def test_new_core_labels_join_training_and_leave_the_test_metrics(data_root, pre
     picked = core_label_mask(test, targets, 2, seed=4)
     read = exp.provenance()["test_cores_read"]
     assert read["labels"] == sorted(test["source_file"][picked]) and read["spectra_of"] == []
+    head = [json.loads(line) for line in exp.log_file.read_text().splitlines() if '"ridge_head"' in line][0]
+    assert all(head[t]["new_core_share"] in NEW_CORE_SHARES for t in targets)  # the baselines' rule, logged
     seen, real_fit = [], Pls.fit
 
     def recording_fit(self, *args, **kwargs):
@@ -183,8 +186,9 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
         study_sweep({**study, "method_overrides": {"msm": ["model.head_layers=6"]}})
 
 
-def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_the_rest():
-    from coremax.engine.probe import ridge_path, row_weights
+def test_weighted_ridge_equals_repeated_rows_and_the_head_weighs_new_core_samples_as_leave_one_out_says():
+    from coremax.engine.probe import fit_ridge, ridge_path
+    from coremax.eval.weighting import share_weights
 
     rng = np.random.default_rng(1)
     f, y = rng.normal(size=(12, 4)), rng.normal(size=12)
@@ -193,9 +197,21 @@ def test_weighted_ridge_equals_repeated_rows_and_new_core_rows_weigh_as_much_as_
     rep = np.r_[np.arange(12), [10, 10, 11, 11]]
     wr, br = ridge_path(f[rep], y[rep], np.array([0.0]))
     assert np.allclose(ws, wr) and np.allclose(bs, br)
-    frame = pd.DataFrame({"core": ["a"] * 8 + ["new"] * 2})
-    assert np.array_equal(row_weights(frame, ["new"]), [1.0] * 8 + [4.0, 4.0])
-    assert np.array_equal(row_weights(frame, []), np.ones(10))
+    new = np.array([False] * 8 + [True] * 2)
+    assert np.array_equal(share_weights(new, 1.0), [1.0] * 8 + [4.0, 4.0])
+    assert np.array_equal(share_weights(new, 0.0), np.ones(10))
+    # 200 rows of other cores and 10 of a new one whose values sit 3 units higher (a shift its features do not
+    # show): leave-one-out weighs them and the head then fits them; without new rows nothing is chosen
+    f, f_va = rng.normal(size=(210, 6)), rng.normal(size=(50, 6))
+    beta = rng.normal(size=6)
+    y, y_va = f @ beta + rng.normal(0, 0.3, 210), f_va @ beta + rng.normal(0, 0.3, 50)
+    new = np.arange(210) >= 200
+    y[new] += 3.0
+    plain_w, plain_b, plain = fit_ridge(f, y, f_va, y_va, np.zeros(210, bool))
+    weight, bias, chosen = fit_ridge(f, y, f_va, y_va, new)
+    assert "new_core_share" not in plain and chosen["new_core_share"] > 0 and np.isfinite(chosen["new_core_loo_nrmse"])
+    gap = lambda wt, b: np.abs(f[new] @ wt + b - y[new]).mean()
+    assert gap(weight, bias) < 0.7 * gap(plain_w, plain_b)
 
 
 def test_a_study_without_the_new_cores_protocol_writes_its_own_table(data_root):

@@ -152,14 +152,9 @@ def test_reads(data: Prepared, config: dict) -> dict:
     stage = config["experiment"]["stage"]
     spectra = config["data"]["test_spectra"] and stage in ("pretrain", "baseline")
     rows = data.train.frame
-    picked = rows[new_core_rows(data)] if stage != "pretrain" else rows.iloc[:0]
+    picked = rows[data.new_core_rows()] if stage != "pretrain" else rows.iloc[:0]
     return {"spectra_of": sorted(set(data.info.get("cores", {}).get("test", []))) if spectra else [],
             "labels": sorted(picked["source_file"].astype(str))}
-
-
-def new_core_rows(data: Prepared) -> np.ndarray:
-    """Which training rows are of the test cores: their lab samples that joined training (data.test_labels)."""
-    return data.train.frame["core"].isin(data.info.get("cores", {}).get("test", [])).to_numpy()
 
 
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
@@ -174,7 +169,7 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     x_un = None if data.unlabelled is None else np.asarray(data.unlabelled.x, dtype=np.float32)
     log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va),
              unlabelled_rows=0 if x_un is None else len(x_un))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, new_core_rows(data))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, data.new_core_rows())
     model.save(exp.checkpoints / BASELINE_FILE)
     pred = model.predict(x_va)
     row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])

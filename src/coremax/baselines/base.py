@@ -14,6 +14,7 @@ import skops.io
 
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
+from coremax.eval.weighting import NEW_CORE_SHARES, can_choose, leave_one_out_rmse, share_weights
 from coremax.io import atomic_path
 from coremax.paths import inside
 
@@ -26,10 +27,6 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-# How much the lab samples of new cores (data.test_labels) weigh together, as a share of all other train rows
-# (0: like any row); each target takes the share whose leave-one-out error over those samples is lowest (chosen
-# with the protocol simulated on the validation cores: see the README).
-NEW_CORE_SHARES = (0.0, 1 / 3, 1.0)
 
 METHODS: dict[str, type] = {}  # baseline.method -> class: filled by @register in each module of this package
 
@@ -88,9 +85,9 @@ class Baseline:
         return x
 
     def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None) -> "Baseline":
-        """`new_rows` (bool, train rows): the lab samples of new cores (data.test_labels). How much they weigh in
-        the regression is chosen per target among NEW_CORE_SHARES by leave-one-out over those samples: how far a
-        new core is from the others only its own samples can tell (the features are fitted on every row alike)."""
+        """`new_rows` (bool, train rows): the lab samples of new cores (data.test_labels); how much they weigh in
+        the regression is chosen per target by `eval.weighting`'s rule (the features are fitted on every row
+        alike)."""
         self.targets = [str(t) for t in targets]
         Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
         Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
@@ -109,11 +106,10 @@ class Baseline:
                 raise UserError(f"The target {t!r} has {int(tr.sum())} measured train rows and {int(va.sum())} "
                                 "measured validation rows; the baseline needs at least 3 and 1, so add "
                                 "labelled cores to the data set.")
-            n_new, n_old = int((tr & new).sum()), int((tr & ~new).sum())
-            choosing = n_new >= 2 and n_old > 0  # leave-one-out needs two new samples and other rows
+            choosing = can_choose(new[tr])
             fits = []
             for share in NEW_CORE_SHARES if choosing else (0.0,):
-                w = np.where(new[tr], share * n_old / n_new, 1.0) if share else None
+                w = share_weights(new[tr], share) if share else None
                 best = self._choose(f_tr[tr], Y_train[tr, j], f_va[va], Y_val[va, j], w)
                 loo = self._leave_one_out(f_tr[tr], Y_train[tr, j], new[tr], best[1], w) if choosing else np.nan
                 fits.append((loo, share, *best))
@@ -136,12 +132,11 @@ class Baseline:
 
     def _leave_one_out(self, f, y, new, params, w) -> float:
         """RMSE over the new cores' samples, each predicted by a model fitted without it (same hyperparameters)."""
-        errors = []
-        for i in np.flatnonzero(new):
+        def predict_without(i):
             keep = np.arange(len(y)) != i
             model = self._fit_one(f[keep], y[keep], params, None if w is None else w[keep])
-            errors.append(float(np.ravel(model.predict(f[i:i + 1]))[0]) - y[i])
-        return float(np.sqrt(np.mean(np.square(errors))))
+            return float(np.ravel(model.predict(f[i:i + 1]))[0])
+        return leave_one_out_rmse(new, y, predict_without)
 
     def predict(self, X) -> np.ndarray:
         if not self.models:

@@ -96,6 +96,10 @@ class Prepared:
         stats = [s.to(device) for s in self.channel_stats] if self.channel_stats else (None, None)
         return make_transform(self.transform_name, *stats)
 
+    def new_core_rows(self) -> np.ndarray:
+        """Which training rows are of the test cores: their lab samples that joined training (data.test_labels)."""
+        return self.train.frame["core"].isin(self.info.get("cores", {}).get("test", [])).to_numpy()
+
 
 Rows = tuple  # (metadata and targets DataFrame, counts (rows, window) memory-mapped or in memory)
 

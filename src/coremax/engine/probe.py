@@ -13,6 +13,7 @@ import torch
 
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
+from coremax.eval.weighting import NEW_CORE_SHARES, can_choose, leave_one_out_rmse, share_weights
 
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
 ALPHAS = np.logspace(-5, 1, 13)
@@ -42,35 +43,43 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray,
     return weights, ybar - weights @ mu
 
 
-def row_weights(frame, test_cores) -> np.ndarray:
-    """Per training row: 1, except the lab samples of the new cores (data.test_labels), which together weigh as
-    much as all the other rows, so a few samples of a new core are not drowned by hundreds from other cores
-    (chosen with the protocol simulated on the validation cores: see the README)."""
-    new = frame["core"].isin(list(test_cores)).to_numpy()
-    w = np.ones(len(frame))
-    if new.any() and (~new).any():
-        w[new] = (~new).sum() / new.sum()
-    return w
+def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
+              new: np.ndarray) -> tuple[np.ndarray, float, dict]:
+    """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
+    cores' samples among the rows (`new`), their weight share by `eval.weighting`'s rule; and what was chosen."""
+    choosing = can_choose(new)
+    fits = []
+    for share in NEW_CORE_SHARES if choosing else (0.0,):
+        w = share_weights(new, share)
+        ws, bs = ridge_path(f, y, ALPHAS, w)
+        err = np.sqrt((((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0))
+        k = int(np.argmin(err))
+
+        def predict_without(i, k=k, w=w):
+            keep = np.arange(len(y)) != i
+            wi, bi = ridge_path(f[keep], y[keep], ALPHAS[k:k + 1], w[keep])
+            return float(f[i] @ wi[0] + bi[0])
+        loo = leave_one_out_rmse(new, y, predict_without) if choosing else np.nan
+        fits.append((loo, share, k, ws[k], bs[k], float(err[k])))
+    loo, share, k, weight, bias, err = min(fits, key=lambda c: c[0])
+    chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err}
+    return weight, float(bias), {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo} if choosing else chosen
 
 
 def fit_ridge_head(task, model) -> dict:
-    """Set `model.head` to the ridge solution per target; returns the chosen strength and validation RMSE
-    (normalised units) per target."""
+    """Set `model.head` to the ridge solution per target (`fit_ridge`); returns what was chosen per target
+    (normalised units)."""
     data = task.data
     f_tr, f_va = embed(task, model, data.train), embed(task, model, data.val)
     y_tr, y_va = data.train.y.cpu().double().numpy(), data.val.y.cpu().double().numpy()
-    rows = row_weights(data.train.frame, data.info.get("cores", {}).get("test", []))
+    new = data.new_core_rows()
     weight, bias, chosen = np.zeros((len(data.targets), f_tr.shape[1])), np.zeros(len(data.targets)), {}
     for j, t in enumerate(data.targets):
         tr, va = ~np.isnan(y_tr[:, j]), ~np.isnan(y_va[:, j])
         if tr.sum() < 2 or va.sum() < 1:
             raise UserError(f"finetune.mode = \"ridge\" needs at least 2 labelled train rows and 1 labelled validation "
                             f"row of {t!r}; it has {int(tr.sum())} and {int(va.sum())}: add labels or use mode full.")
-        ws, bs = ridge_path(f_tr[tr], y_tr[tr, j], ALPHAS, rows[tr])
-        err = np.sqrt((((f_va[va] @ ws.T + bs) - y_va[va, j][:, None]) ** 2).mean(0))
-        k = int(np.argmin(err))
-        weight[j], bias[j] = ws[k], bs[k]
-        chosen[t] = {"alpha": float(ALPHAS[k]), "val_nrmse": float(err[k])}
+        weight[j], bias[j], chosen[t] = fit_ridge(f_tr[tr], y_tr[tr, j], f_va[va], y_va[va, j], new[tr])
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(weight))
         model.head.bias.copy_(torch.from_numpy(bias))
