@@ -27,7 +27,6 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-
 METHODS: dict[str, type] = {}  # baseline.method -> class: filled by @register in each module of this package
 
 
