@@ -52,6 +52,17 @@ def test_sweep_runs_every_point_resumes_and_skips(tmp_path, data_root):
     assert done.pop("sw-p00-s1") == "trained" and done.pop("sw-p02-s0") == "resumed"
     assert set(done.values()) == {"skipped"}
 
+    # A setting changed under the same name (here one not swept) would put the old runs in the new table:
+    # refused naming the run and the key, before anything trains; how a run executes may change.
+    before = sorted(p.name for p in (data_root / "experiments").iterdir())
+    changed = {**sweep, "overrides": FAST + ["optim.weight_decay=0.1"]}
+    with pytest.raises(UserError, match="sw-p00-s0.*optim.weight_decay = 0.05.*0.1.*new sweep.name"):
+        run_sweep(data_root, changed)
+    assert sorted(p.name for p in (data_root / "experiments").iterdir()) == before
+    lines.clear()
+    run_sweep(data_root, {**sweep, "overrides": FAST + ["runtime.log_interval_s=5.0"]}, log=lines.append)
+    assert all(line.endswith("skipped") for line in lines)
+
 
 def test_random_points_are_seeded_and_typos_refused(tmp_path, data_root):
     sweep = sweep_config(tmp_path, samples=3, sample_seed=7)

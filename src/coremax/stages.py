@@ -194,6 +194,19 @@ def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
 RESUME_MAY_CHANGE = ("runtime", "optim.epochs")  # how a run is executed, or extended; never what it is
 
 
+def config_change(frozen: dict, config: dict, may_change=()) -> tuple[str, object, object] | None:
+    """The first key whose value differs between an experiment's frozen config and `config`, as (key, frozen
+    value, new value), or None. Not compared: keys the frozen config lacks (added after it froze: their defaults
+    keep the old behaviour) and the sections or keys in `may_change`."""
+    for section, keys in config.items():
+        for key, value in keys.items():
+            if key not in frozen.get(section, {}) or section in may_change or f"{section}.{key}" in may_change:
+                continue
+            if frozen[section][key] != value:
+                return f"{section}.{key}", frozen[section][key], value
+    return None
+
+
 def check_resumable(data_root, config: dict) -> None:
     """--resume touches nothing unless it can continue: the experiment exists, its last.pth reads, and the
     overrides change only how it runs (or how long), never what it is."""
@@ -202,16 +215,11 @@ def check_resumable(data_root, config: dict) -> None:
         raise UserError(f"Cannot resume {name!r}: there is no experiment of that name under "
                         f"{Path(data_root) / 'experiments'}; drop --resume to start it, or check --name.")
     exp = Experiment.open(data_root, name)
-    frozen = exp.config()
-    for section, keys in config.items():
-        for key, value in keys.items():
-            if key not in frozen.get(section, {}):  # a key added after the run froze: its default keeps old behaviour
-                continue
-            old = frozen.get(section, {}).get(key)
-            if old != value and section not in RESUME_MAY_CHANGE and f"{section}.{key}" not in RESUME_MAY_CHANGE:
-                raise UserError(f"--resume continues {name!r} with its frozen config, but {section}.{key} would change "
-                                f"from {old!r} to {value!r}; drop that override, or start a new experiment with "
-                                f"--config {exp.relpath(exp.config_file)} --name <new name>.")
+    change = config_change(exp.config(), config, RESUME_MAY_CHANGE)
+    if change:
+        raise UserError(f"--resume continues {name!r} with its frozen config, but {change[0]} would change "
+                        f"from {change[1]!r} to {change[2]!r}; drop that override, or start a new experiment with "
+                        f"--config {exp.relpath(exp.config_file)} --name <new name>.")
     last = exp.checkpoints / "last.pth"
     if config["experiment"]["stage"] != "baseline":
         if not last.is_file():

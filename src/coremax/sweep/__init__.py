@@ -22,7 +22,7 @@ from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.experiment import try_lock
 from coremax.paths import check_name, experiment_dir
-from coremax.sweep.runner import train
+from coremax.sweep.runner import check_unchanged, train
 from coremax.sweep.samplers import SAMPLERS, parent_run, points, runs
 from coremax.sweep.summary import run_table, summarise, test_metrics, write_summary
 
@@ -45,6 +45,7 @@ def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:
                         "afterwards trains only what is missing).")
     try:
         if parent is not None:
+            check_unchanged(data_root, parent)
             log(f"{parent['name']}: {train(data_root, parent, os.cpu_count() or 1)} (parent)")
         all_runs = sampler.run(data_root, sweep, jobs, log, checked)
         return write_summary(data_root, sweep, run_table(data_root, sweep, all_runs))

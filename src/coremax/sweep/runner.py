@@ -13,6 +13,7 @@ from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.paths import experiment_dir
+from coremax.stages import config_change
 
 TRAIN = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
 
@@ -25,6 +26,18 @@ def _state(data_root, name: str) -> str:
     if status == "completed":
         return "done"
     return "resume" if (experiment_dir(data_root, name) / "checkpoints" / "last.pth").is_file() else "restart"
+
+
+def check_unchanged(data_root, run: dict) -> None:
+    """A run that exists must be the run asked for now: its frozen config equals the one the sweep builds (how it
+    runs aside), or skipping or resuming it would put another run's results in the tables."""
+    if Experiment.state(data_root, run["name"]) == "absent":
+        return
+    change = config_change(Experiment.open(data_root, run["name"]).config(), run["config"], ("runtime",))
+    if change:
+        raise UserError(f"The sweep run {run['name']!r} holds {change[0]} = {change[1]!r} but the sweep now sets "
+                        f"{change[2]!r}: its settings changed since it ran; give it a new sweep.name (study.name for "
+                        "a study) or delete that run's folder.")
 
 
 def train(data_root, run: dict, threads: int) -> str:
@@ -49,6 +62,8 @@ def train(data_root, run: dict, threads: int) -> str:
 
 
 def train_all(data_root, some: list[dict], jobs: int, log) -> None:
+    for run in some:  # every run checked before any trains
+        check_unchanged(data_root, run)
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     with ThreadPoolExecutor(max(jobs, 1)) as pool:  # each thread waits on one training process
         for run, what in zip(some, pool.map(lambda r: train(data_root, r, threads), some)):

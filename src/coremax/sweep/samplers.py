@@ -13,7 +13,6 @@ import numpy as np
 
 from coremax import config as configlib
 from coremax.errors import UserError
-from coremax.experiment import Experiment
 from coremax.paths import check_name
 from coremax.stages import function_defaults, history_metrics
 from coremax.sweep.runner import best_row, train_all
@@ -93,7 +92,8 @@ def point_runs(sweep: dict, point: dict) -> list[dict]:
         if unknown:  # every run would score NaN, and an Optuna search would turn into a random one
             raise UserError(f"sweep.metrics names {unknown[0]!r}, which a {cfg['experiment']['stage']} run "
                             f"({name}) does not record; choose from {sorted(known)}.")
-        out.append({**point, "seed": seed, "name": name, "config_file": config_file, "overrides": run_values})
+        out.append({**point, "seed": seed, "name": name, "config_file": config_file, "overrides": run_values,
+                    "config": cfg.to_dict()})
     return out
 
 
@@ -112,9 +112,10 @@ def parent_run(sweep: dict) -> dict | None:
         raise UserError(f"sweep.parent needs a name (and may have config and overrides); it has {sorted(parent)}.")
     check_name(parent["name"], "sweep.parent.name")
     run_values = {**values(sweep["overrides"]), **values(parent.get("overrides", []))}
-    configlib.resolve(parent.get("config") or None, values={**run_values, "experiment.name": parent["name"]},
-                      function_defaults=function_defaults())
-    return {"name": parent["name"], "config_file": parent.get("config", ""), "overrides": run_values}
+    cfg = configlib.resolve(parent.get("config") or None, values={**run_values, "experiment.name": parent["name"]},
+                            function_defaults=function_defaults())
+    return {"name": parent["name"], "config_file": parent.get("config", ""), "overrides": run_values,
+            "config": cfg.to_dict()}
 
 
 class Grid:
@@ -175,8 +176,6 @@ class Optuna:
         for i in range(sweep["samples"]):
             trial = study.ask(space)
             some = point_runs(sweep, {"point": i, "variant": "", "values": dict(trial.params)})
-            for run in some:
-                _check_values(data_root, run)
             train_all(data_root, some, jobs, log)
             value = float(np.nanmean([best_row(data_root, r["name"]).get(objective, np.nan) for r in some]))
             if math.isfinite(value):
@@ -188,21 +187,6 @@ class Optuna:
             best = study.best_trial
             log(f"best point (validation): p{best.number:02d} {best.params}, {objective} {best.value:.4g}")
         return out
-
-
-def _check_values(data_root, run: dict) -> None:
-    """An existing run of an Optuna point must hold the values proposed now (same sweep, same history)."""
-    if Experiment.state(data_root, run["name"]) == "absent":
-        return
-    config = Experiment.open(data_root, run["name"]).config()
-    for key, value in run["values"].items():
-        held = config
-        for part in key.split("."):
-            held = held.get(part, {}) if isinstance(held, dict) else None
-        if held != value:
-            raise UserError(f"The sweep run {run['name']!r} holds {key} = {held!r} but the Optuna search now "
-                            f"proposes {value!r}: the sweep's settings changed since it ran; give it a new "
-                            f"sweep.name or delete its runs.")
 
 
 SAMPLERS = {"grid": Grid(), "optuna": Optuna()}  # sweep.sampler -> sampler; a new one is one entry here
