@@ -3,15 +3,20 @@
 Models use patch_size 64 (32 tokens) so that a few epochs on a few hundred spectra take seconds on 2 cores.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# The key that signs results pickles: one per test session (scripts run by the tests inherit it).
-os.environ.setdefault("COREMAX_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="coremax-key-"), "results.key"))
+# The key that signs results pickles: one per test session (scripts run by the tests inherit it), removed at exit.
+if "COREMAX_KEY_FILE" not in os.environ:
+    _KEYS = tempfile.mkdtemp(prefix="coremax-key-")
+    atexit.register(shutil.rmtree, _KEYS, ignore_errors=True)
+    os.environ["COREMAX_KEY_FILE"] = os.path.join(_KEYS, "results.key")
 
 from coremax import config as configlib  # noqa: E402
 
