@@ -14,7 +14,7 @@ import skops.io
 
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
-from coremax.eval.weighting import NEW_CORE_SHARES, can_choose, leave_one_out_rmse, share_weights
+from coremax.eval.weighting import choose_share
 from coremax.io import atomic_path
 from coremax.paths import inside
 
@@ -105,17 +105,15 @@ class Baseline:
                 raise UserError(f"The target {t!r} has {int(tr.sum())} measured train rows and {int(va.sum())} "
                                 "measured validation rows; the baseline needs at least 3 and 1, so add "
                                 "labelled cores to the data set.")
-            choosing = can_choose(new[tr])
-            fits = []
-            for share in NEW_CORE_SHARES if choosing else (0.0,):
-                w = share_weights(new[tr], share) if share else None
-                best = self._choose(f_tr[tr], Y_train[tr, j], f_va[va], Y_val[va, j], w)
-                loo = self._leave_one_out(f_tr[tr], Y_train[tr, j], new[tr], best[1], w) if choosing else np.nan
-                fits.append((loo, share, *best))
-            loo, share, score, params, model = min(fits, key=lambda c: c[0])
+            f, y = f_tr[tr], Y_train[tr, j]
+
+            def fit_with(w, f=f, y=y, f_va=f_va[va], y_va=Y_val[va, j]):
+                score, params, model = self._choose(f, y, f_va, y_va, w)
+                return (score, params, model), lambda i: self._predict_without(f, y, params, w, i)
+            (score, params, model), share, loo = choose_share(new[tr], y, fit_with)
             self.models.append(model)
             self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}
-            if choosing:
+            if share is not None:
                 self.selected[t].update(new_core_share=share, new_core_loo_rmse=loo)
         return self
 
@@ -129,13 +127,11 @@ class Baseline:
                 best = (score, params, model)
         return best
 
-    def _leave_one_out(self, f, y, new, params, w) -> float:
-        """RMSE over the new cores' samples, each predicted by a model fitted without it (same hyperparameters)."""
-        def predict_without(i):
-            keep = np.arange(len(y)) != i
-            model = self._fit_one(f[keep], y[keep], params, None if w is None else w[keep])
-            return float(np.ravel(model.predict(f[i:i + 1]))[0])
-        return leave_one_out_rmse(new, y, predict_without)
+    def _predict_without(self, f, y, params, w, i: int) -> float:
+        """Row i predicted by a model fitted without it (same hyperparameters): leave-one-out over new rows."""
+        keep = np.arange(len(y)) != i
+        model = self._fit_one(f[keep], y[keep], params, None if w is None else w[keep])
+        return float(np.ravel(model.predict(f[i:i + 1]))[0])
 
     def predict(self, X) -> np.ndarray:
         if not self.models:

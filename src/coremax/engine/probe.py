@@ -13,7 +13,7 @@ import torch
 
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
-from coremax.eval.weighting import NEW_CORE_SHARES, can_choose, leave_one_out_rmse, share_weights
+from coremax.eval.weighting import choose_share
 
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
 ALPHAS = np.logspace(-5, 1, 13)
@@ -47,23 +47,19 @@ def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
               new: np.ndarray) -> tuple[np.ndarray, float, dict]:
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
     cores' samples among the rows (`new`), their weight share by `eval.weighting`'s rule; and what was chosen."""
-    choosing = can_choose(new)
-    fits = []
-    for share in NEW_CORE_SHARES if choosing else (0.0,):
-        w = share_weights(new, share)
+    def fit_with(w):
         ws, bs = ridge_path(f, y, ALPHAS, w)
         err = np.sqrt((((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0))
         k = int(np.argmin(err))
 
-        def predict_without(i, k=k, w=w):
+        def predict_without(i):
             keep = np.arange(len(y)) != i
-            wi, bi = ridge_path(f[keep], y[keep], ALPHAS[k:k + 1], w[keep])
+            wi, bi = ridge_path(f[keep], y[keep], ALPHAS[k:k + 1], None if w is None else w[keep])
             return float(f[i] @ wi[0] + bi[0])
-        loo = leave_one_out_rmse(new, y, predict_without) if choosing else np.nan
-        fits.append((loo, share, k, ws[k], bs[k], float(err[k])))
-    loo, share, k, weight, bias, err = min(fits, key=lambda c: c[0])
+        return (k, ws[k], float(bs[k]), float(err[k])), predict_without
+    (k, weight, bias, err), share, loo = choose_share(new, y, fit_with)
     chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err}
-    return weight, float(bias), {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo} if choosing else chosen
+    return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo}
 
 
 def fit_ridge_head(task, model) -> dict:

@@ -9,7 +9,7 @@ its own samples can tell. So each target takes the share whose leave-one-out err
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -31,3 +31,17 @@ def leave_one_out_rmse(new: np.ndarray, y: np.ndarray, predict_without: Callable
     """RMSE over the new rows, each predicted by `predict_without(i)`: a model fitted without row i."""
     errors = [predict_without(i) - y[i] for i in np.flatnonzero(new)]
     return float(np.sqrt(np.mean(np.square(errors))))
+
+
+def choose_share(new: np.ndarray, y: np.ndarray, fit: Callable[[np.ndarray | None], tuple[Any, Callable[[int], float]]]):
+    """Fit under each share's row weights and keep the fit whose leave-one-out RMSE over the new rows is lowest.
+    `fit(w)` (w None: every row alike) returns (its result, predict_without(i)). Returns (result, share, that
+    RMSE); share and RMSE are None when there is nothing to choose (fewer than two new rows, or no other rows)."""
+    if not can_choose(new):
+        return fit(None)[0], None, None
+    fits = []
+    for share in NEW_CORE_SHARES:
+        result, predict_without = fit(share_weights(new, share) if share else None)
+        fits.append((leave_one_out_rmse(new, y, predict_without), share, result))
+    loo, share, result = min(fits, key=lambda c: c[0])
+    return result, share, loo
