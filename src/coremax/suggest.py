@@ -53,11 +53,13 @@ def experiment_space(exp, device: str = "cpu"):
     return encode, None
 
 
-def interval_widths(exp, pred, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def interval_widths(exp, pred, counts: np.ndarray, e_new: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predictions (n, T), half-widths (n, T), width score (n,)) with normalised split-conformal intervals at
     the experiment's eval.interval: each validation residual divided by that row's embedding distance from the
     training rows, its conformal quantile times each new spectrum's distance. The score is the half-width
-    relative to its mean, averaged over targets (what `uncertain` ranks)."""
+    relative to its mean, averaged over targets (what `uncertain` ranks). `e_new`: `pred.embed(counts)` when the
+    caller has it already."""
     q_level = exp.config()["eval"]["interval"]
 
     dataset = exp.config()["data"]["dataset"]
@@ -67,7 +69,7 @@ def interval_widths(exp, pred, counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     x_val = spectra_array(val)
     e_val = pred.embed(x_val)  # each set embedded once: the embeddings are most of the time this takes
     dist = Distance.fit(pred.embed(spectra_array(train)), e_val)
-    s_val, s_new = dist(e_val) + 1e-6, dist(pred.embed(counts)) + 1e-6
+    s_val, s_new = dist(e_val) + 1e-6, dist(pred.embed(counts) if e_new is None else e_new) + 1e-6
     p_val = pred.bounded(x_val)
     q = np.array([conformal_quantile(np.abs(val[t].to_numpy(np.float64) - p_val[:, j]) / s_val, 1 - q_level)
                   for j, t in enumerate(pred.targets)])
@@ -141,10 +143,12 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
     if n > (per.min() if per_core else len(meta)):
         where = f"core {per.idxmin()} has {per.min()}" if per_core else f"the cores read have {len(meta)}"
         raise UserError(f"--n {n} is more than the spectra available ({where}); ask for fewer.")
-    width, p, half = None, None, None
+    width, p, half, features = None, None, None, None
+    if method != "regular" or pred is None:
+        features = features_of(counts)
     if pred is not None:
-        p, half, width = interval_widths(exp, pred, counts)
-    features = features_of(counts) if method != "regular" or pred is None else None
+        # A fine-tune's feature space is its predictor's embedding: the spectra are embedded once.
+        p, half, width = interval_widths(exp, pred, counts, features if features_of is pred.embed else None)
     chosen = choose(meta, features, n, method, seed, min_gap_mm, sampled, width, per_core=per_core)
     table = chosen[OUT_COLUMNS].copy()
     if pred is not None:

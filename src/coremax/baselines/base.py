@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import skops.io
 
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
@@ -149,6 +148,7 @@ class Baseline:
 
     def save(self, path) -> Path:
         """skops format: loading it rebuilds scikit-learn objects and these classes, and runs no code."""
+        import skops.io  # here, not at the top: importing skops imports all of scikit-learn (about 1 s per process)
         with atomic_path(path) as tmp:
             skops.io.dump(self, tmp)
         return Path(path)
@@ -162,6 +162,7 @@ class Baseline:
             hint = (f"; {old.name} is the old pickle format, which can run code when read: refit the baseline with "
                     "scripts/train.py --stage baseline") if old.is_file() else "; run the baseline stage first"
             raise UserError(f"The baseline file {str(path)!r} does not exist{hint}.")
+        import skops.io  # see save()
         try:
             trusted = trusted_types()
             foreign = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
