@@ -214,6 +214,21 @@ def test_weighted_ridge_equals_repeated_rows_and_the_head_weighs_new_core_sample
     assert gap(weight, bias) < 0.7 * gap(plain_w, plain_b)
 
 
+def test_the_rule_pools_validation_errors_with_the_new_rows_left_out():
+    from coremax.eval.weighting import NEW_CORE_SHARES, choose_share
+
+    y = np.zeros(6)
+    new = np.array([False] * 4 + [True] * 2)
+    calls = []
+
+    def fit(w):  # two candidates: "a" a little better on the validation rows, "b" far better on the new rows
+        calls.append(w)
+        return ["a", "b"], np.array([1.0, 1.5]), lambda i: np.array([1.0, 0.0])
+    assert choose_share(new, y, fit) == ("b", 0.0, 0.0)  # a: 1 + 1, b: 1.5 + 0; ties keep the first share
+    assert len(calls) == len(NEW_CORE_SHARES) and calls[0] is None and calls[-1][-1] == 2.0  # 4 rows / 2 new rows
+    assert choose_share(np.zeros(6, bool), y, fit) == ("a", None, None)  # no new rows: the validation rows decide
+
+
 def test_a_study_without_the_new_cores_protocol_writes_its_own_table(data_root):
     from coremax import config as configlib
     from coremax.study import STUDY_DEFAULTS, run_study

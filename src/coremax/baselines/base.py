@@ -106,9 +106,12 @@ class Baseline:
                                 "labelled cores to the data set.")
             f, y = f_tr[tr], Y_train[tr, j]
 
+            # One candidate per row weighting: the grid point the validation rows choose (leaving each new row out
+            # of every grid point's fit would cost minutes per baseline).
             def fit_with(w, f=f, y=y, f_va=f_va[va], y_va=Y_val[va, j]):
                 score, params, model = self._choose(f, y, f_va, y_va, w)
-                return (score, params, model), lambda i: self._predict_without(f, y, params, w, i)
+                return [(score, params, model)], np.array([score ** 2]), \
+                    lambda i: [self._predict_without(f, y, params, w, i)]
             (score, params, model), share, loo = choose_share(new[tr], y, fit_with)
             self.models.append(model)
             self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}

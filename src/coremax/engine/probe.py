@@ -46,17 +46,17 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray,
 def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
               new: np.ndarray) -> tuple[np.ndarray, float, dict]:
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
-    cores' samples among the rows (`new`), their weight share by `eval.weighting`'s rule; and what was chosen."""
+    cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; and what was chosen."""
     def fit_with(w):
         ws, bs = ridge_path(f, y, ALPHAS, w)
-        err = np.sqrt((((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0))
-        k = int(np.argmin(err))
+        val_mse = (((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0)
 
-        def predict_without(i):
+        def predict_without(i):  # every strength at once: one SVD
             keep = np.arange(len(y)) != i
-            wi, bi = ridge_path(f[keep], y[keep], ALPHAS[k:k + 1], None if w is None else w[keep])
-            return float(f[i] @ wi[0] + bi[0])
-        return (k, ws[k], float(bs[k]), float(err[k])), predict_without
+            wi, bi = ridge_path(f[keep], y[keep], ALPHAS, None if w is None else w[keep])
+            return wi @ f[i] + bi
+        return [(k, ws[k], float(bs[k]), float(np.sqrt(val_mse[k]))) for k in range(len(ALPHAS))], val_mse, \
+            predict_without
     (k, weight, bias, err), share, loo = choose_share(new, y, fit_with)
     chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err}
     return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo}
