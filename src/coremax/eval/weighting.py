@@ -45,7 +45,8 @@ def choose_share(new: np.ndarray, y: np.ndarray,
     for share in NEW_CORE_SHARES:
         results, val_mse, predict_without = fit(share_weights(new, share) if share else None)
         loo_mse = np.mean([(np.asarray(predict_without(i), dtype=np.float64) - y[i]) ** 2 for i in rows], axis=0)
-        k = int(np.argmin(val_mse + loo_mse))
-        if best is None or val_mse[k] + loo_mse[k] < best[0]:
-            best = (val_mse[k] + loo_mse[k], results[k], share, float(np.sqrt(loo_mse[k])))
+        score = val_mse + loo_mse
+        k = int(np.argmin(score))
+        if best is None or score[k] < best[0]:
+            best = (score[k], results[k], share, float(np.sqrt(loo_mse[k])))
     return best[1:]
