@@ -180,6 +180,9 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
     assert labels["grid"] == {"data.test_labels": [5, 10], "data.test_label_rows": [""]}  # random depths
     assert labels["overrides"]["data.max_labels"] == 0
     assert labels["parent"]["name"] == "pre-spectra" and len(runs(labels)) == 3 * 2
+    both = {**study, "protocol": ["new-cores-spectra", "new-cores"]}  # scratch reads no spectra: it trains once
+    assert "scratch" not in study_sweep(both, "new-cores-spectra")["variants"]
+    assert "scratch" in study_sweep(both, "new-cores")["variants"] and "scratch" in spectra["variants"]
     with pytest.raises(UserError, match="study.protocol"):
         run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})
     with pytest.raises(UserError, match="study.method_overrides"):
@@ -241,3 +244,22 @@ def test_a_study_without_the_new_cores_protocol_writes_its_own_table(data_root):
     exp = Experiment.open(data_root, "only-spectra")
     assert exp.status() == "completed" and "Protocol `new-cores-spectra`" in (exp.results / "label-budget.md").read_text()
     assert Experiment.open(data_root, "only-spectra-spectra-pls-p00-s0").config()["data"]["test_spectra"]
+
+
+def test_the_spectra_protocol_reuses_the_scratch_runs_of_new_cores(data_root):
+    from conftest import FAST
+    from coremax import config as configlib
+    from coremax.study import STUDY_DEFAULTS, run_study
+
+    study = configlib.resolve(None, ['study.name="shared"', 'study.protocol=["new-cores-spectra", "new-cores"]',
+                                     'study.methods=["scratch"]', "study.budgets=[20]", "study.seeds=[0]"],
+                              default_file=STUDY_DEFAULTS)["study"]
+    study["overrides"] = FAST + ["optim.epochs=1"]
+    summary = run_study(data_root, study, log=lambda *a: None)
+    rows = summary[summary["method"] == "scratch"]
+    assert set(rows["protocol"]) == {"new-cores", "new-cores-spectra"} and set(rows["experiment"]) == {
+        "shared-scratch-p00-s0"}  # one run, in both tables
+    assert Experiment.state(data_root, "shared-spectra-scratch-p00-s0") == "absent"
+    spectra, plain = (rows[rows["protocol"] == p].set_index(["scope", "target"])["rmse"]
+                      for p in ("new-cores-spectra", "new-cores"))
+    assert spectra.equals(plain)

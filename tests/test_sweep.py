@@ -127,3 +127,16 @@ def test_optuna_sweep_refuses_a_bad_space_before_any_run(tmp_path, data_root, ch
     with pytest.raises(UserError, match=message):
         run_sweep(data_root, sweep)
     assert not list(data_root.joinpath("experiments").glob("badopt*"))
+
+
+def test_runs_start_where_the_sweep_does_and_a_failed_run_says_why(tmp_path, data_root, monkeypatch):
+    from coremax.sweep.runner import TRAIN
+
+    monkeypatch.chdir(data_root.parent)  # a data root relative to this folder: each run must work here too
+    sweep = sweep_config(tmp_path, name='"sw-here"', seeds="[0]")
+    sweep["grid"] = {}
+    run_sweep(data_root.name, sweep, log=lambda *a: None)
+    assert Experiment.open(data_root, "sw-here-p00-s0").provenance()["command"].startswith(f"{TRAIN} --data-root")
+    bad = {**sweep, "name": "sw-bad", "overrides": sweep["overrides"] + ['finetune.from="absent-pre"']}
+    with pytest.raises(UserError, match="sweep run .sw-bad-p00-s0. failed.*: error: finetune.from = 'absent-pre'"):
+        run_sweep(data_root.name, bad, log=lambda *a: None)

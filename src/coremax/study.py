@@ -6,7 +6,8 @@ run is an ordinary experiment; the study adds the tables (label-budget.md, .csv,
 Protocols:
 - `new-cores`: nothing of the test cores is read before the final evaluation.
 - `new-cores-spectra`: unsupervised steps also read the test cores' spectra, never their labels (pretraining,
-  `<pretrain>-spectra`; NMF and PLS's standardisation), as a researcher pretrains on every spectrum they have.
+  `<pretrain>-spectra`; NMF and PLS's standardisation), as a researcher pretrains on every spectrum they have;
+  its scratch runs are those of `new-cores` when the study has both (`lender`).
 - `new-cores-labels`: as new-cores-spectra, plus k labelled rows of each test core (`study.test_labels`) join
   all the training labels; the test metrics and the floor are on that core's other rows. The k rows are random
   depths or chosen by sample suggestion (`study.suggest`, in the features of `study.suggest_from`, among each
@@ -65,6 +66,19 @@ def protocols(study: dict) -> list[str]:
     return chosen
 
 
+def lender(study: dict, protocol: str) -> str | None:
+    """The protocol whose runs of the methods that start from no pretraining (scratch) this one reuses:
+    new-cores-spectra's scratch runs would be new-cores's to the last setting (the test cores' spectra reach only
+    the pretraining and the baselines), so with both protocols in the study they train once."""
+    both = {"new-cores", "new-cores-spectra"} <= set(protocols(study))
+    return "new-cores" if protocol == "new-cores-spectra" and both else None
+
+
+def borrowed(study: dict, protocol: str) -> list[str]:
+    """The methods of study.methods whose runs this protocol takes from its lender."""
+    return [m for m in study["methods"] if m in NEURAL and not NEURAL[m][1]] if lender(study, protocol) else []
+
+
 def pretrain_name(study: dict, protocol: str) -> str:
     """The pretraining a protocol's MSM runs start from: study.pretrain, or `<it>-spectra` when the protocol lets
     pretraining read the test cores' spectra (shared by new-cores-spectra and new-cores-labels)."""
@@ -86,7 +100,7 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
         raise UserError(f"study.method_overrides takes lists of overrides for methods of study.methods; it has "
                         f"{sorted(unknown) or 'a value that is not a list'}.")
     variants = {}
-    for method in study["methods"]:
+    for method in [m for m in study["methods"] if m not in borrowed(study, protocol)]:
         if method in NEURAL:
             mode, pretrained = NEURAL[method]
             variants[method] = {"config": study["finetune_config"], "overrides": {
@@ -126,14 +140,18 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
     chosen = protocols(study)
     sweeps = {p: study_sweep(study, p) for p in chosen}
     for p in chosen:
-        runs(sweeps[p])  # every run of every protocol is checked before anything trains
+        own_runs(sweeps[p])  # every run of every protocol is checked before anything trains
         check_pretrain(data_root, study, p)
-    parts = []
     for p in chosen:
         if PROTOCOLS[p][2]:
             write_selections(data_root, study, p, log)
-        run_sweep(data_root, sweeps[p], jobs, log)
-        parts.append(protocol_rows(data_root, study, p, sweeps[p]))
+        if sweeps[p]["variants"]:  # none left when every method is borrowed
+            run_sweep(data_root, sweeps[p], jobs, log)
+    parts = []
+    for p in chosen:  # after every sweep: a protocol may borrow the runs of one that trains after it
+        source = lender(study, p)
+        shared = [r for r in own_runs(sweeps[source]) if r["variant"] in borrowed(study, p)] if source else []
+        parts.append(protocol_rows(data_root, study, p, sweeps[p], shared))
     summary = pd.concat(parts, ignore_index=True)
     # The new-cores sweep's folder is the study's; without that protocol the study makes its own.
     created = Experiment.state(data_root, study["name"]) == "absent"
@@ -189,13 +207,18 @@ def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
             log(f"chose the lab samples of the test cores by {method} suggestion from {source}: {path}")
 
 
-def protocol_rows(data_root, study: dict, protocol: str, sweep: dict) -> pd.DataFrame:
-    """One row per run, metric scope (all, each test core) and target, plus the floor as a method "floor" on the
-    very rows each run was scored on."""
+def own_runs(sweep: dict) -> list[dict]:
+    """The runs of a protocol's sweep; none when all its methods are borrowed."""
+    return runs(sweep) if sweep["variants"] else []
+
+
+def protocol_rows(data_root, study: dict, protocol: str, sweep: dict, shared: list[dict]) -> pd.DataFrame:
+    """One row per run (the sweep's, and the `shared` runs it borrows), metric scope (all, each test core) and
+    target, plus the floor as a method "floor" on the very rows each run was scored on."""
     train_meta, _ = load_arrays(data_root, study["dataset"], "train")  # the table only: no counts are read
     rows, floors = [], set()
     selections = {f: m for m, f in selection_files(study).items()}
-    for r in runs(sweep):
+    for r in own_runs(sweep) + shared:
         exp = Experiment.open(data_root, r["name"])
         targets = exp.config()["data"]["targets"]
         n_all = len(labelled(train_meta, targets))
