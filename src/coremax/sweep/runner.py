@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import faulthandler
 import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +29,9 @@ TRAIN = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
 PRELOAD = ["torch", "sklearn", "skops.io", "pandas", "pyarrow.parquet", "scipy.linalg", "structlog"]
 _server = multiprocessing.get_context("forkserver")
 _server.set_forkserver_preload(PRELOAD)
+# A run's exit status is read once from the server's socket, by join() or by the poll of every live child that
+# start() does: two threads reading one status at once lose it (and call a finished run failed), so both take turns.
+_STATUS = threading.Lock()
 
 
 def _state(data_root, name: str) -> str:
@@ -66,8 +71,11 @@ def train(data_root, run: dict, threads: int) -> str:
         argv += (["--config", run["config_file"]] if run["config_file"] else []) + configlib.as_overrides(run["overrides"])
     with tempfile.NamedTemporaryFile("w+", prefix="coremax-run-", suffix=".log") as out:
         child = _server.Process(target=_train_process, args=(argv, threads, out.name, dict(os.environ), os.getcwd()))
-        child.start()
-        child.join()
+        with _STATUS:
+            child.start()
+        multiprocessing.connection.wait([child.sentinel])  # the run ends; its exit status is read under the lock
+        with _STATUS:
+            child.join()
         if child.exitcode != 0:
             out.seek(0)
             last = (out.read().strip().splitlines() or ["(no output)"])[-1]
