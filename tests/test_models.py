@@ -11,7 +11,7 @@ from coremax.models import (
     load_encoder,
 )
 from coremax.models.regressor import masked_mse
-from coremax.models.vitx import DropPath
+from coremax.models.vitx import Attention, DropPath
 
 L, P = 256, 16  # 16 patches: quick on a CPU
 N = L // P
@@ -116,6 +116,20 @@ def test_drop_path_is_identity_in_eval_and_drops_whole_samples_in_training():
     per_sample = y.flatten(1)
     assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and rescaled by 1 / (1 - p)
     assert torch.all(per_sample.min(1).values == per_sample.max(1).values)
+
+
+def test_the_cpu_attention_is_the_fused_kernels_attention_and_keeps_no_weights_unless_asked():
+    torch.manual_seed(0)
+    attn, x = Attention(24, 3), torch.randn(4, 9, 24, requires_grad=True)
+    q, k, v = attn.qkv(x).view(4, 9, 3, 3, 8).permute(2, 0, 3, 1, 4)
+    fused = attn.proj(torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(4, 9, 24))
+    out = attn(x)
+    assert torch.allclose(out, fused, atol=1e-6) and attn.weights is None
+    grads = torch.autograd.grad(out.square().sum(), x)[0], torch.autograd.grad(fused.square().sum(), x)[0]
+    assert torch.allclose(*grads, atol=1e-5)
+    attn.keep_weights = True
+    assert torch.allclose(attn(x), fused, atol=1e-6)
+    assert attn.weights.shape == (4, 3, 9, 9) and torch.allclose(attn.weights.sum(-1), torch.ones(4, 3, 9))
 
 
 def test_regressor_shapes_pooling_and_drop_path_in_eval():
