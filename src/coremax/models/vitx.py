@@ -42,14 +42,14 @@ class Attention(nn.Module):
         self.heads = heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
-        self.keep_weights = False  # relevance maps: keep the attention weights (an explicit softmax, slower)
+        self.keep_weights = False  # relevance maps: keep the attention weights (on a GPU: the explicit softmax, slower)
         self.weights = None
 
     def forward(self, x):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        # The explicit softmax on the CPU: SDPA's CPU kernel is slow backwards at these short sequences (a
-        # fine-tuning step takes 28 % less time without it; bench_train.py); on a GPU its fused kernels win.
+        # The explicit softmax on the CPU: SDPA's CPU kernel is slow backwards at these short sequences (a CPU
+        # recipe fine-tuning step 28 % faster on one thread without it: README, Scaling up); GPUs keep SDPA.
         if self.keep_weights or x.device.type == "cpu":
             weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
             self.weights = weights if self.keep_weights else None
