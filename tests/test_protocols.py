@@ -153,6 +153,26 @@ def test_ridge_path_matches_the_normal_equations():
     assert np.allclose(ws[0], w) and np.isclose(bs[0], y.mean() - f.mean(0) @ w)
 
 
+def test_the_ridge_heads_leave_one_out_equals_refitting_without_the_row():
+    from coremax.engine.probe import ALPHAS, ridge_path
+
+    rng = np.random.default_rng(2)
+    for n, d in [(40, 10), (30, 60)]:  # more rows than features, and fewer (the fit nearly interpolates)
+        f = rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+        y, w = f @ rng.normal(size=d) + rng.normal(size=n), np.r_[np.ones(n - 5), np.full(5, 7.0)]
+        _, _, loo = ridge_path(f, y, ALPHAS, w, loo=True)
+        mu = w @ f / w.sum()
+        penalty = ALPHAS * (np.linalg.svd((f - mu) * np.sqrt(w)[:, None], compute_uv=False) ** 2).sum() / d
+        for i in (0, n - 1):  # a row of weight 1 and one of weight 7, left out; the others keep their weights
+            keep = np.arange(n) != i
+            fk, yk, wk = f[keep], y[keep], w[keep]
+            mk, yb = wk @ fk / wk.sum(), wk @ yk / wk.sum()
+            for k, lam in enumerate(penalty):
+                beta = np.linalg.solve((fk - mk).T @ ((fk - mk) * wk[:, None]) + lam * np.eye(d),
+                                       (fk - mk).T @ (wk * (yk - yb)))
+                assert np.isclose(loo[i, k], yb + (f[i] - mk) @ beta, rtol=1e-6, atol=1e-6)
+
+
 def test_each_protocol_is_a_sweep_that_says_what_it_reads():
     from coremax import config as configlib
     from coremax.errors import UserError

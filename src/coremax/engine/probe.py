@@ -29,18 +29,31 @@ def embed(task, model, rows: ArrayData) -> np.ndarray:
     return torch.cat(out).double().numpy() if out else np.zeros((0, model.head.in_features))
 
 
-def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray,
-               w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray | None = None,
+               loo: bool = False) -> tuple[np.ndarray, ...]:
     """Ridge weights (len(alphas), D) and intercepts for every strength, from one SVD of the (weighted-)centred
-    features; `w` weighs the rows (None = equal)."""
+    features; `w` weighs the rows (None = equal). With `loo`, also each row's leave-one-out prediction
+    (n, len(alphas)): the fit without that row (the other rows' weights and the penalty kept), in closed form."""
     w = np.ones(len(y)) if w is None else np.asarray(w, dtype=np.float64)
     mu, ybar = w @ f / w.sum(), w @ y / w.sum()
     root = np.sqrt(w)
     u, s, vt = np.linalg.svd((f - mu) * root[:, None], full_matrices=False)
     scale = (s ** 2).sum() / f.shape[1]
-    uty = u.T @ ((y - ybar) * root)
+    z = (y - ybar) * root
+    uty = u.T @ z
     weights = np.stack([vt.T @ (s / (s ** 2 + a * scale) * uty) for a in alphas])
-    return weights, ybar - weights @ mu
+    if not loo:
+        return weights, ybar - weights @ mu
+    # e_i / (1 - h_ii), h_ii = w_i / sum(w) + sum_k u_ik^2 s_k^2 / (s_k^2 + penalty), over the directions the
+    # centred features span (centring leaves a null one when rows <= features); both written as sums of
+    # non-negative parts, so they stay accurate when the fit nearly interpolates.
+    span = s > s.max(initial=0) * len(s) * np.finfo(float).eps
+    u, s, uty = u[:, span], s[span], uty[span]
+    shrink = np.stack([a * scale / (s ** 2 + a * scale) for a in alphas])  # (alphas, rank): 1 - filter factor
+    outside = np.clip(1 - w / w.sum() - (u ** 2).sum(1), 0, None)  # the row's part beyond the span
+    resid = (z - u @ uty)[:, None] + (u * uty) @ shrink.T  # weighted residuals (n, alphas)
+    one_minus_h = outside[:, None] + (u ** 2) @ shrink.T
+    return weights, ybar - weights @ mu, y[:, None] - resid / root[:, None] / one_minus_h
 
 
 def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
@@ -48,18 +61,13 @@ def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
     cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; and what was chosen."""
     def fit_with(w):
-        ws, bs = ridge_path(f, y, ALPHAS, w)
+        ws, bs, loo = ridge_path(f, y, ALPHAS, w, loo=True)
         val_mse = (((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0)
-
-        def predict_without(i):  # every strength at once: one SVD
-            keep = np.arange(len(y)) != i
-            wi, bi = ridge_path(f[keep], y[keep], ALPHAS, None if w is None else w[keep])
-            return wi @ f[i] + bi
         return [(k, ws[k], float(bs[k]), float(np.sqrt(val_mse[k]))) for k in range(len(ALPHAS))], val_mse, \
-            predict_without
-    (k, weight, bias, err), share, loo = choose_share(new, y, fit_with)
+            lambda i: loo[i]
+    (k, weight, bias, err), share, loo_rmse = choose_share(new, y, fit_with)
     chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err}
-    return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo}
+    return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo_rmse}
 
 
 def fit_ridge_head(task, model) -> dict:
