@@ -39,9 +39,10 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray |
     root = np.sqrt(w)
     u, s, vt = np.linalg.svd((f - mu) * root[:, None], full_matrices=False)
     scale = (s ** 2).sum() / f.shape[1]
+    penalty = np.asarray(alphas, dtype=np.float64)[:, None] * scale  # (alphas, 1)
     z = (y - ybar) * root
     uty = u.T @ z
-    weights = np.stack([vt.T @ (s / (s ** 2 + a * scale) * uty) for a in alphas])
+    weights = np.stack([vt.T @ (s / (s ** 2 + lam) * uty) for lam in penalty])
     if not loo:
         return weights, ybar - weights @ mu
     # e_i / (1 - h_ii), h_ii = w_i / sum(w) + sum_k u_ik^2 s_k^2 / (s_k^2 + penalty), over the directions the
@@ -49,7 +50,7 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray |
     # non-negative parts, so they stay accurate when the fit nearly interpolates.
     span = s > s.max(initial=0) * len(s) * np.finfo(float).eps
     u, s, uty = u[:, span], s[span], uty[span]
-    shrink = np.stack([a * scale / (s ** 2 + a * scale) for a in alphas])  # (alphas, rank): 1 - filter factor
+    shrink = penalty / (s ** 2 + penalty)  # (alphas, rank): 1 - filter factor
     outside = np.clip(1 - w / w.sum() - (u ** 2).sum(1), 0, None)  # the row's part beyond the span
     resid = (z - u @ uty)[:, None] + (u * uty) @ shrink.T  # weighted residuals (n, alphas)
     one_minus_h = outside[:, None] + (u ** 2) @ shrink.T
