@@ -14,6 +14,7 @@ from coremax.data.spe import format_spe, parse_spe
 from coremax.engine.data import core_label_mask
 from coremax.errors import UserError
 from coremax.experiment import Experiment
+from coremax.io import read_toml
 from coremax.suggest import METHODS, choose
 
 
@@ -183,10 +184,19 @@ def test_dense_lab_table_leaves_the_default_archive_as_it_is(tmp_path):
         return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                 for p in root.rglob("*") if p.is_file()}
     plain, dense = digest(tmp_path / "plain"), digest(tmp_path / "dense")
-    assert set(dense) - set(plain) == {"bulk-dense.csv"}
+    assert set(dense) - set(plain) == {"bulk-dense.csv", "bulk-newcores-dense.csv"}
     assert all(dense[f] == h for f, h in plain.items())  # every file of the default archive, byte for byte
     lab = pd.read_csv(tmp_path / "dense" / "bulk-dense.csv")
     truth = pd.read_csv(tmp_path / "dense" / "truth.csv")
     assert len(lab) == len(truth) and (abs(lab["depth_mm"].to_numpy() - truth["depth_mm"].to_numpy()) < 15).all()
     assert lab["CaCO3"].notna().all() and lab["TOC"].notna().mean() > 0.7
+    # the sampling study's table: the archive's samples of the training cores, every depth of the test cores
+    test = set(read_toml(tmp_path / "dense" / "manifest.toml")["test_cores"])
+    bulk = pd.read_csv(tmp_path / "dense" / "bulk.csv")
+    study = pd.read_csv(tmp_path / "dense" / "bulk-newcores-dense.csv")
+    assert test and set(study["core"]) == set(bulk["core"])
+    pd.testing.assert_frame_equal(study[~study["core"].isin(test)].reset_index(drop=True),
+                                  bulk[~bulk["core"].isin(test)].reset_index(drop=True))
+    pd.testing.assert_frame_equal(study[study["core"].isin(test)].reset_index(drop=True),
+                                  lab[lab["core"].isin(test)].reset_index(drop=True))
     shutil.rmtree(tmp_path / "plain")

@@ -98,7 +98,9 @@ def simulate_main(argv=None) -> None:
     p.add_argument("--unlabelled", action="store_true",
                    help="write an unlabelled pool (every head, cores named apart, no bulk.csv)")
     p.add_argument("--dense-lab", action="store_true",
-                   help="also write bulk-dense.csv: a lab sample at every scanned depth (for sampling studies)")
+                   help="also write bulk-dense.csv, a lab sample at every scanned depth, and bulk-newcores-dense.csv, "
+                        "bulk.csv's samples of the training cores with every depth of the test cores (for "
+                        "sampling studies)")
     args = p.parse_args(argv)
     try:
         kvs = [float(k) for k in args.kv.split(",")]

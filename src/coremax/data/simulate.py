@@ -501,8 +501,9 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
     default held-out `test_cores`). The archive is built in a temporary folder and renamed into place.
     `labelled=False` writes an unlabelled pool ("forgotten spectra"): same physics, every scanner head, cores
     named apart, no bulk.csv and no test cores. `dense_lab` also writes `<out>/bulk-dense.csv`, a lab sample at
-    every scanned depth, so that a sampling study can "send" any depth to the lab; the other files stay as they
-    are without it."""
+    every scanned depth, so that a sampling study can "send" any depth to the lab, and `<out>/bulk-newcores-dense.csv`,
+    the lab table of that study: bulk.csv's samples of the other cores and a sample at every depth of the test
+    cores; the other files stay as they are without it."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"The folder {out} already exists; pass --overwrite to replace it or choose another --out.")
@@ -521,12 +522,16 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
         truth.to_csv(tmp / "truth.csv", index=False)
         if labelled:
             bulk.to_csv(tmp / "bulk.csv", index=False)
+        test_cores = default_test_cores(plans) if labelled else []
         if labelled and dense_lab:
-            pd.concat([d for _, _, d in parts], ignore_index=True).to_csv(tmp / "bulk-dense.csv", index=False)
+            dense = pd.concat([d for _, _, d in parts], ignore_index=True)
+            dense.to_csv(tmp / "bulk-dense.csv", index=False)
+            pd.concat([bulk[~bulk["core"].isin(test_cores)], dense[dense["core"].isin(test_cores)]],
+                      ignore_index=True).to_csv(tmp / "bulk-newcores-dense.csv", index=False)
         manifest = {"generator": "coremax.data.simulate", "seed": seed, "cores": cores, "spacing_mm": spacing_mm,
                     "kv": [float(k) for k in kvs], "spectra": len(truth), "labelled": labelled,
                     "bulk_samples": len(bulk) if labelled else 0,
-                    "test_cores": default_test_cores(plans) if labelled else [],
+                    "test_cores": test_cores,
                     "core_regions": {p.core: p.region for p in plans},
                     "core_scanners": {p.core: SCANNERS[p.scanner].head for p in plans},
                     "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"}
