@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import train
+from conftest import resolved, train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
@@ -194,6 +194,9 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
     assert by_name["msm-probe"]["overrides"]["finetune.from"] == "pre-spectra"
     assert by_name["msm-probe"]["overrides"]["finetune.mode"] == "ridge"
     assert by_name["msm-probe"]["overrides"]["model.head_layers"] == 6
+    # a pretrained run may read the test spectra its pretraining read (finetune.epo); scratch reads none
+    assert by_name["msm-probe"]["overrides"]["data.test_spectra"] is True
+    assert "data.test_spectra" not in by_name["scratch"]["overrides"]
     assert "model.head_layers" not in by_name["scratch"]["overrides"]
     assert by_name["scratch"]["overrides"]["finetune.from"] == ""
     labels = study_sweep(study, "new-cores-labels")
@@ -235,6 +238,55 @@ def test_weighted_ridge_equals_repeated_rows_and_the_head_weighs_new_core_sample
     assert "new_core_share" not in plain and chosen["new_core_share"] > 0 and np.isfinite(chosen["new_core_loo_nrmse"])
     gap = lambda wt, b: np.abs(f[new] @ wt + b - y[new]).mean()
     assert gap(weight, bias) < 0.7 * gap(plain_w, plain_b)
+
+
+def test_the_scanner_blind_head_ignores_the_shift_a_new_scanner_brings():
+    from coremax.engine.probe import fit_ridge, setting_directions
+
+    rng = np.random.default_rng(1)
+    mix, beta = rng.normal(size=(3, 8)), np.array([2.0, -1.0, 0.5])
+    # what each of two scanner settings adds to every embedding: the second looks partly like more of the first
+    # component of the composition
+    shift = np.stack([np.zeros(8), mix[0] + rng.normal(0, 1.0, 8)])
+
+    def rows(n, setting):  # n spectra of random compositions z under one setting, and their target
+        z = rng.normal(size=(n, 3))
+        return z @ mix + shift[setting] + rng.normal(0, 0.05, (n, 8)), z @ beta
+    (f, y), (f_va, y_va) = rows(120, 0), rows(60, 1)  # labelled cores from one scanner, validation from the other
+    (u0, _), (u1, _) = rows(500, 0), rows(500, 1)  # unlabelled spectra of many cores under each
+    blind = setting_directions(np.r_[u0, u1], np.array(["A"] * 500 + ["B"] * 500))
+    assert blind.shape == (8, 1) and np.isclose(abs(blind[:, 0] @ shift[1]) / np.linalg.norm(shift[1]), 1, atol=0.01)
+    assert setting_directions(u0, np.array(["A"] * 500)).shape == (8, 0)  # one setting: nothing to remove
+    plain_w, plain_b, plain = fit_ridge(f, y, f_va, y_va, np.zeros(120, bool))
+    weight, bias, chosen = fit_ridge(f, y, f_va, y_va, np.zeros(120, bool), blind)
+    assert "epo" not in plain and chosen["epo"] is True
+    assert np.allclose(weight @ blind, 0, atol=1e-9)  # so the raw embeddings give the blind head's predictions
+    err = lambda wt, b: np.sqrt(np.mean((f_va @ wt + b - y_va) ** 2))
+    assert err(weight, bias) < 0.2 * err(plain_w, plain_b)
+
+
+def test_the_scanner_blind_head_draws_unlabelled_spectra_per_setting_and_says_what_it_read(data_root, pretrained):
+    from coremax.engine.data import setting_spectra
+    from coremax.errors import UserError
+
+    data = resolved()["data"]
+    one = setting_spectra(data_root, 0, data, 7)
+    assert one.y is None and not {"CaCO3", "TOC"} & set(one.frame.columns)
+    counts = one.frame["scanner"].value_counts()
+    assert (counts <= 7).all() and len(counts) == one.frame["scanner"].nunique()
+    assert one.frame.equals(setting_spectra(data_root, 0, data, 7).frame)  # seeded
+    test_cores = set(load_split(data_root, "synthetic", "test")["core"])
+    assert not test_cores & set(setting_spectra(data_root, 0, data, 10 ** 6).frame["core"])
+    every = setting_spectra(data_root, 0, {**data, "test_spectra": True}, 10 ** 6)
+    assert test_cores <= set(every.frame["core"]) and not {"CaCO3", "TOC"} & set(every.frame.columns)
+    exp = train(data_root, "epo1", "finetune", f'finetune.from="{pretrained}"', 'finetune.mode="ridge"',
+                "finetune.epo=true", "data.test_spectra=true")
+    chosen = [json.loads(line) for line in exp.log_file.read_text().splitlines() if '"ridge_head"' in line][0]
+    assert all(isinstance(chosen[t]["epo"], bool) for t in ("CaCO3", "TOC"))
+    assert exp.provenance()["test_cores_read"]["spectra_of"] == sorted(test_cores)
+    with pytest.raises(UserError, match="finetune.epo"):
+        train(data_root, "epo2", "finetune", f'finetune.from="{pretrained}"', "finetune.epo=true")
+    assert Experiment.state(data_root, "epo2") == "absent"
 
 
 def test_the_rule_pools_validation_errors_with_the_new_rows_left_out():

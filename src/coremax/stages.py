@@ -13,9 +13,9 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
-from coremax.engine.data import Prepared, input_length, prepare_data
+from coremax.engine.data import Prepared, input_length, prepare_data, setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
-from coremax.engine.probe import fit_ridge_head
+from coremax.engine.probe import EPO_SPECTRA, fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
@@ -73,6 +73,13 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         seed_everything(seed)
         # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
         data = prepare_data(data_root, stage, seed, **config["data"])
+        mode = config["finetune"]["mode"] if stage == "finetune" else "full"
+        spectra = None
+        if stage == "finetune" and config["finetune"]["epo"]:
+            if mode not in ("ridge", "lp_ft"):
+                raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
+                                f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
+            spectra = None if resume else setting_spectra(data_root, seed, config["data"], EPO_SPECTRA)
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
@@ -80,7 +87,6 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
             if stage == "finetune" and config["finetune"]["from"] and not resume else None
         if parent is not None:
             parent_state = check_parent(parent[0], config)
-        mode = config["finetune"]["mode"] if stage == "finetune" else "full"
         if mode in peft.MODES and parent is None and not resume:
             raise UserError(f"finetune.mode = {mode!r} adapts a pretrained encoder and keeps it frozen; set finetune.from "
                             "to a pretrain experiment (or use mode \"full\" to train from scratch).")
@@ -117,7 +123,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
                 extra["peft"] = _attach_peft(model, config["finetune"], parent, exp, resume, log)
             task = TASKS[stage](data, rt)
             if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
-                log.info("ridge_head", **fit_ridge_head(task, model.to(rt.device)))
+                log.info("ridge_head", **fit_ridge_head(task, model.to(rt.device), spectra))
             if mode in ("linear_probe", "ridge"):
                 for p in model.encoder.parameters():
                     p.requires_grad_(False)
@@ -148,9 +154,10 @@ def _attach_peft(model, fine: dict, parent, exp: Experiment, resume: bool, log) 
 
 def test_reads(data: Prepared, config: dict) -> dict:
     """What a run read of the test cores, for provenance.toml: their spectra (data.test_spectra, unsupervised
-    steps only) and the source files of the labelled rows that joined training (data.test_labels)."""
+    steps only: pretraining, a baseline's features, finetune.epo's setting means) and the source files of the labelled rows that joined training (data.test_labels)."""
     stage = config["experiment"]["stage"]
-    spectra = config["data"]["test_spectra"] and stage in ("pretrain", "baseline")
+    spectra = config["data"]["test_spectra"] and (stage in ("pretrain", "baseline") or
+                                                  (stage == "finetune" and config["finetune"]["epo"]))
     rows = data.train.frame
     picked = rows[data.new_core_rows()] if stage != "pretrain" else rows.iloc[:0]
     return {"spectra_of": sorted(set(data.info.get("cores", {}).get("test", []))) if spectra else [],

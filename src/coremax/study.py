@@ -103,9 +103,10 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
     for method in [m for m in study["methods"] if m not in borrowed(study, protocol)]:
         if method in NEURAL:
             mode, pretrained = NEURAL[method]
+            # a pretrained run may read the test spectra its pretraining read (finetune.epo's setting means)
             variants[method] = {"config": study["finetune_config"], "overrides": {
-                **configlib.parse_overrides(study["overrides"]), "experiment.stage": "finetune",
-                "finetune.from": pretrain if pretrained else "", "finetune.mode": mode}}
+                **configlib.parse_overrides(study["overrides"]), **(reads if pretrained else {}),
+                "experiment.stage": "finetune", "finetune.from": pretrain if pretrained else "", "finetune.mode": mode}}
         else:
             variants[method] = {"overrides": {**configlib.parse_overrides(study["baseline_overrides"]), **reads,
                                               "experiment.stage": "baseline", "baseline.method": method}}

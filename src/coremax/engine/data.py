@@ -234,6 +234,30 @@ def join_rows(parts: list[Rows]) -> Rows:
     return pd.concat([m for m, _ in parts], ignore_index=True, join="inner"), x
 
 
+def setting_spectra(data_root, seed: int, data_config: dict, per_setting: int) -> ArrayData:
+    """Unlabelled spectra for statistics per scanner setting (the `scanner` column; finetune.epo): up to
+    `per_setting` rows of each setting, drawn (seeded) from every spectrum the fine-tuning may read without a
+    label: the data set's train and validation cores, the data sets of data.pool and, with data.test_spectra,
+    the test cores (every target column dropped)."""
+    spectrum_length = data_config["spectrum_length"]
+    channels = check_window(data_config["channels"], spectrum_length)
+    dataset = data_config["dataset"]
+    info = load_info(data_root, dataset)
+    parts = pool_rows(data_root, dataset, info, list(data_config["pool"]),
+                      *(read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val")),
+                      spectrum_length, channels)
+    if data_config["test_spectra"]:
+        parts += (unlabelled(read_rows(data_root, dataset, "test", spectrum_length, channels), info),)
+    meta, x = unlabelled(join_rows(list(parts)), info)  # statistics of spectra: no label is needed or kept
+    settings = meta["scanner"].astype(str).to_numpy() if "scanner" in meta.columns else np.full(len(meta), "")
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([rng.choice(idx, size=min(len(idx), per_setting), replace=False)
+                                   for _, idx in sorted(pd.Series(settings).groupby(settings).indices.items())]
+                                  or [np.zeros(0, int)]))
+    meta = meta.iloc[keep].assign(scanner=settings[keep])
+    return to_arrays((meta, x[keep]), [], None)
+
+
 def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
               targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
               spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
