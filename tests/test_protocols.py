@@ -265,6 +265,25 @@ def test_the_scanner_blind_head_ignores_the_shift_a_new_scanner_brings():
     assert err(weight, bias) < 0.2 * err(plain_w, plain_b)
 
 
+def test_a_baseline_blind_to_the_scanner_is_chosen_when_the_validation_rows_prefer_it_and_survives_its_file(tmp_path):
+    rng = np.random.default_rng(1)
+    mix, beta = rng.normal(size=(3, 8)), np.array([2.0, -1.0, 0.5])
+    shift = np.stack([np.zeros(8), mix[0] + rng.normal(0, 1.0, 8)])
+
+    def rows(n, setting):  # counts whose log1p is composition + the setting's shift (what PLS reads)
+        z = rng.normal(size=(n, 3))
+        return np.expm1(5 + z @ mix + shift[setting] + rng.normal(0, 0.05, (n, 8))), (z @ beta)[:, None]
+    (x, y), (x_va, y_va) = rows(120, 0), rows(60, 1)  # labelled cores from one scanner, validation from the other
+    (u0, _), (u1, _) = rows(500, 0), rows(500, 1)
+    plain = Pls().fit(x, y, x_va, y_va, ["CaCO3"])
+    model = Pls().fit(x, y, x_va, y_va, ["CaCO3"], settings=(np.r_[u0, u1], ["A"] * 500 + ["B"] * 500))
+    assert "epo" not in plain.selected["CaCO3"] and model.selected["CaCO3"]["epo"] is True
+    assert model.selected["CaCO3"]["val_rmse"] < 0.5 * plain.selected["CaCO3"]["val_rmse"]
+    path = model.save(tmp_path / BASELINE_FILE)
+    assert np.array_equal(load_baseline(tmp_path, path).predict(x_va), model.predict(x_va))
+    assert np.isclose(np.sqrt(np.mean((model.predict(x_va) - y_va) ** 2)), model.selected["CaCO3"]["val_rmse"])
+
+
 def test_the_scanner_blind_head_draws_unlabelled_spectra_per_setting_and_says_what_it_read(data_root, pretrained):
     from coremax.engine.data import setting_spectra
     from coremax.errors import UserError
@@ -284,6 +303,10 @@ def test_the_scanner_blind_head_draws_unlabelled_spectra_per_setting_and_says_wh
     chosen = [json.loads(line) for line in exp.log_file.read_text().splitlines() if '"ridge_head"' in line][0]
     assert all(isinstance(chosen[t]["epo"], bool) for t in ("CaCO3", "TOC"))
     assert exp.provenance()["test_cores_read"]["spectra_of"] == sorted(test_cores)
+    base = train(data_root, "epo-pls", "baseline", 'baseline.method="pls"', "baseline.epo=true")
+    done = [json.loads(line) for line in base.log_file.read_text().splitlines() if '"baseline_done"' in line][0]
+    assert all(isinstance(done["selected"][t]["epo"], bool) for t in ("CaCO3", "TOC"))
+    assert not evaluate_experiment(data_root, "epo-pls").empty
     with pytest.raises(UserError, match="finetune.epo"):
         train(data_root, "epo2", "finetune", f'finetune.from="{pretrained}"', "finetune.epo=true")
     assert Experiment.state(data_root, "epo2") == "absent"

@@ -15,9 +15,10 @@ from coremax import config as configlib
 from coremax import checkpoint as ckpt
 from coremax.engine.data import Prepared, input_length, prepare_data, setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
-from coremax.engine.probe import EPO_SPECTRA, fit_ridge_head
+from coremax.engine.probe import fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
+from coremax.eval.epo import EPO_SPECTRA
 from coremax.eval.metrics import rmse
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
@@ -74,12 +75,12 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
         data = prepare_data(data_root, stage, seed, **config["data"])
         mode = config["finetune"]["mode"] if stage == "finetune" else "full"
-        spectra = None
-        if stage == "finetune" and config["finetune"]["epo"]:
-            if mode not in ("ridge", "lp_ft"):
-                raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
-                                f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
-            spectra = None if resume else setting_spectra(data_root, seed, config["data"], EPO_SPECTRA)
+        epo = stage in ("finetune", "baseline") and config[stage]["epo"]
+        if epo and stage == "finetune" and mode not in ("ridge", "lp_ft"):
+            raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
+                            f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
+        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted
+        spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) if epo and not resume else None
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
@@ -101,7 +102,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
             with exp.run() as log:
                 for note in notes:
                     log.info("config_note", note=note)
-                run_baseline(exp, data, config, log)
+                run_baseline(exp, data, config, log, spectra)
             return exp
         exp = _create_on_all_ranks(data_root, config, resume, command, rt)
         if rt.main:
@@ -164,8 +165,9 @@ def test_reads(data: Prepared, config: dict) -> dict:
             "labels": sorted(picked["source_file"].astype(str))}
 
 
-def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
-    """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows."""
+def run_baseline(exp: Experiment, data: Prepared, config: dict, log, spectra=None) -> None:
+    """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows (and, with
+    the scanner settings' `spectra`, whether it is blind to them: baseline.epo)."""
     from coremax.baselines import BASELINE_FILE, make_baseline  # deferred: scikit-learn, only for baselines
 
     b = config["baseline"]
@@ -176,7 +178,9 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log) -> None:
     x_un = None if data.unlabelled is None else np.asarray(data.unlabelled.x, dtype=np.float32)
     log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va),
              unlabelled_rows=0 if x_un is None else len(x_un))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, data.new_core_rows())
+    settings = None if spectra is None else (np.asarray(spectra.x, dtype=np.float32),
+                                             spectra.frame["scanner"].to_numpy(str))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, data.new_core_rows(), settings)
     model.save(exp.checkpoints / BASELINE_FILE)
     pred = model.predict(x_va)
     row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from coremax.errors import UserError
+from coremax.eval.epo import blind, setting_directions
 from coremax.eval.metrics import rmse
 from coremax.eval.weighting import choose_share
 from coremax.io import atomic_path
@@ -50,6 +51,7 @@ class Baseline:
         self.targets: list[str] = []
         self.models: list = []
         self.selected: dict[str, dict] = {}
+        self.blind: list = []           # per target: the scanner directions its model does not see (None: plain)
         self.n_channels = 0             # width of the spectra seen by fit, checked again by predict
 
     # -- to be supplied by subclasses --------------------------------------------------------------------
@@ -82,10 +84,12 @@ class Baseline:
                             f"{x.shape[1]}; use spectra like those it was fitted on (the same data.channels).")
         return x
 
-    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None) -> "Baseline":
+    def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None,
+            settings=None) -> "Baseline":
         """`new_rows` (bool, train rows): the lab samples of new cores (data.test_labels); how much they weigh in
         the regression is chosen per target by `eval.weighting`'s rule (the features are fitted on every row
-        alike)."""
+        alike). `settings` = (spectra, their scanner settings): the model blind to the directions along which the
+        settings' mean features differ is a candidate too (baseline.epo: `eval.epo`)."""
         self.targets = [str(t) for t in targets]
         Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
         Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
@@ -97,7 +101,10 @@ class Baseline:
         unlabelled = None if X_unlabelled is None else self._cut(X_unlabelled)
         f_tr, f_va = self._fit_features(x_tr, unlabelled), self._features(self._cut(X_val))
         new = np.zeros(len(x_tr), bool) if new_rows is None else np.asarray(new_rows, bool)
-        self.models, self.selected = [], {}
+        directions = None if settings is None else \
+            setting_directions(self._features(self._cut(settings[0])), np.asarray(settings[1], dtype=str))
+        versions = [None] if directions is None or not directions.shape[1] else [None, directions]
+        self.models, self.selected, self.blind = [], {}, []
         for j, t in enumerate(self.targets):
             tr, va = ~np.isnan(Y_train[:, j]), ~np.isnan(Y_val[:, j])
             if tr.sum() < 3 or va.sum() < 1:
@@ -106,14 +113,16 @@ class Baseline:
                                 "labelled cores to the data set.")
             f, y = f_tr[tr], Y_train[tr, j]
 
-            # One candidate per row weighting (eval.weighting says why)
+            # One candidate per row weighting (eval.weighting says why) and features, plain or blind
             def fit_with(w, f=f, y=y, f_va=f_va[va], y_va=Y_val[va, j]):
-                score, params, model = self._choose(f, y, f_va, y_va, w)
-                return [(score, params, model)], np.array([score ** 2]), \
-                    lambda i: [self._predict_without(f, y, params, w, i)]
-            (score, params, model), share, loo = choose_share(new[tr], y, fit_with)
+                found = [(*self._choose(blind(f, d), y, blind(f_va, d), y_va, w), d) for d in versions]
+                return found, np.array([c[0] ** 2 for c in found]), \
+                    lambda i: [self._predict_without(blind(f, d), y, params, w, i) for _, params, _, d in found]
+            (score, params, model, d), share, loo = choose_share(new[tr], y, fit_with)
             self.models.append(model)
-            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score}
+            self.blind.append(d)
+            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score,
+                                **({"epo": d is not None} if len(versions) > 1 else {})}
             if share is not None:
                 self.selected[t].update(new_core_share=share, new_core_loo_rmse=loo)
         return self
@@ -138,7 +147,9 @@ class Baseline:
         if not self.models:
             raise UserError(f"The {self.method} baseline has not been fitted; run the baseline stage first.")
         f = self._features(self._cut(X))
-        return np.column_stack([np.ravel(m.predict(f)) for m in self.models]).reshape(len(f), len(self.models))
+        sees = getattr(self, "blind", None) or [None] * len(self.models)  # files saved before baseline.epo: plain
+        return np.column_stack([np.ravel(m.predict(blind(f, d))) for m, d in zip(self.models, sees)]) \
+            .reshape(len(f), len(self.models))
 
     def feature_space(self, X) -> np.ndarray:
         """The baseline's own description of spectra (sample suggestion measures distances in it)."""

@@ -5,12 +5,8 @@ its strength chosen on the validation rows (whole validation cores), as the base
 features are not distorted by a few labels); `"lp_ft"` starts full fine-tuning from it (linear probe, then
 fine-tune: Kumar et al. 2022, who find the head trained first keeps fine-tuning from wrecking the features).
 
-With `finetune.epo` the head may also be fitted blind to the scanner: external parameter orthogonalisation (Roger
-et al. 2003, a calibration-transfer method of NIR spectroscopy) removes the directions along which the mean
-embeddings of the scanner settings differ. Those means come from unlabelled spectra of many cores per setting, so
-they carry the instrument, not a core's composition; the labelled cores, one setting per region, cannot tell the
-two apart. The head's weights then lie outside those directions, so they read raw embeddings unchanged: nothing
-about the setting is needed at prediction. Plain or blind is chosen per target with the strength.
+With `finetune.epo` the head may also be blind to the scanner (`eval.epo`); its weights then have no part along the
+removed directions, so they read raw embeddings unchanged: nothing about the setting is needed at prediction.
 """
 
 from __future__ import annotations
@@ -20,15 +16,12 @@ import torch
 
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
+from coremax.eval.epo import blind, setting_directions
 from coremax.eval.weighting import choose_share
 
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
 ALPHAS = np.logspace(-5, 1, 13)
 EMBED_BATCH = 256
-# Unlabelled spectra per scanner setting behind its mean embedding (finetune.epo): over three draws, 1,024 gave the
-# CaCO3 validation RMSE of all of them (19,146 spectra, 4 settings) to within 2 % (256: up to 16 % off), with a
-# fifth of the spectra to embed.
-EPO_SPECTRA = 1024
 
 
 @torch.no_grad()
@@ -68,28 +61,18 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray |
     return weights, ybar - weights @ mu, y[:, None] - resid / root[:, None] / one_minus_h
 
 
-def setting_directions(f: np.ndarray, settings: np.ndarray) -> np.ndarray:
-    """(D, k) orthonormal directions along which the mean features of the scanner settings differ, k <= number of
-    settings - 1 (none with one setting): what finetune.epo removes."""
-    names = np.unique(settings)
-    means = np.stack([f[settings == n].mean(0) for n in names]) if len(names) > 1 else np.zeros((1, f.shape[1]))
-    u, s, _ = np.linalg.svd((means - means.mean(0)).T, full_matrices=False)
-    return u[:, s > s.max(initial=0) * max(means.shape) * np.finfo(float).eps]
-
-
 def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
-              new: np.ndarray, blind: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
+              new: np.ndarray, directions: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
-    cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; with `blind`
-    (setting_directions), the features without those directions are candidates too; and what was chosen."""
-    versions = [None] if blind is None or not blind.shape[1] else [None, blind]
+    cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; with `directions`
+    (`eval.epo.setting_directions`), the features without them are candidates too; and what was chosen."""
+    versions = [None] if directions is None or not directions.shape[1] else [None, directions]
 
     def fit_with(w):
         results, val_mse, loo = [], [], []
         for d in versions:
-            ws, bs, left_out = ridge_path(f if d is None else f - f @ d @ d.T, y, ALPHAS, w, loo=True)
-            if d is not None:  # exactly outside the directions: the raw features give the same predictions
-                ws = ws - ws @ d @ d.T
+            ws, bs, left_out = ridge_path(blind(f, d), y, ALPHAS, w, loo=True)
+            ws = blind(ws, d)  # exactly outside the directions: the raw features give the same predictions
             mse = (((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0)
             results += [(k, d is not None, ws[k], float(bs[k]), float(np.sqrt(mse[k]))) for k in range(len(ALPHAS))]
             val_mse.append(mse)
@@ -107,7 +90,7 @@ def fit_ridge_head(task, model, spectra: ArrayData | None = None) -> dict:
     per target (normalised units)."""
     data = task.data
     f_tr, f_va = embed(task, model, data.train), embed(task, model, data.val)
-    blind = None if spectra is None else \
+    directions = None if spectra is None else \
         setting_directions(embed(task, model, spectra), spectra.frame["scanner"].to_numpy(str))
     y_tr, y_va = data.train.y.cpu().double().numpy(), data.val.y.cpu().double().numpy()
     new = data.new_core_rows()
@@ -117,7 +100,7 @@ def fit_ridge_head(task, model, spectra: ArrayData | None = None) -> dict:
         if tr.sum() < 2 or va.sum() < 1:
             raise UserError(f"finetune.mode = \"ridge\" needs at least 2 labelled train rows and 1 labelled validation "
                             f"row of {t!r}; it has {int(tr.sum())} and {int(va.sum())}: add labels or use mode full.")
-        weight[j], bias[j], chosen[t] = fit_ridge(f_tr[tr], y_tr[tr, j], f_va[va], y_va[va, j], new[tr], blind)
+        weight[j], bias[j], chosen[t] = fit_ridge(f_tr[tr], y_tr[tr, j], f_va[va], y_va[va, j], new[tr], directions)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(weight))
         model.head.bias.copy_(torch.from_numpy(bias))
