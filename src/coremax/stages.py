@@ -79,8 +79,10 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         if epo and stage == "finetune" and mode not in ("ridge", "lp_ft"):
             raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
                             f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
-        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted
-        spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) if epo and not resume else None
+        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted, a
+        # resumed baseline is fitted again
+        spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) \
+            if epo and not (resume and stage == "finetune") else None
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
@@ -155,7 +157,8 @@ def _attach_peft(model, fine: dict, parent, exp: Experiment, resume: bool, log) 
 
 def test_reads(data: Prepared, config: dict) -> dict:
     """What a run read of the test cores, for provenance.toml: their spectra (data.test_spectra, unsupervised
-    steps only: pretraining, a baseline's features, finetune.epo's setting means) and the source files of the labelled rows that joined training (data.test_labels)."""
+    steps only: pretraining, a baseline's features, finetune.epo's setting means) and the source files of the
+    labelled rows that joined training (data.test_labels)."""
     stage = config["experiment"]["stage"]
     spectra = config["data"]["test_spectra"] and (stage in ("pretrain", "baseline") or
                                                   (stage == "finetune" and config["finetune"]["epo"]))

@@ -235,10 +235,10 @@ def join_rows(parts: list[Rows]) -> Rows:
 
 
 def setting_spectra(data_root, seed: int, data_config: dict, per_setting: int) -> ArrayData:
-    """Unlabelled spectra for statistics per scanner setting (the `scanner` column; finetune.epo): up to
-    `per_setting` rows of each setting, drawn (seeded) from every spectrum the fine-tuning may read without a
-    label: the data set's train and validation cores, the data sets of data.pool and, with data.test_spectra,
-    the test cores (every target column dropped)."""
+    """Unlabelled spectra for statistics per scanner setting (the `scanner` column; finetune.epo, baseline.epo):
+    up to `per_setting` rows of each setting, drawn (seeded) from every spectrum the run may read without a label:
+    the data set's train and validation cores, the data sets of data.pool and, with data.test_spectra, the test
+    cores (every target column dropped)."""
     spectrum_length = data_config["spectrum_length"]
     channels = check_window(data_config["channels"], spectrum_length)
     dataset = data_config["dataset"]
