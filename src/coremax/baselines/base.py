@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from coremax.errors import UserError
-from coremax.eval.epo import blind, setting_directions
+from coremax.eval.epo import blind, setting_directions, versions
 from coremax.eval.metrics import rmse
 from coremax.eval.weighting import choose_share
 from coremax.io import atomic_path
@@ -103,7 +103,7 @@ class Baseline:
         new = np.zeros(len(x_tr), bool) if new_rows is None else np.asarray(new_rows, bool)
         directions = None if settings is None else \
             setting_directions(self._features(self._cut(settings[0])), np.asarray(settings[1], dtype=str))
-        versions = [None] if directions is None or not directions.shape[1] else [None, directions]
+        offered = versions(directions)
         self.models, self.selected, self.blind = [], {}, []
         for j, t in enumerate(self.targets):
             tr, va = ~np.isnan(Y_train[:, j]), ~np.isnan(Y_val[:, j])
@@ -115,14 +115,14 @@ class Baseline:
 
             # One candidate per row weighting (eval.weighting says why) and features, plain or blind
             def fit_with(w, f=f, y=y, f_va=f_va[va], y_va=Y_val[va, j]):
-                found = [(*self._choose(blind(f, d), y, blind(f_va, d), y_va, w), d) for d in versions]
+                found = [(*self._choose(blind(f, d), y, blind(f_va, d), y_va, w), d) for d in offered]
                 return found, np.array([c[0] ** 2 for c in found]), \
                     lambda i: [self._predict_without(blind(f, d), y, params, w, i) for _, params, _, d in found]
             (score, params, model, d), share, loo = choose_share(new[tr], y, fit_with)
             self.models.append(model)
             self.blind.append(d)
             self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse": score,
-                                **({"epo": d is not None} if len(versions) > 1 else {})}
+                                **({"epo": d is not None} if len(offered) > 1 else {})}
             if share is not None:
                 self.selected[t].update(new_core_share=share, new_core_loo_rmse=loo)
         return self

@@ -16,7 +16,7 @@ import torch
 
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
-from coremax.eval.epo import blind, setting_directions
+from coremax.eval.epo import blind, setting_directions, versions
 from coremax.eval.weighting import choose_share
 
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
@@ -66,11 +66,11 @@ def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
     cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; with `directions`
     (`eval.epo.setting_directions`), the features without them are candidates too; and what was chosen."""
-    versions = [None] if directions is None or not directions.shape[1] else [None, directions]
+    offered = versions(directions)
 
     def fit_with(w):
         results, val_mse, loo = [], [], []
-        for d in versions:
+        for d in offered:
             ws, bs, left_out = ridge_path(blind(f, d), y, ALPHAS, w, loo=True)
             ws = blind(ws, d)  # exactly outside the directions: the raw features give the same predictions
             mse = (((f_va @ ws.T + bs) - y_va[:, None]) ** 2).mean(0)
@@ -80,7 +80,7 @@ def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
         loo = np.concatenate(loo, axis=1)
         return results, np.concatenate(val_mse), lambda i: loo[i]
     (k, epo, weight, bias, err), share, loo_rmse = choose_share(new, y, fit_with)
-    chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err, **({"epo": epo} if len(versions) > 1 else {})}
+    chosen = {"alpha": float(ALPHAS[k]), "val_nrmse": err, **({"epo": epo} if len(offered) > 1 else {})}
     return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo_rmse}
 
 

@@ -26,6 +26,12 @@ def setting_directions(f: np.ndarray, settings: np.ndarray) -> np.ndarray:
     return u[:, s > s.max(initial=0) * max(means.shape) * np.finfo(float).eps]
 
 
+def versions(directions: np.ndarray | None) -> list:
+    """What a fit offers for each target: the plain features (None), and the blind ones when there is a direction
+    to remove."""
+    return [None] if directions is None or not directions.shape[1] else [None, directions]
+
+
 def blind(f: np.ndarray, directions: np.ndarray | None) -> np.ndarray:
     """Features (or weights, one per row) without their part along `directions` (None: as they are)."""
     return f if directions is None else f - (f @ directions) @ directions.T
