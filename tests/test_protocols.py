@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import resolved, train
+from conftest import interrupted_then_resumed, resolved, train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
@@ -358,3 +358,43 @@ def test_the_spectra_protocol_reuses_the_scratch_runs_of_new_cores(data_root):
     spectra, plain = (rows[rows["protocol"] == p].set_index(["scope", "target"])["rmse"]
                       for p in ("new-cores-spectra", "new-cores"))
     assert spectra.equals(plain)
+
+
+def test_the_spread_of_the_settings_mean_predictions_is_estimated_without_the_draws_noise():
+    from coremax.eval.epo import mean_spread
+
+    g = torch.Generator().manual_seed(0)
+    mu = torch.tensor([0.0, 1.0, -0.5])[:, None, None]  # three settings' mean predictions of one target
+    exact = float(((mu - mu.mean()) ** 2).sum())
+    assert np.isclose(float(mean_spread(mu.expand(3, 8, 1), mu.expand(3, 8, 1))), exact)
+    draw = lambda: mu + torch.randn(3, 8, 1, generator=g)  # 8 noisy predictions per setting
+    estimates = [float(mean_spread(draw(), draw())) for _ in range(4000)]
+    squares = [float(mean_spread(d, d)) for d in (draw() for _ in range(4000))]  # one draw, squared
+    assert abs(np.mean(estimates) - exact) < 0.03
+    assert np.mean(squares) - exact > 0.2  # the noise a squared draw adds: 2/8 here
+
+
+def test_fine_tuning_keeps_the_blind_head_blind_and_resumes_exactly(data_root, pretrained, monkeypatch):
+    from coremax import stages
+    from coremax.errors import UserError
+
+    def every_target_blind(*a):  # the tiny archive's validation rows choose the plain head: say both chose blind
+        return {t: {**c, "epo": True} for t, c in fit_ridge_head(*a).items()}
+    fit_ridge_head = stages.fit_ridge_head
+    monkeypatch.setattr(stages, "fit_ridge_head", every_target_blind)
+    args = (f'finetune.from="{pretrained}"', 'finetune.mode="lp_ft"', "finetune.epo=true", "optim.epochs=3",
+            "optim.blr=1e-3")
+    plain = train(data_root, "pen0", "finetune", *args)
+    exp = train(data_root, "pen-whole", "finetune", *args, "finetune.epo_penalty=100.0")
+    chosen = [json.loads(line) for line in exp.log_file.read_text().splitlines() if '"ridge_head"' in line][0]
+    blind = ckpt.load(exp.checkpoints / "last.pth")["epo_blind"]
+    assert blind == [t for t in ("CaCO3", "TOC") if chosen[t]["epo"]] == ["CaCO3", "TOC"]
+    a, b = (e.read_result("history")["train_loss"].to_numpy() for e in (plain, exp))
+    assert not np.allclose(a, b)  # the penalty is in the loss
+    interrupted_then_resumed(data_root, "pen-cut", "finetune", *args, "finetune.epo_penalty=100.0",
+                             monkeypatch=monkeypatch)
+    np.testing.assert_array_equal(b, Experiment.open(data_root, "pen-cut").read_result("history")["train_loss"])
+    for bad in ('finetune.mode="ridge"', "finetune.epo=false"):
+        with pytest.raises(UserError, match="finetune.epo_penalty"):
+            train(data_root, "pen-bad", "finetune", *args, "finetune.epo_penalty=1.0", bad)
+        assert Experiment.state(data_root, "pen-bad") == "absent"

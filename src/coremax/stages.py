@@ -79,10 +79,14 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         if epo and stage == "finetune" and mode not in ("ridge", "lp_ft"):
             raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
                             f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
-        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted, a
-        # resumed baseline is fitted again
+        penalty = config["finetune"]["epo_penalty"] if stage == "finetune" else 0.0
+        if penalty and not (epo and mode == "lp_ft"):
+            raise UserError("finetune.epo_penalty keeps a ridge head fitted blind to the scanner blind while it is "
+                            "fine-tuned; it needs finetune.mode = \"lp_ft\" and finetune.epo = true, or set it to 0.")
+        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted (and
+        # needs them again only for the penalty), a resumed baseline is fitted again
         spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) \
-            if epo and not (resume and stage == "finetune") else None
+            if epo and not (resume and stage == "finetune" and not penalty) else None
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
@@ -126,7 +130,14 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
                 extra["peft"] = _attach_peft(model, config["finetune"], parent, exp, resume, log)
             task = TASKS[stage](data, rt)
             if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
-                log.info("ridge_head", **fit_ridge_head(task, model.to(rt.device), spectra))
+                chosen = fit_ridge_head(task, model.to(rt.device), spectra)
+                log.info("ridge_head", **chosen)
+                if penalty:  # the targets whose head was chosen blind; a resumed run reads them from last.pth
+                    extra["epo_blind"] = [t for t in data.targets if chosen[t].get("epo")]
+            if penalty:
+                if resume:
+                    extra["epo_blind"] = ckpt.load(exp.checkpoints / "last.pth")["epo_blind"]
+                task.keep_blind(spectra, [data.targets.index(t) for t in extra["epo_blind"]], penalty)
             if mode in ("linear_probe", "ridge"):
                 for p in model.encoder.parameters():
                     p.requires_grad_(False)

@@ -39,6 +39,7 @@ RANGES = {
     "finetune.lora_rank": ("x >= 1", lambda x: x >= 1),
     "finetune.lora_alpha": ("x > 0", lambda x: x > 0),
     "finetune.adapter_dim": ("x >= 1", lambda x: x >= 1),
+    "finetune.epo_penalty": ("x >= 0", lambda x: x >= 0),
     "baseline.n_components": ("x >= 1", lambda x: x >= 1),
     "eval.interval": ("0 < x < 1", lambda x: 0 < x < 1),
 }

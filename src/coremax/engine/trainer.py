@@ -20,6 +20,7 @@ from coremax.engine.optim import build_optimizer
 from coremax.engine.runtime import Runtime, all_reduce_sum, peak_flops
 from coremax.engine.schedule import lr_at, scaled_lr, set_lr
 from coremax.errors import UserError
+from coremax.eval.epo import mean_spread
 from coremax.eval.metrics import rmse
 from coremax.models import train_flops_per_spectrum
 from coremax.models.peft import load_weights, saved_weights
@@ -85,9 +86,31 @@ class FinetuneTask(Task):
     stage = "finetune"
     score = "val_nrmse"
     layer_decay = True
+    SETTING_DRAW = 8  # spectra per scanner setting in each of a step's two draws (finetune.epo_penalty)
+
+    def __init__(self, data: Prepared, rt: Runtime):
+        super().__init__(data, rt)
+        self.blind = None
+
+    def keep_blind(self, spectra: ArrayData, targets: list[int], weight: float) -> None:
+        """Add to every step's loss `weight` x the spread of the scanner settings' mean predictions of `targets`
+        (`eval.epo.mean_spread`, on unlabelled `spectra` of each setting), so that fine-tuning keeps the head
+        that was fitted blind to the scanner blind (finetune.epo_penalty)."""
+        settings = spectra.frame["scanner"].to_numpy(str)
+        groups = [torch.from_numpy(np.flatnonzero(settings == s)) for s in np.unique(settings)]
+        if targets and weight > 0 and len(groups) > 1:
+            self.blind = (spectra, groups, targets, weight)
 
     def loss(self, model, x, y):
-        return masked_mse(model(x).float(), y)
+        if self.blind is None:
+            return masked_mse(model(x).float(), y)
+        spectra, groups, targets, weight = self.blind
+        # two independent draws per setting (the global stream, seeded per epoch: a resumed run repeats them),
+        # clean inputs, in the step's one forward pass
+        idx = torch.stack([g[torch.randint(len(g), (2 * self.SETTING_DRAW,))] for g in groups]).flatten()
+        pred = model(torch.cat([x, self.inputs(spectra.get(idx).to(x.device), train=False).to(x.dtype)])).float()
+        draws = pred[len(x):, targets].view(len(groups), 2, self.SETTING_DRAW, len(targets))
+        return masked_mse(pred[:len(x)], y) + weight * mean_spread(draws[:, 0], draws[:, 1])
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):

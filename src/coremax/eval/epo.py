@@ -35,3 +35,12 @@ def versions(directions: np.ndarray | None) -> list:
 def blind(f: np.ndarray, directions: np.ndarray | None) -> np.ndarray:
     """Features (or weights, one per row) without their part along `directions` (None: as they are)."""
     return f if directions is None else f - (f @ directions) @ directions.T
+
+
+def mean_spread(a, b):
+    """How far the scanner settings' mean predictions lie apart, estimated without bias from two independent draws
+    `a`, `b` (settings, m, targets) of predictions per setting: the sum over settings and targets of the product of
+    the two draws' deviations of a setting's mean from the settings' average. (The square of one draw's deviations
+    would also hold the draws' noise, whose gradient pulls every prediction towards a constant.)"""
+    da, db = a.mean(1) - a.mean((0, 1)), b.mean(1) - b.mean((0, 1))
+    return (da * db).sum()
