@@ -132,12 +132,15 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
             if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
                 chosen = fit_ridge_head(task, model.to(rt.device), spectra)
                 log.info("ridge_head", **chosen)
-                if penalty:  # the targets whose head was chosen blind; a resumed run reads them from last.pth
+                if penalty:  # the targets whose head was chosen blind, and its predictions of the settings' spectra
                     extra["epo_blind"] = [t for t in data.targets if chosen[t].get("epo")]
+                    extra["epo_start"] = task.predict(model, spectra)
             if penalty:
-                if resume:
-                    extra["epo_blind"] = ckpt.load(exp.checkpoints / "last.pth")["epo_blind"]
-                task.keep_blind(spectra, [data.targets.index(t) for t in extra["epo_blind"]], penalty)
+                if resume:  # what the head fitted at the start said, from last.pth
+                    state = ckpt.load(exp.checkpoints / "last.pth")
+                    extra.update(epo_blind=state["epo_blind"], epo_start=state["epo_start"])
+                task.keep_blind(spectra, extra["epo_start"], [data.targets.index(t) for t in extra["epo_blind"]],
+                                penalty)
             if mode in ("linear_probe", "ridge"):
                 for p in model.encoder.parameters():
                     p.requires_grad_(False)

@@ -86,37 +86,43 @@ class FinetuneTask(Task):
     stage = "finetune"
     score = "val_nrmse"
     layer_decay = True
-    SETTING_DRAW = 8  # spectra per scanner setting in each of a step's two draws (finetune.epo_penalty)
+    SETTING_DRAW = 16  # spectra per scanner setting drawn for each step's penalty (finetune.epo_penalty)
 
     def __init__(self, data: Prepared, rt: Runtime):
         super().__init__(data, rt)
         self.blind = None
 
-    def keep_blind(self, spectra: ArrayData, targets: list[int], weight: float) -> None:
+    def keep_blind(self, spectra: ArrayData, start: torch.Tensor, targets: list[int], weight: float) -> None:
         """Add to every step's loss `weight` x the spread of the scanner settings' mean predictions of `targets`
-        (`eval.epo.mean_spread`, on unlabelled `spectra` of each setting), so that fine-tuning keeps the head
-        that was fitted blind to the scanner blind (finetune.epo_penalty)."""
+        (`eval.epo.mean_spread` of their change from `start`, the blind head's predictions of the unlabelled
+        `spectra`), so that fine-tuning keeps a head fitted blind to the scanner blind (finetune.epo_penalty)."""
         settings = spectra.frame["scanner"].to_numpy(str)
         groups = [torch.from_numpy(np.flatnonzero(settings == s)) for s in np.unique(settings)]
         if targets and weight > 0 and len(groups) > 1:
-            self.blind = (spectra, groups, targets, weight)
+            self.blind = (spectra, start[:, targets], groups, targets, weight)
 
     def loss(self, model, x, y):
         if self.blind is None:
             return masked_mse(model(x).float(), y)
-        spectra, groups, targets, weight = self.blind
-        # two independent draws per setting (the global stream, seeded per epoch: a resumed run repeats them),
-        # clean inputs, in the step's one forward pass
-        idx = torch.stack([g[torch.randint(len(g), (2 * self.SETTING_DRAW,))] for g in groups]).flatten()
+        spectra, start, groups, targets, weight = self.blind
+        # a draw per setting (the global stream, seeded per epoch: a resumed run repeats it), clean inputs, in the
+        # step's one forward pass
+        idx = torch.stack([g[torch.randint(len(g), (self.SETTING_DRAW,))] for g in groups]).flatten()
         pred = model(torch.cat([x, self.inputs(spectra.get(idx).to(x.device), train=False).to(x.dtype)])).float()
-        draws = pred[len(x):, targets].view(len(groups), 2, self.SETTING_DRAW, len(targets))
-        return masked_mse(pred[:len(x)], y) + weight * mean_spread(draws[:, 0], draws[:, 1])
+        change = pred[len(x):, targets] - start[idx].to(pred.device)
+        return masked_mse(pred[:len(x)], y) + weight * mean_spread(change.view(len(groups), self.SETTING_DRAW, -1))
+
+    @torch.no_grad()
+    def predict(self, model, rows: ArrayData, batch_size: int = 256) -> torch.Tensor:
+        """Normalised predictions (n, T) of clean inputs, in evaluation mode."""
+        model.eval()
+        out = [model(self.inputs(rows.get(idx).to(self.rt.device), train=False)).float().cpu()
+               for idx in rows.batches(batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, len(self.data.targets))
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):
-        preds = [model(self.inputs(val.get(idx).to(self.rt.device), train=False)).float()
-                 for idx in val.batches(batch_size)]
-        pred = torch.cat(preds).cpu() if preds else torch.zeros(0, len(self.data.targets))
+        pred = self.predict(model, val, batch_size)
         out = {"val_loss": float(masked_mse(pred, val.y))}
         # Normalised RMSE per target, averaged: comparable across targets of different units.
         nrmse = []

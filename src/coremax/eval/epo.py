@@ -37,10 +37,13 @@ def blind(f: np.ndarray, directions: np.ndarray | None) -> np.ndarray:
     return f if directions is None else f - (f @ directions) @ directions.T
 
 
-def mean_spread(a, b):
-    """How far the scanner settings' mean predictions lie apart, estimated without bias from two independent draws
-    `a`, `b` (settings, m, targets) of predictions per setting: the sum over settings and targets of the product of
-    the two draws' deviations of a setting's mean from the settings' average. (The square of one draw's deviations
-    would also hold the draws' noise, whose gradient pulls every prediction towards a constant.)"""
-    da, db = a.mean(1) - a.mean((0, 1)), b.mean(1) - b.mean((0, 1))
-    return (da * db).sum()
+
+def mean_spread(change):
+    """How far apart the scanner settings' mean changes of prediction lie: `change` (settings, m, targets) holds, for
+    m spectra of each setting, a prediction minus that of the head fitted blind (whose settings' means agree); the
+    sum over settings and targets of the squared deviation of a setting's mean from the settings' average. Changes,
+    not predictions, because a prediction varies with the composition of its core and a few spectra per setting
+    would give its mean that noise; the noise of the changes that remains pulls the predictions gently towards the
+    blind head's."""
+    means = change.mean(1)
+    return ((means - means.mean(0)) ** 2).sum()
