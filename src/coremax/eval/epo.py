@@ -37,7 +37,6 @@ def blind(f: np.ndarray, directions: np.ndarray | None) -> np.ndarray:
     return f if directions is None else f - (f @ directions) @ directions.T
 
 
-
 def mean_spread(change):
     """How far apart the scanner settings' mean changes of prediction lie: `change` (settings, m, targets) holds, for
     m spectra of each setting, a prediction minus that of the head fitted blind (whose settings' means agree); the
