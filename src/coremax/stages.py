@@ -86,7 +86,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted (and
         # needs them again only for the penalty), a resumed baseline is fitted again
         spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) \
-            if epo and not (resume and stage == "finetune" and not penalty) else None
+            if epo and (stage == "baseline" or not resume or penalty) else None
         if resume:
             check_resumable(data_root, config)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
@@ -134,7 +134,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
                 log.info("ridge_head", **chosen)
                 if penalty:  # the targets whose head was chosen blind, and its predictions of the settings' spectra
                     extra["epo_blind"] = [t for t in data.targets if chosen[t].get("epo")]
-                    extra["epo_start"] = task.predict(model, spectra)
+                    extra["epo_start"] = task.outputs(model, spectra)
             if penalty:
                 if resume:  # what the head fitted at the start said, from last.pth
                     state = ckpt.load(exp.checkpoints / "last.pth")

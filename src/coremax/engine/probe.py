@@ -24,13 +24,9 @@ ALPHAS = np.logspace(-5, 1, 13)
 EMBED_BATCH = 256
 
 
-@torch.no_grad()
 def embed(task, model, rows: ArrayData) -> np.ndarray:
     """The pooled embeddings the head reads, (n, D), of clean (unaugmented) inputs."""
-    model.eval()
-    out = [model.features(task.inputs(rows.get(idx).to(task.rt.device), train=False)).float().cpu()
-           for idx in rows.batches(EMBED_BATCH)]
-    return torch.cat(out).double().numpy() if out else np.zeros((0, model.head.in_features))
+    return task.outputs(model, rows, EMBED_BATCH, features=True).double().numpy()
 
 
 def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray | None = None,

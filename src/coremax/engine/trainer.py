@@ -55,6 +55,17 @@ class Task:
             x = poisson_resample(x, self.data.augment_min_fraction, generator=generator)
         return self.transform(x)
 
+    @torch.no_grad()
+    def outputs(self, model, rows: ArrayData, batch_size: int = 256, features: bool = False) -> torch.Tensor:
+        """What `model` gives (its pooled embeddings with `features`) for the clean inputs of `rows`, in evaluation
+        mode, on the CPU."""
+        model.eval()
+        run = model.features if features else model
+        out = [run(self.inputs(rows.get(idx).to(self.rt.device), train=False)).float().cpu()
+               for idx in rows.batches(batch_size)]
+        width = model.head.in_features if features else len(self.data.targets)
+        return torch.cat(out) if out else torch.zeros(0, width)
+
     def loss(self, model, x, y) -> torch.Tensor:
         raise NotImplementedError
 
@@ -99,7 +110,7 @@ class FinetuneTask(Task):
         settings = spectra.frame["scanner"].to_numpy(str)
         groups = [torch.from_numpy(np.flatnonzero(settings == s)) for s in np.unique(settings)]
         if targets and weight > 0 and len(groups) > 1:
-            self.blind = (spectra, start[:, targets], groups, targets, weight)
+            self.blind = (spectra, start[:, targets].to(self.rt.device), groups, targets, weight)
 
     def loss(self, model, x, y):
         if self.blind is None:
@@ -109,20 +120,12 @@ class FinetuneTask(Task):
         # step's one forward pass
         idx = torch.stack([g[torch.randint(len(g), (self.SETTING_DRAW,))] for g in groups]).flatten()
         pred = model(torch.cat([x, self.inputs(spectra.get(idx).to(x.device), train=False).to(x.dtype)])).float()
-        change = pred[len(x):, targets] - start[idx].to(pred.device)
+        change = pred[len(x):, targets] - start[idx.to(start.device)]
         return masked_mse(pred[:len(x)], y) + weight * mean_spread(change.view(len(groups), self.SETTING_DRAW, -1))
 
     @torch.no_grad()
-    def predict(self, model, rows: ArrayData, batch_size: int = 256) -> torch.Tensor:
-        """Normalised predictions (n, T) of clean inputs, in evaluation mode."""
-        model.eval()
-        out = [model(self.inputs(rows.get(idx).to(self.rt.device), train=False)).float().cpu()
-               for idx in rows.batches(batch_size)]
-        return torch.cat(out) if out else torch.zeros(0, len(self.data.targets))
-
-    @torch.no_grad()
     def validate(self, model, val, batch_size):
-        pred = self.predict(model, val, batch_size)
+        pred = self.outputs(model, val, batch_size)
         out = {"val_loss": float(masked_mse(pred, val.y))}
         # Normalised RMSE per target, averaged: comparable across targets of different units.
         nrmse = []
