@@ -6,6 +6,7 @@
   and the test metrics and the floor leave those rows out.
 """
 
+import itertools
 import json
 import shutil
 
@@ -210,6 +211,25 @@ def test_each_protocol_is_a_sweep_that_says_what_it_reads():
         run_study("unused", {**study, "protocol": ["new-cores", "old-cores"]})
     with pytest.raises(UserError, match="study.method_overrides"):
         study_sweep({**study, "method_overrides": {"msm": ["model.head_layers=6"]}})
+
+
+def test_the_labels_table_gives_r2_per_core_at_every_k_and_marks_a_core_with_nothing_left():
+    from coremax.study import markdown_table
+
+    rows = []
+    for k, seed, core, target in itertools.product((5, 20), (0, 1), ("a", "b"), ("CaCO3", "TOC")):
+        for method in ("msm", "pls", "floor"):
+            gone = core == "b" and k == 20  # core b has at most 20 lab samples: none left to score
+            r2 = np.nan if gone else 0.5 + 0.01 * k + (method == "pls") * 0.1
+            rows.append({"protocol": "new-cores-labels", "budget": 0, "seed": seed, "k_per_core": k,
+                         "selection": "random", "n_labels": 300, "method": method, "scope": core, "target": target,
+                         "n_test": 0 if gone else 9, "r2": r2, "rmse": np.nan if gone else 1.0})
+        if core == "a":  # the overall rows
+            rows += [{**r, "scope": "all"} for r in rows[-3:]]
+    md = markdown_table(pd.DataFrame(rows), "new-cores-labels")
+    assert "R² per test core with each k per test core" in md and "| target | core | k | msm | pls |" in md
+    assert "| TOC | a | 5 | 0.550 | 0.650 |" in md and "| CaCO3 | a | 20 | 0.700 | 0.800 |" in md  # every k
+    assert "| CaCO3 | b | 20 | – | – |" in md and "nan" not in md and "no lab sample of that core left" in md
 
 
 def test_weighted_ridge_equals_repeated_rows_and_the_head_weighs_new_core_samples_as_leave_one_out_says():

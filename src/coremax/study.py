@@ -281,16 +281,23 @@ def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
             cells.append(f"{part.loc['floor'].rmse:.2f} (R² {part.loc['floor'].r2:.3f})")
         lines.append("| " + " | ".join(str(v) for v in key) + " | " + " | ".join(cells) + " |")
     cores = sorted(set(summary.get("scope", pd.Series(dtype=str))) - {"all"})
-    if cores:  # R^2 per test core at the largest label count: where a target transfers and where it does not
-        top = summary[row_key].max()
+    if cores:  # R^2 per test core: where a target transfers and where it does not
         first = summary[summary["selection"] == summary["selection"].iloc[0]] if "selection" in summary else summary
-        lines += ["", f"R² per test core with {head.split(' |')[0]} = {top} (mean over seeds):", "",
-                  "| target | core | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
+        # The largest label count; with samples of the test cores, every k (each core's own calibration).
+        counts = sorted(first[row_key].unique()) if labels else [first[row_key].max()]
+        what = f"{head.split(' |')[0]} = {counts[0]}" if len(counts) == 1 else "each k per test core"
+        lines += ["", f"R² per test core with {what} (mean over seeds):", "",
+                  "| target | core | " + ("k | " if len(counts) > 1 else "") + " | ".join(shown) + " |",
+                  "|---|---|" + "---|" * (len(shown) + (len(counts) > 1))]
+        unscored = False
         for core in cores:
             per = summarise(first, core)
-            per = per[per[row_key] == top]
-            for target, part in per.groupby("target"):
+            for (target, count), part in per[per[row_key].isin(counts)].groupby(["target", row_key]):
                 part = part.set_index("method")
-                lines.append(f"| {target} | {core} | " + " | ".join(
-                    f"{part.loc[m].r2:.3f}" if m in part.index else "" for m in shown) + " |")
+                r2 = [part.loc[m].r2 if m in part.index else None for m in shown]
+                unscored |= any(v is not None and pd.isna(v) for v in r2)
+                lines.append(f"| {target} | {core} | " + (f"{count} | " if len(counts) > 1 else "") + " | ".join(
+                    "" if v is None else "–" if pd.isna(v) else f"{v:.3f}" for v in r2) + " |")
+        if unscored:
+            lines += ["", "–: no lab sample of that core left to score (it has at most k of them, all trained on)."]
     return "\n".join(lines) + "\n"
