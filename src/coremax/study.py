@@ -285,10 +285,11 @@ def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
         first = summary[summary["selection"] == summary["selection"].iloc[0]] if "selection" in summary else summary
         # The largest label count; with samples of the test cores, every k (each core's own calibration).
         counts = sorted(first[row_key].unique()) if labels else [first[row_key].max()]
-        what = f"{head.split(' |')[0]} = {counts[0]}" if len(counts) == 1 else "each k per test core"
+        by_k = len(counts) > 1  # a k column
+        what = "each k per test core" if by_k else f"{head.split(' |')[0]} = {counts[0]}"
         lines += ["", f"R² per test core with {what} (mean over seeds):", "",
-                  "| target | core | " + ("k | " if len(counts) > 1 else "") + " | ".join(shown) + " |",
-                  "|---|---|" + "---|" * (len(shown) + (len(counts) > 1))]
+                  "| target | core | " + ("k | " if by_k else "") + " | ".join(shown) + " |",
+                  "|---|---|" + "---|" * (len(shown) + by_k)]
         unscored = False
         for core in cores:
             per = summarise(first, core)
@@ -296,7 +297,7 @@ def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
                 part = part.set_index("method")
                 r2 = [part.loc[m].r2 if m in part.index else None for m in shown]
                 unscored |= any(v is not None and pd.isna(v) for v in r2)
-                lines.append(f"| {target} | {core} | " + (f"{count} | " if len(counts) > 1 else "") + " | ".join(
+                lines.append(f"| {target} | {core} | " + (f"{count} | " if by_k else "") + " | ".join(
                     "" if v is None else "–" if pd.isna(v) else f"{v:.3f}" for v in r2) + " |")
         if unscored:
             lines += ["", "–: no lab sample of that core left to score (it has at most k of them, all trained on)."]
