@@ -264,6 +264,26 @@ def test_a_three_target_model_trains_and_is_scored_on_each(data_root):
     assert set(evaluate_experiment(data_root, "three-pls", "test")["target"]) == {"Fe", "K"}
 
 
+def test_square_root_targets_train_save_and_predict_in_wt_percent(data_root, pretrained):
+    """data.target_transform = "sqrt": the contents are fitted as roots (the Fe counts are not a content: as they
+    are), the checkpoint says so, and test.py scores predictions squared back to wt%, by full fine-tuning and
+    by the closed-form head alike."""
+    from coremax import models
+    from coremax.data.dataset import load_split, spectra_array
+    from coremax.eval.run import evaluate_experiment, load_predictor
+
+    for name, mode in (("root-ft", "full"), ("root-probe", "ridge")):
+        exp = train(data_root, name, "finetune", "optim.epochs=2", f'finetune.from="{pretrained}"',
+                    f'finetune.mode="{mode}"', 'data.target_transform="sqrt"', 'data.targets=["CaCO3", "TOC", "Fe"]')
+        loaded = models.load(exp.checkpoints / "best-model.pth")
+        assert loaded.scaler.root.tolist() == [True, True, False]
+        assert 0 < loaded.scaler.mean[0] <= 10  # the mean root of contents of at most 100 wt%
+        pred = load_predictor(exp).predict(spectra_array(load_split(data_root, "synthetic", "val")))
+        assert (pred[:, :2] >= 0).all()  # a square: never a negative content
+        metrics = evaluate_experiment(data_root, name, "test")
+        assert metrics[metrics["scope"] == "all"]["rmse"].notna().all()
+
+
 def test_provenance_holds_device_and_packages_and_tensorboard_scalars(data_root, pretrained):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

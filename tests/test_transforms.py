@@ -63,3 +63,21 @@ def test_target_scaler_round_trip_with_nans():
     assert all(type(v) is float for v in state["mean"] + state["std"])  # plain lists: TOML and checkpoints
     t = TargetScaler.from_state(state).inverse(torch.tensor(z, dtype=torch.float32))
     assert torch.allclose(t, torch.tensor(y, dtype=torch.float32), equal_nan=True)
+
+
+def test_target_scaler_roots_only_the_flagged_targets_and_squares_them_back():
+    y = np.array([[4.0, -1.0], [np.nan, 2.0], [36.0, 3.0], [16.0, np.nan]])
+    s = TargetScaler(root=[True, False]).fit(y)
+    assert s.mean.tolist() == pytest.approx([4.0, 4.0 / 3])  # sqrt 2, 6, 4; the second column as it is
+    assert s.unit_std[0] == pytest.approx(np.std([4.0, 36.0, 16.0]))  # spread in wt%, for comparable errors
+    z = s.transform(y)
+    assert np.isnan(z[1, 0]) and np.isnan(z[3, 1]) and np.allclose(np.nanmean(z, axis=0), 0)
+    assert np.allclose(s.inverse(z), y, equal_nan=True)  # a negative value of the unrooted target survives
+    zt = torch.tensor(z, dtype=torch.float32)
+    assert torch.allclose(s.transform(torch.tensor(y, dtype=torch.float32)), zt, equal_nan=True)
+    back = TargetScaler.from_state(s.state_dict()).inverse(zt)
+    assert torch.allclose(back, torch.tensor(y, dtype=torch.float32), equal_nan=True, atol=1e-4)
+    # a prediction below the root's zero is 0 wt%, never the square of a negative root
+    assert s.inverse(np.array([[-50.0, 0.0]]))[0, 0] == 0.0
+    old = {"mean": [1.0], "std": [2.0]}  # a checkpoint written before the root existed: nothing rooted
+    assert TargetScaler.from_state(old).inverse(np.array([[1.0]]))[0, 0] == 3.0

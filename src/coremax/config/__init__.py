@@ -34,6 +34,7 @@ CHOICES = {
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
     "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft", "lora", "adapter"),
+    "data.target_transform": ("none", "sqrt"),
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coremax.data.bulk import labelled_mask
+from coremax.data.bulk import TARGETS, labelled_mask
 from coremax.data.dataset import load_arrays, load_info
 from coremax.data.shards import Shards
 from coremax.data.transforms import TargetScaler, check_window, make_transform, needs_statistics, window
@@ -264,7 +264,7 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic"
               augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
               jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0,
               max_memory_gb: float = 4.0, test_spectra: bool = False, test_labels: int = 0,
-              test_label_rows: str = "") -> Prepared:
+              test_label_rows: str = "", target_transform: str = "none") -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`.
@@ -307,7 +307,8 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic"
             train = join_rows([train, (meta[pick], x[np.flatnonzero(pick)])])
         if test_spectra and stage == "baseline":
             spectra_only = unlabelled(test, info)
-        scaler = TargetScaler().fit(train[0][targets].to_numpy(np.float64))
+        root = [target_transform == "sqrt" and t in TARGETS for t in targets]  # a ratio can be negative: no root
+        scaler = TargetScaler(root=root).fit(train[0][targets].to_numpy(np.float64))
     stats = None
     if needs_statistics(transform):
         if "channel_mean" not in info or "channel_std" not in info:

@@ -133,7 +133,7 @@ class FinetuneTask(Task):
         true_wt = self.data.scaler.inverse(val.y.cpu().numpy())
         for j, t in enumerate(self.data.targets):
             out[f"val_rmse_{t}"] = rmse(true_wt[:, j], pred_wt[:, j])
-            nrmse.append(out[f"val_rmse_{t}"] / self.data.scaler.std[j])
+            nrmse.append(out[f"val_rmse_{t}"] / self.data.scaler.unit_std[j])
         out["val_nrmse"] = float(np.nanmean(nrmse))
         return out
 
