@@ -1,7 +1,8 @@
 """Which channels drive a fine-tuned regressor's prediction: gradient attributions over raw counts.
 
 The gradient is taken through the input transform, so attributions are per raw-count channel and in the
-units of the model output (normalised targets; multiply by the target scaler's std for wt%).
+units of the model output (normalised targets, of their square roots with data.target_transform = "sqrt";
+multiply by the target scaler's std for wt% or root wt%).
 
 Note for scale-invariant transforms (instance_normalize, the default): the prediction does not change when a
 spectrum is multiplied by a constant, so input x gradient attributions of one spectrum sum to zero (Euler's
