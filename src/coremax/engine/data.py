@@ -271,7 +271,8 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic"
     The protocols that may read test cores: `test_spectra` adds their spectra, never their labels, to
     pretraining's rows and to a baseline's unsupervised feature fit; `test_labels` = k adds k labelled rows
     of each test core to the training labels (after the `max_labels` draw), which evaluation then leaves out;
-    `test_label_rows` names a file that chose them (else they are random)."""
+    `test_label_rows` names a file that chose them (else they are random). `target_transform = "sqrt"`: the
+    contents are standardised as square roots (TargetScaler; the checkpoint keeps which)."""
     targets = list(targets)
     channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
