@@ -164,52 +164,46 @@ class TargetScaler:
     def __init__(self, mean=None, std=None, root=None):
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.std = None if std is None else np.asarray(std, dtype=np.float64)
-        self.root = None if root is None else np.asarray(root, dtype=bool)
+        self.root = None if root is None else np.asarray(root, dtype=bool)  # None: no target rooted
         self.unit_std = None
 
-    def _rooted(self, y):
+    def _on_roots(self, y, f):
+        """`f` of the clipped-at-zero values in the rooted targets' columns of y (numpy or torch), others as is."""
         if self.root is None or not self.root.any():
             return y
         if isinstance(y, torch.Tensor):
-            return torch.where(self._cast(self.root, y).bool(), y.clamp(min=0).sqrt(), y)
-        return np.where(self.root, np.sqrt(np.clip(y, 0, None)), y)
+            return torch.where(self._cast(self.root, y).bool(), f(y.clamp(min=0)), y)
+        return np.where(self.root, f(np.clip(y, 0, None)), y)
 
     def fit(self, y: np.ndarray) -> TargetScaler:
         y = np.asarray(y, dtype=np.float64)
-        self.unit_std = _nan_std(y)
-        self.root = np.zeros(y.shape[1], dtype=bool) if self.root is None else self.root
-        y = self._rooted(y)
-        counts = (~np.isnan(y)).sum(axis=0)
-        self.mean = np.where(counts > 0, np.nansum(y, axis=0) / np.maximum(counts, 1), 0.0)
-        self.std = _nan_std(y)
+        _, self.unit_std = _nan_moments(y)
+        self.mean, self.std = _nan_moments(self._on_roots(y, lambda v: v ** 0.5))
         return self
 
     def _cast(self, v, like):
         return torch.as_tensor(v, dtype=like.dtype, device=like.device) if isinstance(like, torch.Tensor) else v
 
     def transform(self, y):
-        return (self._rooted(y) - self._cast(self.mean, y)) / self._cast(self.std, y)
+        return (self._on_roots(y, lambda v: v ** 0.5) - self._cast(self.mean, y)) / self._cast(self.std, y)
 
     def inverse(self, y):
-        z = y * self._cast(self.std, y) + self._cast(self.mean, y)
-        if self.root is None or not self.root.any():
-            return z
-        if isinstance(z, torch.Tensor):
-            return torch.where(self._cast(self.root, z).bool(), z.clamp(min=0) ** 2, z)
-        return np.where(self.root, np.clip(z, 0, None) ** 2, z)
+        return self._on_roots(y * self._cast(self.std, y) + self._cast(self.mean, y), lambda v: v ** 2)
 
     def state_dict(self) -> dict:
+        root = np.zeros(len(self.mean), dtype=bool) if self.root is None else self.root
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
-                "root": [bool(v) for v in self.root]}
+                "root": [bool(v) for v in root]}
 
     @classmethod
     def from_state(cls, state: dict) -> TargetScaler:
         return cls(state["mean"], state["std"], state.get("root"))  # checkpoints before the root: none rooted
 
 
-def _nan_std(y: np.ndarray) -> np.ndarray:
-    """Per-column standard deviation over the measured (non-NaN) values; 1 where it is 0 or undefined."""
+def _nan_moments(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation over the measured (non-NaN) values: mean 0 where nothing is
+    measured, standard deviation 1 where it is 0 or undefined."""
     counts = (~np.isnan(y)).sum(axis=0)
-    mean = np.nansum(y, axis=0) / np.maximum(counts, 1)
+    mean = np.where(counts > 0, np.nansum(y, axis=0) / np.maximum(counts, 1), 0.0)
     var = np.nansum((y - mean) ** 2, axis=0) / np.maximum(counts, 1)
-    return np.where(var > 0, np.sqrt(var), 1.0)
+    return mean, np.where(var > 0, np.sqrt(var), 1.0)
