@@ -106,6 +106,9 @@ def test_predict_new_cores_flags_other_kv(tmp_path, data_root, finetuned):
     for col in ("core", "depth_mm", "CaCO3_pred", "CaCO3_lo", "CaCO3_hi", "TOC_pred", "flag_kv", "flag_ood"):
         assert col in df.columns
     assert df["flag_kv"].sum() == 1 and bool(df.loc[df["kv"] == 30, "flag_kv"].iloc[0])
+    # the lab's element intensities beside the predictions, whatever the model reads
+    assert {"Ca_area", "Ca_sd", "Fe_area", "chi2", "throughput_cps"} <= set(df.columns)
+    assert (df.loc[df["kv"] == 10, "Ca_area"] > 0).all()
     assert "kV" in res.stderr + res.stdout
     assert (tmp_path / f"pred-profile-{test_core}.png").is_file()
 
@@ -197,7 +200,7 @@ def test_test_refuses_a_changed_model_a_rebuilt_data_set_and_an_unfinished_run(t
     with pytest.raises(UserError, match="changed since"):
         evaluate_experiment(root, finetuned)
     allowed = evaluate_experiment(root, finetuned, allow_changed_data=True)  # on request, and recorded
-    assert set(allowed["data_changed"]) == {"test-00000.npy, test.parquet"}
+    assert set(allowed["data_changed"]) == {"test-00000.npy, test-elements.parquet, test.parquet"}
     exp.set_status("failed")
     with pytest.raises(UserError, match="did not complete"):
         evaluate_experiment(root, finetuned)

@@ -34,9 +34,9 @@ def splits(root, name="d"):
 def test_dataframe_contract_and_info(tmp_path, source):
     path = build(tmp_path, source, split=0.8)
     assert path == tmp_path / "datasets" / "d"
-    assert sorted(p.name for p in path.iterdir()) == ["info.toml", "test-00000.npy", "test.parquet",
-                                                      "train-00000.npy", "train.parquet", "val-00000.npy",
-                                                      "val.parquet"]
+    assert sorted(p.name for p in path.iterdir()) == ["info.toml", *(f"{s}{e}" for s in ("test", "train", "val")
+                                                                      for e in ("-00000.npy", "-elements.parquet",
+                                                                                ".parquet"))]
     info, parts = load_info(tmp_path, "d"), splits(tmp_path)
     df = parts["train"]
     for col in ("core", "depth_mm", "section", "position_mm", "kv", "current_ma", "live_time_s", "real_time_s",
@@ -208,7 +208,8 @@ def test_files_cannot_run_code_hold_exactly_the_counts_read_and_old_pickles_are_
 
     path = build(tmp_path, source, split=0.8)
     info = load_info(tmp_path, "d")
-    assert set(info["files"]) == {f"{s}{e}" for s in ("train", "val", "test") for e in (".parquet", "-00000.npy")}
+    assert set(info["files"]) == {f"{s}{e}" for s in ("train", "val", "test")
+                                  for e in (".parquet", "-00000.npy", "-elements.parquet")}
     assert all(len(h) == 64 for h in info["files"].values())
     meta, counts, _ = read_folder(source / "raw", 10.0, 2048, workers=1)
     by_file = dict(zip(meta["source_file"], counts))

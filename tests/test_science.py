@@ -98,9 +98,10 @@ def test_window_is_applied_in_every_stage(data_root, pool):
         # Channels outside the window change nothing: the predictor reads the experiment's own window.
         changed = x.copy()
         changed[:, 600:] = 1e6
-        assert np.allclose(pred.predict(x), pred.predict(changed))
-        assert not np.allclose(pred.predict(x), pred.predict(x * np.r_[np.ones(256), np.full(1792, 1.0)] +
-                                                            np.r_[np.zeros(100), np.full(412, 50.0), np.zeros(1536)]))
+        rows = [pd.DataFrame(v, columns=list(range(2048))) for v in
+                (x, changed, x + np.r_[np.zeros(100), np.full(412, 50.0), np.zeros(1536)])]
+        assert np.allclose(pred.predict(rows[0]), pred.predict(rows[1]))
+        assert not np.allclose(pred.predict(rows[0]), pred.predict(rows[2]))
     for name in (pre, ft, base):
         assert not evaluate_experiment(data_root, name).empty
     # The notebooks' path: a windowed network takes full spectra, and nothing outside the window matters.
@@ -196,7 +197,8 @@ def test_a_checkpoint_alone_rebuilds_a_ready_model(tmp_path, data_root):
     x = load_split(data_root, "synthetic", "test")[list(range(2048))].to_numpy(np.float32)[:8]
     with torch.no_grad():
         wt = loaded.scaler.inverse(loaded.model(loaded.transform(torch.tensor(x))).numpy())
-    np.testing.assert_allclose(np.clip(wt, 0, 100), np.clip(load_predictor(exp).predict(x), 0, 100), rtol=1e-5)
+    rows = pd.DataFrame(x, columns=list(range(2048)))
+    np.testing.assert_allclose(np.clip(wt, 0, 100), np.clip(load_predictor(exp).predict(rows), 0, 100), rtol=1e-5)
     copy.write_bytes(b"junk")
     with pytest.raises(UserError, match="cannot be read safely"):
         models.load(copy)

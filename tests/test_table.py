@@ -75,5 +75,5 @@ def test_bad_tables_end_in_one_sentence(data_root, tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and words in err and "Traceback" not in err, err
         assert not (data_root / "datasets" / "bad-table").exists()
-    with pytest.raises(UserError, match="not both"):
+    with pytest.raises(UserError, match="not several"):
         build_dataset(data_root, "x", raw=tmp_path, table=table, info_table=info)

@@ -278,7 +278,7 @@ def test_square_root_targets_train_save_and_predict_in_wt_percent(data_root, pre
         loaded = models.load(exp.checkpoints / "best-model.pth")
         assert loaded.scaler.root.tolist() == [True, True, False]
         assert 0 < loaded.scaler.mean[0] <= 10  # the mean root of contents of at most 100 wt%
-        pred = load_predictor(exp).predict(spectra_array(load_split(data_root, "synthetic", "val")))
+        pred = load_predictor(exp).predict(load_split(data_root, "synthetic", "val"))
         assert (pred[:, :2] >= 0).all()  # a square: never a negative content
         metrics = evaluate_experiment(data_root, name, "test")
         assert metrics[metrics["scope"] == "all"]["rmse"].notna().all()

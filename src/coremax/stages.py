@@ -13,9 +13,11 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
-from coremax.engine.data import Prepared, input_length, prepare_data, setting_spectra
+from coremax.data.bulk import TARGETS
+from coremax.engine.data import Prepared, element_only_message, has_spectra, input_length, prepare_data, \
+    setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
-from coremax.engine.probe import fit_ridge_head
+from coremax.engine.probe import element_head, fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
 from coremax.eval.epo import EPO_SPECTRA
@@ -76,9 +78,21 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         data = prepare_data(data_root, stage, seed, **config["data"])
         mode = config["finetune"]["mode"] if stage == "finetune" else "full"
         epo = stage in ("finetune", "baseline") and config[stage]["epo"]
+        if stage == "baseline":
+            check_baseline_inputs(config, data)
+        if epo and stage == "baseline":
+            from coremax.baselines import METHODS  # deferred: scikit-learn, only for baselines
+            if not METHODS[config["baseline"]["method"]].reads_settings:
+                raise UserError(f"baseline.epo removes scanner directions from a baseline's features, which the "
+                                f"{config['baseline']['method']} calibration's log-ratios have none of; set "
+                                "baseline.epo = false.")
         if epo and stage == "finetune" and mode not in ("ridge", "lp_ft"):
             raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
                             f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
+        if stage == "finetune" and config["finetune"]["elements"] and mode != "ridge":
+            raise UserError(f"finetune.elements adds the element log-ratios to the closed-form head, which "
+                            f"finetune.mode = {mode!r} does not fit; use mode \"ridge\" or set finetune.elements = "
+                            "false.")
         penalty = config["finetune"]["epo_penalty"] if stage == "finetune" else 0.0
         if penalty and not (epo and mode == "lp_ft"):
             raise UserError("finetune.epo_penalty keeps a ridge head fitted blind to the scanner blind while it is "
@@ -130,8 +144,10 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
                 extra["peft"] = _attach_peft(model, config["finetune"], parent, exp, resume, log)
             task = TASKS[stage](data, rt)
             if mode in ("ridge", "lp_ft") and not resume:  # a closed-form head on the encoder as it is
-                chosen = fit_ridge_head(task, model.to(rt.device), spectra)
+                chosen, head = fit_ridge_head(task, model.to(rt.device), spectra, config["finetune"]["elements"])
                 log.info("ridge_head", **chosen)
+                if head is not None:  # finetune.elements: the element log-ratios' part of the head
+                    extra["element_head"], task.side = head, element_head(head)
                 if penalty:  # the targets whose head was chosen blind, and its predictions of the settings' spectra
                     extra["epo_blind"] = [t for t in data.targets if chosen[t].get("epo")]
                     extra["epo_start"] = task.outputs(model, spectra)
@@ -182,6 +198,15 @@ def test_reads(data: Prepared, config: dict) -> dict:
             "labels": sorted(picked["source_file"].astype(str))}
 
 
+def check_baseline_inputs(config: dict, data: Prepared) -> None:
+    """A baseline on spectra refuses a data set of element tables alone, before its folder exists."""
+    from coremax.baselines import make_baseline  # deferred: scikit-learn, only for baselines
+
+    b = config["baseline"]
+    if make_baseline(b["method"], b).inputs == "spectra" and not has_spectra(data.info):
+        raise UserError(element_only_message(config["data"]["dataset"], f"the {b['method']} baseline on spectra"))
+
+
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log, spectra=None) -> None:
     """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows (and, with
     the scanner settings' `spectra`, whether it is blind to them: baseline.epo)."""
@@ -189,15 +214,18 @@ def run_baseline(exp: Experiment, data: Prepared, config: dict, log, spectra=Non
 
     b = config["baseline"]
     model = make_baseline(b["method"], b)  # each method takes the [baseline] keys it declares
-    x_tr, x_va = np.asarray(data.train.x, dtype=np.float32), np.asarray(data.val.x, dtype=np.float32)
+
+    def inputs(part):  # the counts or the element table of a split, whichever the method reads
+        return model.inputs_of(part.frame, np.asarray(part.x, dtype=np.float32) if model.inputs == "spectra" else None)
+    x_tr, x_va = inputs(data.train), inputs(data.val)
     y_tr = data.train.frame[data.targets].to_numpy(np.float64)
     y_va = data.val.frame[data.targets].to_numpy(np.float64)
-    x_un = None if data.unlabelled is None else np.asarray(data.unlabelled.x, dtype=np.float32)
-    log.info("baseline_fit", method=b["method"], rows=len(x_tr), val_rows=len(x_va),
+    x_un = None if data.unlabelled is None else inputs(data.unlabelled)
+    log.info("baseline_fit", method=b["method"], inputs=model.inputs, rows=len(x_tr), val_rows=len(x_va),
              unlabelled_rows=0 if x_un is None else len(x_un))
-    settings = None if spectra is None else (np.asarray(spectra.x, dtype=np.float32),
-                                             spectra.frame["scanner"].to_numpy(str))
-    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, data.new_core_rows(), settings)
+    settings = None if spectra is None else (inputs(spectra), spectra.frame["scanner"].to_numpy(str))
+    model.fit(x_tr, y_tr, x_va, y_va, data.targets, x_un, data.new_core_rows(), settings,
+              contents=data.info.get("contents", list(TARGETS)))
     model.save(exp.checkpoints / BASELINE_FILE)
     pred = model.predict(x_va)
     row = {"epoch": 1, **{f"val_rmse_{t}": rmse(y_va[:, j], pred[:, j])

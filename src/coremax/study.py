@@ -40,9 +40,28 @@ NEURAL = {"msm": ("full", True), "msm-probe": ("ridge", True), "msm-lpft": ("lp_
           "msm-lora": ("lora", True), "msm-adapter": ("adapter", True), "scratch": ("full", False)}
 
 
+def neural_methods() -> dict[str, tuple[str, bool, dict]]:
+    """The study's neural methods as (finetune.mode, starts from the pretraining, overrides): NEURAL, and
+    `<method>-elements` for the closed-form heads, which may also read the element log-ratios (finetune.elements:
+    the hybrid of MSM features and the lab's ratios)."""
+    out = {m: (mode, pretrained, {}) for m, (mode, pretrained) in NEURAL.items()}
+    out.update({f"{m}-elements": (mode, pretrained, {"finetune.elements": True})
+                for m, (mode, pretrained) in NEURAL.items() if mode == "ridge"})
+    return out
+
+
+def baseline_methods() -> dict[str, dict]:
+    """The study methods of the classical baselines and their overrides: each under its baseline.method, and
+    `<method>-elements` for those that can also read the element table (baseline.features)."""
+    out = {m: {"baseline.method": m} for m in BASELINES}
+    out.update({f"{m}-elements": {"baseline.method": m, "baseline.features": "elements"}
+                for m, cls in BASELINES.items() if "features" in cls.config_keys})
+    return out
+
+
 def methods() -> tuple[str, ...]:
     """Every study method, in table order: the neural ones, then the baselines."""
-    return (*NEURAL, *BASELINES)
+    return (*neural_methods(), *baseline_methods())
 # protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
 PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
              "new-cores-labels": ("-labels", True, True)}
@@ -76,7 +95,8 @@ def lender(study: dict, protocol: str) -> str | None:
 
 def borrowed(study: dict, protocol: str) -> list[str]:
     """The methods of study.methods whose runs this protocol takes from its lender."""
-    return [m for m in study["methods"] if m in NEURAL and not NEURAL[m][1]] if lender(study, protocol) else []
+    neural = neural_methods()
+    return [m for m in study["methods"] if m in neural and not neural[m][1]] if lender(study, protocol) else []
 
 
 def pretrain_name(study: dict, protocol: str) -> str:
@@ -101,18 +121,19 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
                         f"{sorted(unknown) or 'a value that is not a list'}.")
     variants = {}
     for method in [m for m in study["methods"] if m not in borrowed(study, protocol)]:
-        if method in NEURAL:
-            mode, pretrained = NEURAL[method]
+        if method in neural_methods():
+            mode, pretrained, extra = neural_methods()[method]
             # a pretrained run may read the test spectra its pretraining read (finetune.epo's setting means)
             variants[method] = {"config": study["finetune_config"], "overrides": {
                 **configlib.parse_overrides(study["overrides"]), **(reads if pretrained else {}),
-                "experiment.stage": "finetune", "finetune.from": pretrain if pretrained else "", "finetune.mode": mode}}
+                "experiment.stage": "finetune", "finetune.from": pretrain if pretrained else "", "finetune.mode": mode,
+                **extra}}
         else:
             variants[method] = {"overrides": {**configlib.parse_overrides(study["baseline_overrides"]), **reads,
-                                              "experiment.stage": "baseline", "baseline.method": method}}
+                                              "experiment.stage": "baseline", **baseline_methods()[method]}}
         variants[method]["overrides"].update(configlib.parse_overrides(study["method_overrides"].get(method, [])))
     parent = {}
-    if any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) and study["pretrain_config"]:
+    if any(neural_methods().get(m, ("", False))[1] for m in study["methods"]) and study["pretrain_config"]:
         parent = {"name": pretrain, "config": study["pretrain_config"],
                   "overrides": {**configlib.parse_overrides(study["pretrain_overrides"]), **reads,
                                 "experiment.stage": "pretrain"}}
@@ -127,7 +148,7 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
 
 def check_pretrain(data_root, study: dict, protocol: str) -> None:
     """Without study.pretrain_config the msm runs need a completed pretrain experiment: say so up front."""
-    if not any(NEURAL.get(m, ("", False))[1] for m in study["methods"]) or study["pretrain_config"]:
+    if not any(neural_methods().get(m, ("", False))[1] for m in study["methods"]) or study["pretrain_config"]:
         return
     name = pretrain_name(study, protocol)
     if Experiment.state(data_root, name or "-") != "completed":
@@ -190,9 +211,8 @@ def write_selections(data_root, study: dict, protocol: str, log=print) -> None:
     features_of, pred = suggest.experiment_space(chooser)
     cfg = chooser.config()
     test = load_split(data_root, study["dataset"], "test")
-    x = spectra_array(test)
-    features = features_of(x)
-    width = None if pred is None else suggest.interval_widths(chooser, pred, x)[2]
+    features = features_of(test)
+    width = None if pred is None else suggest.interval_widths(chooser, pred, test)[2]
     candidates = labelled_mask(test, cfg["data"]["targets"])  # only depths with a lab sample
     with exp.run():
         for method, path in todo.items():

@@ -12,13 +12,13 @@ import torch
 
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.raw import read_folder
-from coremax.data.transforms import window
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.figures import plot_suggestions
-from coremax.eval.run import Distance, check_trained, core_names, load_network, load_predictor
+from coremax.eval.run import Distance, baseline_inputs, check_trained, core_names, load_network, load_predictor, \
+    spectra_rows
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
@@ -29,22 +29,23 @@ __all__ = ["METHODS", "MIN_GAP_MM", "choose", "experiment_space", "interval_widt
 
 # -- features of an experiment ---------------------------------------------------------------------------------
 def experiment_space(exp, device: str = "cpu"):
-    """(features(counts) -> (n, d), predictor or None) of an experiment: a pretraining's encoder (mean patch
-    token of its last block), a fine-tuned regressor's pooled embedding, or a baseline's own features."""
+    """(features(rows) -> (n, d), predictor or None) of an experiment: a pretraining's encoder (mean patch
+    token of its last block), a fine-tuned regressor's pooled embedding, or a baseline's own features (rows: a
+    DataFrame as `spectra_rows` gives)."""
 
     check_trained(exp)
     stage = exp.config()["experiment"]["stage"]
     if stage == "baseline":
         model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        channels = exp.config()["data"]["channels"]
-        return (lambda x: model.feature_space(window(np.asarray(x, np.float64), channels))), load_predictor(exp)
+        inputs = baseline_inputs(model, exp.config()["data"]["channels"])
+        return (lambda rows: model.feature_space(inputs(rows))), load_predictor(exp)
     if stage == "finetune":
         pred = load_predictor(exp, device)
         return pred.embed, pred
     model, transform, _ = load_network(exp, device)
 
-    def encode(x: np.ndarray) -> np.ndarray:
-        out = []
+    def encode(rows: pd.DataFrame) -> np.ndarray:
+        x, out = spectra_array(rows), []
         with torch.no_grad():
             for start in range(0, len(x), 256):
                 xb = transform(torch.tensor(np.asarray(x[start:start + 256], np.float32), device=device))
@@ -53,12 +54,12 @@ def experiment_space(exp, device: str = "cpu"):
     return encode, None
 
 
-def interval_widths(exp, pred, counts: np.ndarray, e_new: np.ndarray | None = None
+def interval_widths(exp, pred, rows: pd.DataFrame, e_new: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predictions (n, T), half-widths (n, T), width score (n,)) with normalised split-conformal intervals at
     the experiment's eval.interval: each validation residual divided by that row's embedding distance from the
     training rows, its conformal quantile times each new spectrum's distance. The score is the half-width
-    relative to its mean, averaged over targets (what `uncertain` ranks). `e_new`: `pred.embed(counts)` when the
+    relative to its mean, averaged over targets (what `uncertain` ranks). `e_new`: `pred.embed(rows)` when the
     caller has it already."""
     q_level = exp.config()["eval"]["interval"]
 
@@ -66,15 +67,14 @@ def interval_widths(exp, pred, counts: np.ndarray, e_new: np.ndarray | None = No
     train = load_split(exp.data_root, dataset, "train")
     train = train.sample(min(len(train), REFERENCE_ROWS), random_state=0)
     val = labelled(load_split(exp.data_root, dataset, "val"), pred.targets)
-    x_val = spectra_array(val)
-    e_val = pred.embed(x_val)  # each set embedded once: the embeddings are most of the time this takes
-    dist = Distance.fit(pred.embed(spectra_array(train)), e_val)
-    s_val, s_new = dist(e_val) + 1e-6, dist(pred.embed(counts) if e_new is None else e_new) + 1e-6
-    p_val = pred.bounded(x_val)
+    e_val = pred.embed(val)  # each set embedded once: the embeddings are most of the time this takes
+    dist = Distance.fit(pred.embed(train), e_val)
+    s_val, s_new = dist(e_val) + 1e-6, dist(pred.embed(rows) if e_new is None else e_new) + 1e-6
+    p_val = pred.bounded(val)
     q = np.array([conformal_quantile(np.abs(val[t].to_numpy(np.float64) - p_val[:, j]) / s_val, 1 - q_level)
                   for j, t in enumerate(pred.targets)])
     half = s_new[:, None] * q[None]
-    return pred.bounded(counts), half, (half / np.maximum(half.mean(0), 1e-12)).mean(1)
+    return pred.bounded(rows), half, (half / np.maximum(half.mean(0), 1e-12)).mean(1)
 
 
 # -- the command ------------------------------------------------------------------------------------------------
@@ -144,11 +144,12 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
         where = f"core {per.idxmin()} has {per.min()}" if per_core else f"the cores read have {len(meta)}"
         raise UserError(f"--n {n} is more than the spectra available ({where}); ask for fewer.")
     width, p, half, features = None, None, None, None
+    rows = spectra_rows(meta, counts)
     if method != "regular" or pred is None:
-        features = features_of(counts)
+        features = features_of(rows)
     if pred is not None:
         # A fine-tune's feature space is its predictor's embedding: the spectra are embedded once.
-        p, half, width = interval_widths(exp, pred, counts, features if features_of is pred.embed else None)
+        p, half, width = interval_widths(exp, pred, rows, features if features_of is pred.embed else None)
     chosen = choose(meta, features, n, method, seed, min_gap_mm, sampled, width, per_core=per_core)
     table = chosen[OUT_COLUMNS].copy()
     if pred is not None:
@@ -163,7 +164,7 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
             profile[f"{t}_pred"], profile[f"{t}_lo"], profile[f"{t}_hi"] = p[:, j], lo, hi
         shown = list(pred.targets)
     else:
-        profile["PC1_pred"] = feature_space(features_of(counts) if features is None else features)[:, 0]
+        profile["PC1_pred"] = feature_space(features_of(rows) if features is None else features)[:, 0]
         shown = ["PC1"]
     for core in table["core"].unique():
         plot_suggestions(profile[profile["core"] == core], table[table["core"] == core], shown,

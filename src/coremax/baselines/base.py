@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coremax.data.ratios import area_matrix, area_parts, element_table
 from coremax.errors import UserError
 from coremax.eval.epo import blind, setting_directions, versions
 from coremax.eval.metrics import rmse
@@ -20,6 +21,7 @@ from coremax.paths import inside
 
 
 BASELINE_FILE = "baseline.skops"
+INPUTS = ("spectra", "elements")  # what a baseline's fit/predict/feature_space take: counts, or the element table
 
 
 def _plain(v):
@@ -46,6 +48,8 @@ class Baseline:
 
     method = ""
     config_keys: tuple[str, ...] = ()
+    inputs = "spectra"  # or "elements": fit/predict/feature_space then take the element table (a DataFrame)
+    reads_settings = True  # whether baseline.epo applies: a model blind to the scanner settings' directions
 
     def __init__(self):
         self.targets: list[str] = []
@@ -72,9 +76,18 @@ class Baseline:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------------------
+    def inputs_of(self, frame, counts):
+        """What this baseline's fit, predict and feature_space take for these rows: `counts` (the spectra array)
+        for a spectra baseline, the element columns of `frame` (the data set's rows, same order) for an element
+        baseline; a UserError when such a baseline meets a data set without an element table."""
+        return element_table(frame, f"the {self.method} baseline") if self.inputs == "elements" else counts
+
     def _cut(self, x) -> np.ndarray:
         """The spectra as floats, their width checked against the width seen at fit (the energy window
-        data.channels is cut before a baseline sees the spectra)."""
+        data.channels is cut before a baseline sees the spectra); for an element baseline the `_area` columns of
+        the parts seen at fit."""
+        if self.inputs == "elements":  # an empty cell of a lab-imported table: nothing measured, read as 0 counts
+            return np.nan_to_num(area_matrix(x, self.parts, f"the {self.method} baseline"), nan=0.0)
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2:
             raise UserError(f"The {self.method} baseline expects spectra as a 2-D array (rows, channels), "
@@ -85,17 +98,21 @@ class Baseline:
         return x
 
     def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None,
-            settings=None) -> "Baseline":
+            settings=None, contents=None) -> "Baseline":
         """`new_rows` (bool, train rows): the lab samples of new cores (data.test_labels); how much they weigh in
         the regression is chosen per target by `eval.weighting`'s rule (the features are fitted on every row
         alike). `settings` = (spectra, their scanner settings): the model blind to the directions along which the
-        settings' mean features differ is a candidate too (baseline.epo: `eval.epo`)."""
+        settings' mean features differ is a candidate too (baseline.epo: `eval.epo`). `contents`: the targets
+        that are contents in wt% (the log-ratio baselines need them; the others take no notice). X are what
+        `inputs_of` gives: spectra, or element tables (then `settings[0]` is one too)."""
         self.targets = [str(t) for t in targets]
         Y_train = np.asarray(Y_train, dtype=np.float64).reshape(len(X_train), -1)
         Y_val = np.asarray(Y_val, dtype=np.float64).reshape(len(X_val), -1)
         if Y_train.shape[1] != len(self.targets) or Y_val.shape[1] != len(self.targets):
             raise ValueError(f"Y has {Y_train.shape[1]}/{Y_val.shape[1]} columns for {len(self.targets)} targets")
         self.n_channels = 0
+        if self.inputs == "elements":
+            self.parts = area_parts(X_train, f"the {self.method} baseline")  # asked of every later table
         x_tr = self._cut(X_train)
         self.n_channels = x_tr.shape[1]
         unlabelled = None if X_unlabelled is None else self._cut(X_unlabelled)
@@ -191,6 +208,14 @@ class Baseline:
         if not isinstance(obj, cls):
             raise UserError(f"The file {str(path)!r} does not hold a {cls.__name__} baseline; check the path.")
         return obj
+
+
+def features_inputs(method: str, features: str) -> str:
+    """`baseline.features` of a spectra baseline that can also read the element table -> its `inputs`."""
+    if features not in INPUTS:
+        raise UserError(f"baseline.features = {features!r} is not one of {', '.join(INPUTS)}; pick one of those "
+                        f"for the {method} baseline.")
+    return features
 
 
 def trusted_types() -> list[str]:

@@ -1,4 +1,5 @@
-"""Partial least squares on log1p counts standardised per channel, components chosen on the validation rows."""
+"""Partial least squares on log1p counts standardised per channel, components chosen on the validation rows.
+With baseline.features = "elements" the "channels" are the element table's net peak areas (clipped at 0)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import numpy as np
 from sklearn.cross_decomposition import PLSRegression
 from sklearn.preprocessing import StandardScaler
 
-from coremax.baselines.base import Baseline, register
+from coremax.baselines.base import Baseline, features_inputs, register
 
 
 @register("pls")
 class Pls(Baseline):
     """PLS regression on log1p counts standardised per channel with train statistics."""
 
-    def __init__(self, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20)):
+    config_keys = ("features",)
+
+    def __init__(self, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20), features: str = "spectra"):
         super().__init__()
         self.components = tuple(int(k) for k in components)
+        self.inputs = features_inputs(self.method, features)
 
     @staticmethod
     def _log(x: np.ndarray) -> np.ndarray:

@@ -42,7 +42,8 @@ def bench_data_main(argv=None) -> None:
     from coremax.bench import bench_data  # deferred
 
     p = argparse.ArgumentParser(description="Data path at scale: simulate an unlabelled pool of N spectra as .spe "
-                                            "files, read them (files/s), preprocess, then report the data set's "
+                                            "files, read them (files/s), fit them into element intensities "
+                                            "(spectra/s), preprocess, then report the data set's "
                                             "size on disk, the time to read its energy window and peak RSS.")
     p.add_argument("--spectra", type=int, default=20_000, help="pool size (the 10^6 target: 1000000)")
     p.add_argument("--workers", type=int, default=2)

@@ -26,8 +26,12 @@ def preprocess_main(argv=None) -> None:
     p.add_argument("--info", help="with --table: the info table (CSV or Parquet) of core, depth_mm and any of "
                    "section, position_mm, kv, live_time_s, current_ma, scanner; joined on source_file or spectrum_id, "
                    "else row by row")
+    p.add_argument("--elements", nargs="+", metavar="CSV",
+                   help="instead of spectra: a lab's element tables (bAxil/WinAxil batch exports, ITRAX result.txt or "
+                   "CoreMAX's layout, docs/element-tables.md), one or several files; the data set then serves the "
+                   "classical calibrations only. Without it every spectrum is fitted into element intensities")
     p.add_argument("--bulk", help="CSV of core, depth_mm and measured columns: CaCO3, TOC and any other, each a "
-                   "target (default: bulk.csv beside --raw)")
+                   "target (default: bulk.csv beside --raw or beside the first --elements file)")
     p.add_argument("--name", help=f"data set name (default: synthetic, which also builds the unlabelled pool "
                    f"{POOL} when missing; with --raw the raw folder's name, or its parent's when it is called raw)")
     p.add_argument("--kv", type=float, default=10.0, help="tube voltage of the run to read (default: 10)")
@@ -47,10 +51,11 @@ def preprocess_main(argv=None) -> None:
                    help="spectra per .npy shard file (default: 65536, 512 MiB of 2,048-channel counts)")
     args = p.parse_args(argv)
     # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
-    raw = Path(args.raw).resolve() if args.raw else Path(args.table).resolve() if args.table else None
+    given = args.raw or args.table or (args.elements[0] if args.elements else None)
+    raw = Path(given).resolve() if given else None
     name = args.name or ("synthetic" if raw is None else raw.parent.name if raw.name.lower() == "raw" else raw.name)
     names = [name]
-    if args.table and args.name is None:
+    if (args.table or args.elements) and args.name is None:
         name = raw.stem  # the table's name
     if raw is None and args.name is None and not (dataset_dir(args.data_root, POOL) / "info.toml").is_file():
         names.append(POOL)  # the embedded default: the labelled set and the pool pretraining reads beside it
@@ -59,7 +64,8 @@ def preprocess_main(argv=None) -> None:
                              split_by=args.split_by, test_cores=args.test_cores.split(",") if args.test_cores else None,
                              kv=args.kv, match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite,
                              seed=args.seed, spectrum_length=args.spectrum_length, workers=args.workers,
-                             shard_rows=args.shard_rows, command=sys.argv, table=args.table, info_table=args.info)
+                             shard_rows=args.shard_rows, command=sys.argv, table=args.table, info_table=args.info,
+                             elements=args.elements)
         _describe_dataset(args.data_root, name, path)
 
 
@@ -101,6 +107,9 @@ def simulate_main(argv=None) -> None:
                    help="also write bulk-dense.csv, a lab sample at every scanned depth, and bulk-newcores-dense.csv, "
                         "bulk.csv's samples of the training cores with every depth of the test cores (for "
                         "sampling studies)")
+    p.add_argument("--elements", action="store_true",
+                   help="also fit every spectrum into element intensities (coremax.data.elements) and write "
+                        "<out>/elements.csv beside bulk.csv, in the bAxil batch layout (docs/element-tables.md)")
     args = p.parse_args(argv)
     try:
         kvs = [float(k) for k in args.kv.split(",")]
@@ -110,6 +119,11 @@ def simulate_main(argv=None) -> None:
                          overwrite=args.overwrite, labelled=not args.unlabelled, dense_lab=args.dense_lab)
     print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
           f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
+    if args.elements:
+        from coremax.data.element_tables import write_archive_elements  # deferred: the fit, only for --elements
+
+        path, rows = write_archive_elements(args.out, kvs, args.workers)
+        print(f"wrote the element intensities of {rows} spectra to {path}")
 
 
 @guard

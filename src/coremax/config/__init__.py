@@ -35,6 +35,7 @@ CHOICES = {
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
     "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft", "lora", "adapter"),
     "data.target_transform": ("none", "sqrt"),
+    "baseline.features": ("spectra", "elements"),
 }
 
 

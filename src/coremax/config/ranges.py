@@ -41,6 +41,8 @@ RANGES = {
     "finetune.adapter_dim": ("x >= 1", lambda x: x >= 1),
     "finetune.epo_penalty": ("x >= 0", lambda x: x >= 0),
     "baseline.n_components": ("x >= 1", lambda x: x >= 1),
+    "baseline.terms": ("x = 1 or 2", lambda x: x in (1, 2)),  # ratio: one or two log-ratio terms
+    "baseline.cv_folds": ("x >= 2", lambda x: x >= 2),  # mlc: K-fold needs two folds
     "eval.interval": ("0 < x < 1", lambda x: 0 < x < 1),
 }
 

@@ -69,8 +69,12 @@ def load_arrays(data_root, name: str, split: str) -> tuple[pd.DataFrame, Shards]
                         f"{folder}; build it with scripts/preprocess.py (or check --data-root and data.dataset).")
     inside(data_root, table, "data set file")
     current = table
+    elements = folder / f"{split}-elements.parquet"
     try:
         meta = pd.read_parquet(table)
+        if elements.is_file():  # data sets built before element tables have none
+            current = inside(data_root, elements, "data set file")
+            meta = pd.concat([meta, pd.read_parquet(elements).set_index(meta.index)], axis=1)
         arrays = []
         for current in shards:
             arrays.append(np.load(current, mmap_mode="r", allow_pickle=False))
@@ -144,10 +148,14 @@ def _check_options(name: str, split: float, split_by: str, on_error: str, match_
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
                   split_by: str = "auto", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
-                  workers: int = 2, shard_rows: int = SHARD_ROWS, command=None, table=None, info_table=None) -> Path:
+                  workers: int = 2, shard_rows: int = SHARD_ROWS, command=None, table=None, info_table=None,
+                  elements=None) -> Path:
     """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
     `table` and `info_table` (a compiled spectra table and its info table, CSV or Parquet) replace `raw`: the
-    same data set, the same checks (coremax.data.table).
+    same data set, the same checks (coremax.data.table). Every spectrum is fitted into element intensities
+    (coremax.data.elements), written beside the counts as `<split>-elements.parquet`. `elements` (a lab's
+    element tables, coremax.data.element_tables) replaces the spectra altogether: a data set of element
+    intensities only, for the classical calibrations.
 
     With `raw=None` the synthetic archive under `<data_root>/datasets/external/synthetic/` is used (and
     generated if missing). `bulk` defaults to `bulk.csv` beside the raw folder, test cores to the archive's
@@ -160,19 +168,25 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     if target.exists() and not overwrite:
         raise UserError(f"The data set {name!r} already exists at {target}; pass --overwrite to replace it or "
                         "choose another --name.")
-    if (table is None) != (info_table is None) or (table is not None and raw is not None):
-        raise UserError("Give either --raw (a folder of .spe files) or --table with --info (a compiled spectra table "
-                        "and its info table), not both.")
-    raw = Path(table) if table is not None else Path(raw) if raw is not None else \
-        default_synthetic(data_root, name) / "raw"
+    if (table is None) != (info_table is None) or sum(x is not None for x in (table, raw, elements)) > 1:
+        raise UserError("Give one of --raw (a folder of .spe files), --table with --info (a compiled spectra table "
+                        "and its info table) or --elements (a lab's element tables), not several.")
+    element_files = [Path(f) for f in ([elements] if isinstance(elements, (str, Path)) else elements or [])]
+    raw = Path(table) if table is not None else element_files[0] if element_files else Path(raw) \
+        if raw is not None else default_synthetic(data_root, name) / "raw"
     # An archive may carry bulk.csv and a manifest.toml (default test cores) beside its raw/ folder.
     manifest = read_toml(raw.parent / "manifest.toml") if (raw.parent / "manifest.toml").is_file() else {}
     if bulk is None and (raw.parent / "bulk.csv").is_file():
         bulk = raw.parent / "bulk.csv"
-    if table is not None:
-        meta, counts, skipped, _ = read_table(table, info_table, kv, spectrum_length)
+    if element_files:
+        from coremax.data.element_tables import read_element_tables  # deferred: only for lab tables
+        meta, fitted, skipped = read_element_tables(element_files, kv)
+        counts, spectrum_length = np.zeros((len(meta), 0), COUNT_DTYPE), 0
     else:
-        meta, counts, skipped = read_folder(raw, kv, spectrum_length, on_error, workers)
+        meta, counts, skipped = read_table(table, info_table, kv, spectrum_length)[:3] if table is not None \
+            else read_folder(raw, kv, spectrum_length, on_error, workers)
+        from coremax.data.elements import fit_elements  # deferred: xraylib and scipy, only to build a data set
+        fitted = fit_elements(counts, meta, kv)
     if bulk is not None:
         measured = read_bulk(bulk)
         clash = [c for c in measured.columns if c in META_COLUMNS and c not in ("core", "depth_mm")]
@@ -188,6 +202,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
             meta[col] = np.nan
     # The counts stay one array, indexed per split when written: never copied into the table or per split.
     table = pd.concat([meta[META_COLUMNS].reset_index(drop=True), targets.reset_index(drop=True)], axis=1)
+    fitted = fitted.reset_index(drop=True)
     is_test = table["core"].isin(test_cores).to_numpy()
     rest_rows = np.flatnonzero(~is_test)
     rest = table.iloc[rest_rows].reset_index(drop=True)
@@ -196,6 +211,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     is_train = split_rows(rest, split, split_by, seed, labelled)
     rows = {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}
     parts = {k: table.iloc[v].reset_index(drop=True) for k, v in rows.items()}
+    element_parts = {k: fitted.iloc[v].reset_index(drop=True) for k, v in rows.items()}
 
     def shown(path) -> str:  # relative to the data root when inside it
         try:
@@ -210,7 +226,10 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "name": name, "created_utc": utc_now(),
         "command": " ".join(command) if command else "",
         "source": {"raw": shown(raw), "bulk": shown(bulk) if bulk is not None else "", "files_sha256": files_sha256,
-                   "files": int(len(meta)), "synthetic": manifest.get("generator") == "coremax.data.simulate"},
+                   "files": int(len(meta)), "synthetic": manifest.get("generator") == "coremax.data.simulate",
+                   **({"element_tables": [shown(f) for f in element_files]} if element_files else {})},
+        "elements": {"columns": [c for c in fitted.columns], "spectra": not element_files,
+                     "fitted": "" if element_files else "coremax.data.elements"},
         "kv": float(kv), "spectrum_length": int(spectrum_length),
         "original_lengths": sorted(int(v) for v in meta["spectrum_length"].unique()),
         "split": {"fraction": split, "by": split_by, "seed": seed},
@@ -233,7 +252,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "channel_mean": channel_mean,
         "channel_std": channel_std,
     }
-    _write_atomically(target, parts, counts, rows, info, shard_rows)
+    _write_atomically(target, parts, counts, rows, info, shard_rows, element_parts)
     return target
 
 
@@ -251,12 +270,13 @@ def _channel_stats(counts: np.ndarray, rows: np.ndarray, chunk: int = SHARD_ROWS
 
 
 def _write_atomically(target: Path, parts: dict, counts: np.ndarray, rows: dict, info: dict,
-                      shard_rows: int) -> None:
+                      shard_rows: int, element_parts: dict) -> None:
     with folder_in_place(target) as tmp:
         files, shards = {}, {}
         for split, df in parts.items():
-            df.to_parquet(tmp / f"{split}.parquet", index=False)
-            files[f"{split}.parquet"] = file_sha256(tmp / f"{split}.parquet")
+            for file, frame in ((f"{split}.parquet", df), (f"{split}-elements.parquet", element_parts[split])):
+                frame.to_parquet(tmp / file, index=False)
+                files[file] = file_sha256(tmp / file)
             idx = rows[split]
             shards[split] = []
             for k, start in enumerate(range(0, max(len(idx), 1), shard_rows)):  # an empty split: one empty shard

@@ -30,6 +30,7 @@ import pandas as pd
 import xraylib as xrl
 from scipy.signal import lfilter
 
+from coremax.data.elements import FANO, PAIR_EV
 from coremax.data.spe import format_spe
 from coremax.errors import UserError
 from coremax.io import folder_in_place, write_toml
@@ -74,7 +75,7 @@ SCANNERS = (
 )
 LABELLED_HEADS = 3  # the labelled archive uses heads A-C; unlabelled pools use all of them
 POOL_CRUISES = ("MD", "GeoB", "KN")  # pool cores are named apart from the labelled archive's SO/PS/M cores
-FANO, PAIR_EV = 0.115, 3.85
+ESCAPE_SHARE = 0.012  # Si K-alpha escape peak share just above the Si K edge
 CHUNK = 256  # spectra simulated at once
 
 
@@ -274,6 +275,25 @@ def simulate_spectra(w: np.ndarray, kv: float, scanner: Scanner, rng: np.random.
         film = np.zeros(n) if film_um is None else np.asarray(film_um, dtype=np.float64)
         return np.concatenate([simulate_spectra(w[i:i + CHUNK], kv, scanner, rng, film[i:i + CHUNK], live_time_s,
                                                 n_channels, poisson) for i in range(0, n, CHUNK)])
+    lines, rayl, compt = detected_photons(w, kv, scanner, film_um, live_time_s)
+    # Nothing lies above the tube voltage: only the channels below it (plus a peak width) are computed.
+    used = min(n_channels, int(np.ceil((kv + 1.0 - scanner.offset_kev) / scanner.gain_kev)))
+    expected = lines @ response(kv, "lines", scanner, used)
+    expected += rayl @ response(kv, "energies", scanner, used)
+    expected += compt @ response(kv, "compton_e", scanner, used)
+    # Pile-up and incomplete charge collection: a weak flat shelf below each spectrum's total.
+    expected += 2e-5 * expected.sum(axis=1, keepdims=True) / used * (channel_energies(scanner, used) < kv)[None]
+    expected = np.clip(expected, 0, None)
+    out = np.zeros((n, n_channels))
+    out[:, :used] = rng.poisson(expected) if poisson else expected
+    return out
+
+
+def detected_photons(w: np.ndarray, kv: float, scanner: Scanner, film_um=None, live_time_s: float | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected detected photons before the detector's response: per fluorescence line of physics(kv)["lines"]
+    (n, lines), and the Rayleigh and Compton scatter of the tube spectrum per energy bin (n, E)."""
+    n = w.shape[0]
     ph = physics(float(kv))
     live = scanner.live_time_s if live_time_s is None else live_time_s
     film = np.zeros(n) if film_um is None else np.asarray(film_um, dtype=np.float64)
@@ -299,17 +319,21 @@ def simulate_spectra(w: np.ndarray, kv: float, scanner: Scanner, rng: np.random.
     eff_lines = detector_efficiency(lines["energy"].to_numpy(), scanner.be_window_um)
     eff_e = detector_efficiency(ph["energies"], scanner.be_window_um)
     eff_c = detector_efficiency(ph["compton_e"], scanner.be_window_um)
-    # Nothing lies above the tube voltage: only the channels below it (plus a peak width) are computed.
-    used = min(n_channels, int(np.ceil((kv + 1.0 - scanner.offset_kev) / scanner.gain_kev)))
-    expected = fluor * eff_lines[None] * scale @ response(kv, "lines", scanner, used)
-    expected += rayl * eff_e[None] * scale * 4.0 @ response(kv, "energies", scanner, used)
-    expected += compt * eff_c[None] * scale * 4.0 @ response(kv, "compton_e", scanner, used)
-    # Pile-up and incomplete charge collection: a weak flat shelf below each spectrum's total.
-    expected += 2e-5 * expected.sum(axis=1, keepdims=True) / used * (channel_energies(scanner, used) < kv)[None]
-    expected = np.clip(expected, 0, None)
-    out = np.zeros((n, n_channels))
-    out[:, :used] = rng.poisson(expected) if poisson else expected
-    return out
+    return fluor * eff_lines[None] * scale, rayl * eff_e[None] * scale * 4.0, compt * eff_c[None] * scale * 4.0
+
+
+def true_line_counts(w: np.ndarray, kv: float, scanner: Scanner, film_um=None) -> pd.DataFrame:
+    """Each element's expected photopeak counts before counting noise (its lines summed, escape peaks not
+    counted): the truth an element fit is tested against. Columns: the fluorescing elements excited at `kv`."""
+    lines = physics(float(kv))["lines"]
+    energy = lines["energy"].to_numpy()
+    counts = detected_photons(w, kv, scanner, film_um)[0] * (1 - escape_share(energy))[None]
+    return pd.DataFrame(counts, columns=lines["element"].to_numpy()).T.groupby(level=0, sort=False).sum().T
+
+
+def escape_share(energies: np.ndarray) -> np.ndarray:
+    """Share of photons of each energy that lands in the Si escape peak 1.74 keV below (none below the Si K edge)."""
+    return np.where(energies > 1.839, ESCAPE_SHARE * np.exp(-(energies - 1.839) / 6.0), 0.0)
 
 
 def channel_energies(scanner: Scanner, n_channels: int = 2048) -> np.ndarray:
@@ -326,7 +350,7 @@ def response(kv: float, source: str, scanner: Scanner, n_channels: int = 2048) -
     channels = channel_energies(scanner, n_channels)
     fwhm = np.sqrt(scanner.noise_fwhm_kev ** 2 + 2.3548 ** 2 * FANO * PAIR_EV * 1e-3 * energies)
     sigma = fwhm / 2.3548
-    escape = np.where(energies > 1.839, 0.012 * np.exp(-(energies - 1.839) / 6.0), 0.0)
+    escape = escape_share(energies)
     out = np.zeros((len(energies), n_channels))
     for centre, frac in ((energies, 1 - escape), (energies - 1.74, escape)):
         out += frac[:, None] * scanner.gain_kev / (np.sqrt(2 * np.pi) * sigma[:, None]) * \
@@ -405,7 +429,8 @@ def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,), dense_l
                           "water_film_um": film, **{c: comp[c] for c in comp.columns}})
     bulk = bulk_samples(plan, fine, comp_fine, rng, detrital_ca)
     dense = dense_samples(plan, fine, comp_fine, scan_depth, detrital_ca) if dense_lab else None
-    return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "dense": dense, "scanner": scanner}
+    return {"plan": plan, "spectra": spectra, "truth": truth, "bulk": bulk, "dense": dense, "scanner": scanner,
+            "fractions": w, "film_um": film}
 
 
 BULK_ELEMENTS = ("Ca", "Fe", "Si", "K")  # element contents a lab also reports (dry wt%, e.g. ICP-OES)

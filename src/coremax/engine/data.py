@@ -189,6 +189,17 @@ def unlabelled(rows: Rows, info: dict) -> Rows:
     return meta.drop(columns=[c for c in info.get("targets", {}) if c in meta.columns]), x
 
 
+def has_spectra(info: dict) -> bool:
+    """Whether a data set holds spectra (one built from a lab's element tables alone does not)."""
+    return bool(info.get("elements", {}).get("spectra", True))
+
+
+def element_only_message(dataset: str, what: str) -> str:
+    return (f"The data set {dataset!r} holds element tables only (no spectra), which {what} needs; use --stage "
+            "baseline with baseline.method = ratio, mlc or lrce (or nmf_svr/pls with baseline.features = "
+            "\"elements\"), or build a data set from the spectra.")
+
+
 def check_targets(targets: list[str], info: dict, dataset: str) -> None:
     """data.targets must name measured columns of the data set (info.toml lists them under [targets])."""
     available = list(info.get("targets", {}))
@@ -274,8 +285,13 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic"
     `test_label_rows` names a file that chose them (else they are random). `target_transform = "sqrt"`: the
     contents are standardised as square roots (TargetScaler; the checkpoint keeps which)."""
     targets = list(targets)
-    channels = check_window(channels, spectrum_length)
     info = load_info(data_root, dataset)
+    if has_spectra(info):
+        channels = check_window(channels, spectrum_length)
+    elif stage != "baseline":
+        raise UserError(element_only_message(dataset, f"the {stage} stage"))
+    else:  # a lab's element tables: no counts to window
+        spectrum_length, channels = 0, (0, 0)
     train, val = (read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val"))
     scaler, spectra_only = None, None
     # the test split, read once, and only by the protocols that may read it

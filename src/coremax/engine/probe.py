@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from coremax.data.ratios import ElementRatios
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
 from coremax.eval.epo import blind, setting_directions, versions
@@ -22,6 +23,7 @@ from coremax.eval.weighting import choose_share
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
 ALPHAS = np.logspace(-5, 1, 13)
 EMBED_BATCH = 256
+SIDE_WEIGHTS = (0.0, 1.0, 3.0, 10.0, 30.0)  # finetune.elements: the ratios' scale beside the embedding, chosen on val
 
 
 def embed(task, model, rows: ArrayData) -> np.ndarray:
@@ -80,24 +82,57 @@ def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
     return weight, bias, chosen if share is None else {**chosen, "new_core_share": share, "new_core_loo_nrmse": loo_rmse}
 
 
-def fit_ridge_head(task, model, spectra: ArrayData | None = None) -> dict:
+def fit_ridge_head(task, model, spectra: ArrayData | None = None, elements: bool = False) -> tuple[dict, dict | None]:
     """Set `model.head` to the ridge solution per target (`fit_ridge`), blind to the scanner settings of
     `spectra` as a candidate when given (finetune.epo: `engine.data.setting_spectra`); returns what was chosen
-    per target (normalised units)."""
+    per target (normalised units) and, with `elements` (finetune.elements), the element head beside it.
+
+    The element head: the rows' element log-ratios (coremax.data.ratios.ElementRatios, standardised) join the
+    embedding in one ridge solve, scaled by each weight of SIDE_WEIGHTS times the embedding's typical feature sd
+    (0: the plain probe), the weight chosen per target on the validation rows; its part of the solution is kept
+    as `weight` (targets, parts), which prediction adds to the network's normalised output."""
     data = task.data
     f_tr, f_va = embed(task, model, data.train), embed(task, model, data.val)
     directions = None if spectra is None else \
         setting_directions(embed(task, model, spectra), spectra.frame["scanner"].to_numpy(str))
     y_tr, y_va = data.train.y.cpu().double().numpy(), data.val.y.cpu().double().numpy()
     new = data.new_core_rows()
-    weight, bias, chosen = np.zeros((len(data.targets), f_tr.shape[1])), np.zeros(len(data.targets)), {}
+    ratios = ElementRatios.fit(data.train.frame, "finetune.elements") if elements else None
+    sides, typical = [(0.0, None, None)], float(np.sqrt(f_tr.var(axis=0).mean()))
+    if ratios is not None:
+        sides = [(c, c * typical * ratios(data.train.frame), c * typical * ratios(data.val.frame)) for c in SIDE_WEIGHTS]
+    dim = f_tr.shape[1]
+    weight, bias, chosen = np.zeros((len(data.targets), dim)), np.zeros(len(data.targets)), {}
+    side_weight = np.zeros((len(data.targets), len(ratios.parts) if ratios else 0))
     for j, t in enumerate(data.targets):
         tr, va = ~np.isnan(y_tr[:, j]), ~np.isnan(y_va[:, j])
         if tr.sum() < 2 or va.sum() < 1:
             raise UserError(f"finetune.mode = \"ridge\" needs at least 2 labelled train rows and 1 labelled validation "
                             f"row of {t!r}; it has {int(tr.sum())} and {int(va.sum())}: add labels or use mode full.")
-        weight[j], bias[j], chosen[t] = fit_ridge(f_tr[tr], y_tr[tr, j], f_va[va], y_va[va, j], new[tr], directions)
+        best = None
+        for c, s_tr, s_va in sides:
+            both_tr = f_tr if s_tr is None else np.hstack([f_tr, s_tr])
+            both_va = f_va if s_va is None else np.hstack([f_va, s_va])
+            d = directions if directions is None or s_tr is None else \
+                np.hstack([directions, np.zeros((len(directions), s_tr.shape[1]))])  # the ratios are not blinded
+            w, b, info = fit_ridge(both_tr[tr], y_tr[tr, j], both_va[va], y_va[va, j], new[tr], d)
+            if best is None or info["val_nrmse"] < best[2]["val_nrmse"]:
+                best = (w, b, {**info, **({"element_weight": c} if ratios else {})}, c)
+        w, bias[j], chosen[t], c = best
+        weight[j] = w[:dim]
+        if ratios is not None:  # the same scaling as in the solve, folded into the weights
+            side_weight[j] = w[dim:] * c * typical if c else 0.0
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(weight))
         model.head.bias.copy_(torch.from_numpy(bias))
-    return chosen
+    head = None if ratios is None else {**ratios.state(), "weight": side_weight.tolist()}
+    return chosen, head
+
+
+def element_head(state: dict | None):
+    """rows -> the element head's addition to the network's normalised output (n, targets), or None."""
+    if not state:
+        return None
+    ratios = ElementRatios(state["parts"], state["floor"], state["mean"], state["std"])
+    weight = np.asarray(state["weight"], dtype=np.float64)
+    return lambda rows: ratios(rows, "this model (its head reads element log-ratios)") @ weight.T

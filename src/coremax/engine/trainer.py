@@ -41,6 +41,7 @@ class Task:
     stage = ""
     score = "val_loss"
     layer_decay = False
+    side = None  # rows' frame -> an addition to the normalised output (the element head of finetune.elements)
 
     def __init__(self, data: Prepared, rt: Runtime):
         self.data, self.rt = data, rt
@@ -64,7 +65,10 @@ class Task:
         out = [run(self.inputs(rows.get(idx).to(self.rt.device), train=False)).float().cpu()
                for idx in rows.batches(batch_size)]
         width = model.head.in_features if features else len(self.data.targets)
-        return torch.cat(out) if out else torch.zeros(0, width)
+        out = torch.cat(out) if out else torch.zeros(0, width)
+        if self.side is not None and not features:  # finetune.elements: the element head's part of the output
+            out = out + torch.from_numpy(self.side(rows.frame)).float()
+        return out
 
     def loss(self, model, x, y) -> torch.Tensor:
         raise NotImplementedError

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.dataset import load_info, load_split, spectra_array
+from coremax.data.dataset import load_info, load_split
+from coremax.data.elements import element_columns
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame
+from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame, \
+    spectra_rows
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 
@@ -21,7 +23,8 @@ MAX_REFERENCE_ROWS = 2000  # training rows used to describe the training distrib
 
 def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: str = "skip",
                 percentile: float = 99.0, allow_changed_data: bool = False) -> tuple[pd.DataFrame, list[str]]:
-    """Predict every spectrum under `raw` (all runs); returns the table and the warnings it raised."""
+    """Predict every spectrum under `raw` (all runs); returns the table and the warnings it raised. The table
+    also holds each spectrum's element intensities (coremax.data.elements), whatever the model reads."""
     exp = Experiment.open(data_root, name)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +39,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     meta, counts, skipped = read_folder(raw, kv=None, spectrum_length=cfg["data"]["spectrum_length"],
                                         on_error=on_error)
     core_names(meta, f"the folder {raw}")  # they name the profile figures
-    df = pd.concat([meta.reset_index(drop=True), pd.DataFrame(counts, columns=list(range(counts.shape[1])))], axis=1)
+    df = spectra_rows(meta, counts)
     val = load_split(data_root, dataset, "val")
     q = calibrate(pred, val, cfg["eval"]["interval"])
     table = predict_frame(pred, df, q).drop(columns=[t for t in pred.targets])
@@ -50,9 +53,8 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     table["flag_live_time"] = (table["live_time_s"] < live["min"] - 1e-9) | (table["live_time_s"] > live["max"] + 1e-9)
     train = load_split(data_root, dataset, "train")
     train = train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=0)
-    dist = Distance.fit(pred.embed(spectra_array(train)),
-                        pred.embed(spectra_array(val)), percentile)
-    table["ood_distance"] = dist(pred.embed(counts))
+    dist = Distance.fit(pred.embed(train), pred.embed(val), percentile)
+    table["ood_distance"] = dist(pred.embed(df))
     table["flag_ood"] = table["ood_distance"] > dist.threshold
     warnings = []
     for flag, what in (("flag_kv", f"were measured at another tube voltage than the training data ({info['kv']:g} kV)"),
@@ -70,6 +72,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     if skipped:
         warnings.append(f"warning: {len(skipped)} files could not be read and were skipped "
                         f"(first: {skipped[0]['file']}: {skipped[0]['reason']}).")
+    table = pd.concat([table, df[element_columns(df)]], axis=1)  # the lab's intensities beside the predictions
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     for core in table["core"].unique():

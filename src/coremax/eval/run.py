@@ -18,6 +18,7 @@ from coremax.data.bulk import TARGETS
 from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.transforms import window
 from coremax.engine.data import chosen_test_rows, core_label_mask, labelled
+from coremax.engine.probe import element_head
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.baselines import BASELINE_FILE, load_baseline
@@ -33,15 +34,17 @@ PRED_BATCH = 256
 
 @dataclass
 class Predictor:
+    """What a trained experiment does with rows of a data set or of newly read spectra (a DataFrame as
+    `load_split` or `spectra_rows` gives: metadata, the counts as integer columns, the element table)."""
     targets: list[str]
-    predict: Callable[[np.ndarray], np.ndarray]   # raw counts (n, L) -> target units (n, T), unbounded
-    embed: Callable[[np.ndarray], np.ndarray]     # raw counts (n, L) -> features for distribution checks
-    contents: tuple = TARGETS                     # targets that are contents in wt%: bounded to 0-100
+    predict: Callable[[pd.DataFrame], np.ndarray]   # rows -> target units (n, T), unbounded
+    embed: Callable[[pd.DataFrame], np.ndarray]     # rows -> features for distribution checks
+    contents: tuple = TARGETS                       # targets that are contents in wt%: bounded to 0-100
 
-    def bounded(self, x: np.ndarray) -> np.ndarray:
+    def bounded(self, rows: pd.DataFrame) -> np.ndarray:
         """Predictions in their bounds: contents in wt% within 0-100, other targets (an isotope ratio) as they
         are; a non-finite prediction is refused rather than clipped into a plausible number."""
-        p = np.asarray(self.predict(x), dtype=np.float64)
+        p = np.asarray(self.predict(rows), dtype=np.float64)
         if not np.isfinite(p).all():
             raise UserError(f"The model predicts a non-finite value for {int((~np.isfinite(p)).any(axis=1).sum())} of "
                             f"{len(p)} spectra; it is broken (train it again) or the spectra are damaged.")
@@ -99,8 +102,10 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
     if stage == "baseline":
         model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        return Predictor(list(model.targets), lambda x: model.predict(window(x, channels)),
-                         lambda x: _log_total_features(window(x, channels)), contents)
+        inputs = baseline_inputs(model, channels)
+        embed = (lambda rows: model.feature_space(inputs(rows))) if getattr(model, "inputs", "spectra") == "elements" \
+            else (lambda rows: _log_total_features(window(spectra_array(rows), channels)))
+        return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents)
     if stage != "finetune":
         raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
                         "baseline experiment.")
@@ -116,8 +121,32 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
         width = out[0].shape[1] if out else 0
         return np.concatenate(out) if out else np.zeros((0, width))
 
-    return Predictor(loaded.targets, lambda x: np.asarray(scaler.inverse(run(x, model))),
-                     lambda x: run(x, model.features), contents)
+    side = element_head(loaded.state.get("element_head"))  # finetune.elements: the head also reads ratios
+
+    def normalised(rows: pd.DataFrame) -> np.ndarray:
+        out = run(spectra_array(rows), model)
+        return out + side(rows) if side is not None else out
+
+    return Predictor(loaded.targets, lambda rows: np.asarray(scaler.inverse(normalised(rows))),
+                     lambda rows: run(spectra_array(rows), model.features), contents)
+
+
+def baseline_inputs(model, channels) -> Callable[[pd.DataFrame], object]:
+    """rows -> what the baseline reads: the energy window of the counts, or the element table (element
+    baselines; a data set of element tables alone has no counts)."""
+    if getattr(model, "inputs", "spectra") == "elements":  # files saved before element baselines: spectra
+        return lambda rows: model.inputs_of(rows, None)
+    return lambda rows: window(spectra_array(rows), channels)
+
+
+def spectra_rows(meta: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
+    """Newly read spectra as rows a Predictor takes: metadata, counts and their element table (fitted per run
+    group at each row's tube voltage)."""
+    from coremax.data.elements import fit_elements  # deferred: xraylib and scipy
+
+    meta = meta.reset_index(drop=True)
+    return pd.concat([meta, pd.DataFrame(counts, columns=list(range(counts.shape[1]))),
+                      fit_elements(counts, meta, kv=None)], axis=1)
 
 
 def load_network(exp: Experiment, device: str = "cpu"):
@@ -162,7 +191,7 @@ def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFr
     """One row per spectrum: core, depth, each target's measurement, prediction (contents within 0-100 wt%) and
     interval."""
     out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
-    p = pred.bounded(spectra_array(df))
+    p = pred.bounded(df)
     lo, hi = (pred.clip(b) for b in intervals(p, q))
     for j, t in enumerate(pred.targets):
         out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
@@ -175,7 +204,7 @@ def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFr
 def calibrate(pred: Predictor, val_df: pd.DataFrame, interval: float) -> np.ndarray:
     """Split-conformal half-widths per target from the absolute residuals on the validation rows."""
     val_df = labelled(val_df, pred.targets)
-    p = pred.bounded(spectra_array(val_df))
+    p = pred.bounded(val_df)
     return np.array([conformal_quantile(np.abs(val_df[t].to_numpy(np.float64) - p[:, j]), alpha=1 - interval)
                      for j, t in enumerate(pred.targets)])
 
