@@ -394,7 +394,8 @@ def test_fine_tuning_keeps_the_blind_head_blind_and_resumes_exactly(data_root, p
     from coremax.errors import UserError
 
     def every_target_blind(*a):  # the tiny archive's validation rows choose the plain head: say both chose blind
-        return {t: {**c, "epo": True} for t, c in fit_ridge_head(*a).items()}
+        chosen, head = fit_ridge_head(*a)
+        return {t: {**c, "epo": True} for t, c in chosen.items()}, head
     fit_ridge_head = stages.fit_ridge_head
     monkeypatch.setattr(stages, "fit_ridge_head", every_target_blind)
     args = (f'finetune.from="{pretrained}"', 'finetune.mode="lp_ft"', "finetune.epo=true", "optim.epochs=3",

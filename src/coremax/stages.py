@@ -13,9 +13,9 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
+from coremax.checks import check_parent, check_resumable, check_stage_keys
 from coremax.data.bulk import TARGETS
-from coremax.engine.data import Prepared, element_only_message, has_spectra, input_length, prepare_data, \
-    setting_spectra
+from coremax.engine.data import Prepared, input_length, prepare_data, setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.probe import element_head, fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
@@ -78,25 +78,8 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         data = prepare_data(data_root, stage, seed, **config["data"])
         mode = config["finetune"]["mode"] if stage == "finetune" else "full"
         epo = stage in ("finetune", "baseline") and config[stage]["epo"]
-        if stage == "baseline":
-            check_baseline_inputs(config, data)
-        if epo and stage == "baseline":
-            from coremax.baselines import METHODS  # deferred: scikit-learn, only for baselines
-            if not METHODS[config["baseline"]["method"]].reads_settings:
-                raise UserError(f"baseline.epo removes scanner directions from a baseline's features, which the "
-                                f"{config['baseline']['method']} calibration's log-ratios have none of; set "
-                                "baseline.epo = false.")
-        if epo and stage == "finetune" and mode not in ("ridge", "lp_ft"):
-            raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
-                            f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
-        if stage == "finetune" and config["finetune"]["elements"] and mode != "ridge":
-            raise UserError(f"finetune.elements adds the element log-ratios to the closed-form head, which "
-                            f"finetune.mode = {mode!r} does not fit; use mode \"ridge\" or set finetune.elements = "
-                            "false.")
         penalty = config["finetune"]["epo_penalty"] if stage == "finetune" else 0.0
-        if penalty and not (epo and mode == "lp_ft"):
-            raise UserError("finetune.epo_penalty keeps a ridge head fitted blind to the scanner blind while it is "
-                            "fine-tuned; it needs finetune.mode = \"lp_ft\" and finetune.epo = true, or set it to 0.")
+        check_stage_keys(config, data, mode)
         # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted (and
         # needs them again only for the penalty), a resumed baseline is fitted again
         spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) \
@@ -198,15 +181,6 @@ def test_reads(data: Prepared, config: dict) -> dict:
             "labels": sorted(picked["source_file"].astype(str))}
 
 
-def check_baseline_inputs(config: dict, data: Prepared) -> None:
-    """A baseline on spectra refuses a data set of element tables alone, before its folder exists."""
-    from coremax.baselines import make_baseline  # deferred: scikit-learn, only for baselines
-
-    b = config["baseline"]
-    if make_baseline(b["method"], b).inputs == "spectra" and not has_spectra(data.info):
-        raise UserError(element_only_message(config["data"]["dataset"], f"the {b['method']} baseline on spectra"))
-
-
 def run_baseline(exp: Experiment, data: Prepared, config: dict, log, spectra=None) -> None:
     """Fit a classical baseline on the labelled train rows; its hyperparameters are chosen on val rows (and, with
     the scanner settings' `spectra`, whether it is blind to them: baseline.epo)."""
@@ -245,68 +219,6 @@ def _create_on_all_ranks(data_root, config, resume, command, rt) -> Experiment:
         holder[0] = Experiment.create(data_root, config["experiment"]["name"], config, resume, command).name
     dist.broadcast_object_list(holder, src=0)
     return Experiment.open(data_root, holder[0])
-
-
-RESUME_MAY_CHANGE = ("runtime", "optim.epochs")  # how a run is executed, or extended; never what it is
-
-
-def config_change(frozen: dict, config: dict, may_change=()) -> tuple[str, object, object] | None:
-    """The first key whose value differs between an experiment's frozen config and `config`, as (key, frozen
-    value, new value), or None. Not compared: keys the frozen config lacks (added after it froze: their defaults
-    keep the old behaviour) and the sections or keys in `may_change`."""
-    for section, keys in config.items():
-        for key, value in keys.items():
-            if key not in frozen.get(section, {}) or section in may_change or f"{section}.{key}" in may_change:
-                continue
-            if frozen[section][key] != value:
-                return f"{section}.{key}", frozen[section][key], value
-    return None
-
-
-def check_resumable(data_root, config: dict) -> None:
-    """--resume touches nothing unless it can continue: the experiment exists, its last.pth reads, and the
-    overrides change only how it runs (or how long), never what it is."""
-    name = config["experiment"]["name"]
-    if not name or not (experiment_dir(data_root, name) / "config.toml").is_file():
-        raise UserError(f"Cannot resume {name!r}: there is no experiment of that name under "
-                        f"{Path(data_root) / 'experiments'}; drop --resume to start it, or check --name.")
-    exp = Experiment.open(data_root, name)
-    change = config_change(exp.config(), config, RESUME_MAY_CHANGE)
-    if change:
-        raise UserError(f"--resume continues {name!r} with its frozen config, but {change[0]} would change "
-                        f"from {change[1]!r} to {change[2]!r}; drop that override, or start a new experiment with "
-                        f"--config {exp.relpath(exp.config_file)} --name <new name>.")
-    last = exp.checkpoints / "last.pth"
-    if config["experiment"]["stage"] != "baseline":
-        if not last.is_file():
-            raise UserError(f"Nothing to resume: {name!r} has no checkpoints/last.pth (it stopped before its first "
-                            "epoch ended); delete its folder and start it again without --resume.")
-        ckpt.load(last)  # a truncated or foreign file is refused here, before config or status change
-
-
-def check_parent(path: Path, config: dict) -> dict:
-    """The parent checkpoint's state, read once, after checking that it has this run's energy window (another
-    window means other channels under the same position embeddings) and encoder shapes: refused before
-    anything is created."""
-    if not path.is_file():
-        raise UserError(f"finetune.from points at {path}, which does not exist; the parent has no checkpoint.")
-    state = ckpt.load(path)
-    if state.get("peft"):
-        raise UserError(f"finetune.from points at {path}, which holds only {state['config']['finetune']['mode']} "
-                        "weights; start from the pretrain experiment it adapts.")
-    parent = state.get("config", {})
-    parent_data = parent.get("data", {})
-    theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))
-    ours = list(config["data"]["channels"])
-    if theirs != ours:
-        raise UserError(f"The parent checkpoint {Path(path).name} of finetune.from was pretrained on the energy window "
-                        f"data.channels = {theirs}, this run asks for {ours}; set data.channels = {theirs}.")
-    for key in ("size", "patch_size"):  # the encoder's shapes: checked here, before any folder exists
-        if key in parent.get("model", {}) and parent["model"][key] != config["model"][key]:
-            raise UserError(f"The parent of finetune.from has model.{key} = {parent['model'][key]!r}, this run asks "
-                            f"for {config['model'][key]!r}; the encoder's shapes must match: set model.{key} = "
-                            f"{parent['model'][key]!r}.")
-    return state
 
 
 def _init_from_parent(model, parent: tuple[Path, str], state: dict, exp: Experiment, log, main: bool) -> None:

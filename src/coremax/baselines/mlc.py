@@ -23,7 +23,8 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from coremax.baselines.base import _plain, register
-from coremax.baselines.logratio import LogRatioBaseline, closed, clr
+from coremax.baselines.logratio import LogRatioBaseline, closed
+from coremax.data.ratios import REPLACE
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 from coremax.eval.metrics import rmse
@@ -77,14 +78,14 @@ class Mlc(LogRatioBaseline):
             self._rows(t, int(tr.sum()), int(va.sum()))
             f, z = f_tr[tr], z_tr[tr, j]
 
-            def fit_with(w, f=f, z=z, f_va=f_va[va], z_va=z_va[va, j]):
-                best = self._choose(f, z, f_va, z_va, w)  # (val RMSE, params, model): the grid point val picks
+            def fit_with(w, f=f, z=z, f_va=f_va[va], j=j, va=va):
+                best = self._choose_in_wt(f, z, f_va, Y_val[va], j, w)  # (val RMSE, params, model)
                 return [best], np.array([best[0] ** 2]), lambda i: [self._predict_without(f, z, best[1], w, i)]
             (score, params, model), share, loo = choose_share(new[tr], z, fit_with)
             w = None if not share else share_weights(new[tr], share)
             residuals[tr, j] = self._cv_residuals(f, z, params, w)
             self.models.append(model)
-            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse_logratio": float(score),
+            self.selected[t] = {**{k: _plain(v) for k, v in params.items()}, "val_rmse_chosen_on": float(score),
                                 "cv_sd_logratio": float(np.sqrt(np.mean(residuals[tr, j] ** 2))),
                                 "cv_folds": min(self.cv_folds, int(tr.sum())),
                                 "median_for_missing": float(self.medians[j])}
@@ -97,6 +98,22 @@ class Mlc(LogRatioBaseline):
             self.selected[t] = {**self.selected[t], "val_rmse": rmse(Y_val[va, j], pred[va, j]),
                                 **self._part_record()}
         return self
+
+    def _choose_in_wt(self, f, z, f_va, y_va: np.ndarray, j: int, w) -> tuple[float, dict, object]:
+        """(validation RMSE in wt%, hyperparameters, model) of the grid point that predicts content j best on the
+        validation rows, its coordinate closed with the other parts as measured there: an error in log-ratio
+        units would let a coordinate that is good on average blow up where exp() magnifies it."""
+        filled = self._filled(y_va)
+        rest = np.maximum(100.0 - filled.sum(axis=1), REPLACE * self.rest_limit)
+        others = (np.delete(filled, j, axis=1).sum(axis=1)) / rest  # sum over k != j of exp(z_k)
+        best = None
+        for params in self._grid(len(z), f.shape[1]):
+            model = self._fit_one(f, z, params, w)
+            e = np.exp(np.clip(np.ravel(model.predict(f_va)), -50, 50))
+            score = rmse(y_va[:, j], 100.0 * e / (1.0 + e + others))
+            if best is None or score < best[0]:
+                best = (score, params, model)
+        return best
 
     def _coordinates(self, Y: np.ndarray) -> np.ndarray:
         """z_j = ln(x_j / r) per row (NaN where part j is not measured)."""
