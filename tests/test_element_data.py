@@ -99,3 +99,24 @@ def test_the_hybrid_head_reads_msm_features_and_element_ratios(data_root, pretra
     assert np.isfinite(evaluate_experiment(data_root, "probe-hybrid")["rmse"]).all()
     with pytest.raises(UserError, match="finetune.elements"):
         train(data_root, "full-hybrid", "finetune", f'finetune.from="{pretrained}"', "finetune.elements=true")
+
+
+def test_pretraining_can_be_taught_the_element_ratios(data_root):
+    """model.aux_elements: the mean visible token also predicts the element log-ratios; the checkpoint keeps
+    their parts, rebuilds alone, and a fine-tune starts from its encoder."""
+    from coremax import checkpoint as ckpt
+    from coremax import models
+    from coremax.experiment import Experiment
+
+    plain = train(data_root, "aux0", "pretrain", "optim.epochs=1")
+    taught = train(data_root, "aux1", "pretrain", "optim.epochs=1", "model.aux_elements=1.0")
+    state = ckpt.load(taught.checkpoints / "best-model.pth")
+    assert "Ca" in state["aux_elements"]["parts"] and "aux_elements" not in ckpt.load(plain.checkpoints /
+                                                                                       "best-model.pth")
+    loaded = models.load(taught.checkpoints / "best-model.pth")
+    assert loaded.model.aux.out_features == len(state["aux_elements"]["parts"])
+    # the same draws, plus the ratios' error: the taught run's loss is the larger one
+    a, b = (e.read_result("history")["train_loss"].iloc[0] for e in (plain, taught))
+    assert b > a
+    ft = train(data_root, "aux-ft", "finetune", 'finetune.mode="ridge"', 'finetune.from="aux1"')
+    assert Experiment.open(data_root, ft.name).status() == "completed"

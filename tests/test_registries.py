@@ -106,9 +106,10 @@ def test_a_model_size_is_one_entry(data_root):
 
 def test_a_study_method_is_one_entry(data_root, pretrained):
     from coremax import study as studylib
+    from coremax.study_methods import NEURAL
     from coremax.sweep import runs
 
-    studylib.NEURAL["msm-toyprobe"] = ("linear_probe", True)
+    NEURAL["msm-toyprobe"] = ("linear_probe", True)
     try:
         study = configlib.resolve(None, [f'study.pretrain="{pretrained}"', 'study.methods=["msm-toyprobe"]',
                                          "study.budgets=[20]", "study.seeds=[0]", 'study.name="toy-m"'],
@@ -119,7 +120,7 @@ def test_a_study_method_is_one_entry(data_root, pretrained):
         summary = studylib.run_study(data_root, study, log=lambda *a: None)
         assert set(summary["method"]) >= {"msm-toyprobe"}
     finally:
-        studylib.NEURAL.pop("msm-toyprobe")
+        NEURAL.pop("msm-toyprobe")
 
 
 def test_a_sweep_sampler_is_one_entry(data_root, tmp_path):

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from coremax import config as configlib
+from coremax.bench_elements import element_fit_seconds
 from coremax.data.dataset import build_dataset, load_arrays
 from coremax.data.raw import read_folder
 from coremax.data.simulate import simulate_archive
@@ -157,16 +158,6 @@ def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:
             show(" | ".join(rows[0]))
         show(" | ".join(str(v) for v in rows[-1].values()))
     return pd.DataFrame(rows)
-
-
-def element_fit_seconds(meta, counts) -> tuple[float, int]:
-    """Seconds to fit every spectrum into element intensities (coremax.data.elements: one calibration per run
-    group, then batched solves), and the number of run groups."""
-    from coremax.data.elements import fit_elements  # deferred: xraylib, only for this benchmark
-
-    t0 = time.perf_counter()
-    fit_elements(counts, meta, 10.0)
-    return time.perf_counter() - t0, int(meta.groupby(["core", "scanner"]).ngroups)
 
 
 def bench_data(spectra: int, workers: int, show=print) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from coremax import checkpoint as ckpt
-from coremax.engine.data import Prepared, element_only_message, has_spectra
+from coremax.data.dataset import element_only_message, has_spectra
+from coremax.engine.data import Prepared
 from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.paths import experiment_dir

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from coremax import config as configlib
 from coremax import checkpoint as ckpt
 from coremax.checks import check_parent, check_resumable, check_stage_keys
 from coremax.data.bulk import TARGETS
+from coremax.data.ratios import ElementRatios
 from coremax.engine.data import Prepared, input_length, prepare_data, setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.probe import element_head, fit_ridge_head
@@ -114,9 +116,13 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         with exp.run(main_process=rt.main) as log:
             for note in notes:
                 log.info("config_note", note=note)
-            model = build_model(stage, len(data.targets), input_length(config["data"]), **config["model"])
+            # model.aux_elements: pretraining also predicts the element log-ratios (the spectra's own targets)
+            aux = element_targets(data) if stage == "pretrain" and config["model"]["aux_elements"] else None
+            model = build_model(stage, len(aux.parts) if aux else len(data.targets), input_length(config["data"]),
+                                **config["model"])
             # Everything needed to use the checkpoint without the experiment folder or the data set.
-            extra = {"input_length": input_length(config["data"]), "targets": data.targets}
+            extra = {"input_length": input_length(config["data"]), "targets": data.targets,
+                     **({"aux_elements": aux.state()} if aux else {})}
             if data.scaler is not None:
                 extra["target_scaler"] = data.scaler.state_dict()
             if data.channel_stats is not None:
@@ -150,6 +156,15 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         return exp
     finally:
         cleanup(rt)
+
+
+def element_targets(data: Prepared) -> ElementRatios:
+    """model.aux_elements: each pretraining row's standardised element log-ratios as its target (train and
+    validation rows, the parts and moments from the training rows), and the ratios that make them."""
+    ratios = ElementRatios.fit(data.train.frame, "model.aux_elements")
+    for part in (data.train, data.val):
+        part.y = torch.from_numpy(ratios(part.frame, "model.aux_elements").astype(np.float32))
+    return ratios
 
 
 def _attach_peft(model, fine: dict, parent, exp: Experiment, resume: bool, log) -> dict:

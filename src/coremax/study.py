@@ -23,45 +23,17 @@ import pandas as pd
 
 from coremax import config as configlib
 from coremax import suggest
-from coremax.baselines import METHODS as BASELINES
 from coremax.data.bulk import labelled_mask
-from coremax.data.dataset import load_arrays, load_split, spectra_array
+from coremax.data.dataset import load_arrays, load_split
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
+from coremax.study_methods import baseline_methods, methods, neural_methods
 from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, test_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
-# The study's neural methods: (finetune.mode, starts from the pretraining); every registered baseline
-# (coremax.baselines) is a method too, under its baseline.method. A new method is one line here.
-NEURAL = {"msm": ("full", True), "msm-probe": ("ridge", True), "msm-lpft": ("lp_ft", True),
-          "msm-lora": ("lora", True), "msm-adapter": ("adapter", True), "scratch": ("full", False)}
-
-
-def neural_methods() -> dict[str, tuple[str, bool, dict]]:
-    """The study's neural methods as (finetune.mode, starts from the pretraining, overrides): NEURAL, and
-    `<method>-elements` for the closed-form heads, which may also read the element log-ratios (finetune.elements:
-    the hybrid of MSM features and the lab's ratios)."""
-    out = {m: (mode, pretrained, {}) for m, (mode, pretrained) in NEURAL.items()}
-    out.update({f"{m}-elements": (mode, pretrained, {"finetune.elements": True})
-                for m, (mode, pretrained) in NEURAL.items() if mode == "ridge"})
-    return out
-
-
-def baseline_methods() -> dict[str, dict]:
-    """The study methods of the classical baselines and their overrides: each under its baseline.method, and
-    `<method>-elements` for those that can also read the element table (baseline.features)."""
-    out = {m: {"baseline.method": m} for m in BASELINES}
-    out.update({f"{m}-elements": {"baseline.method": m, "baseline.features": "elements"}
-                for m, cls in BASELINES.items() if "features" in cls.config_keys})
-    return out
-
-
-def methods() -> tuple[str, ...]:
-    """Every study method, in table order: the neural ones, then the baselines."""
-    return (*neural_methods(), *baseline_methods())
 # protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
 PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
              "new-cores-labels": ("-labels", True, True)}
@@ -141,8 +113,9 @@ def study_sweep(study: dict, protocol: str = "new-cores") -> dict:
     grid = {"data.test_labels": list(study["test_labels"]),
             "data.test_label_rows": list(selection_files(study).values())} if labels else \
         {"data.max_labels": list(study["budgets"])}
-    return {**defaults, "name": study["name"] + suffix,
-            "overrides": {"data.dataset": study["dataset"], **({"data.max_labels": 0} if labels else {})},
+    return {**defaults, "name": study["name"] + suffix, "metrics": [f"val_rmse_{t}" for t in study["targets"]],
+            "overrides": {"data.dataset": study["dataset"], "data.targets": list(study["targets"]),
+                          **({"data.max_labels": 0} if labels else {})},
             "seeds": list(study["seeds"]), "grid": grid, "variants": variants, "parent": parent, "test": True}
 
 

@@ -4,7 +4,8 @@ log-ratios at once, so the predicted composition is closed.
 The composition is the content targets (CaCO3, TOC, element contents such as `Ca (wt%)`) plus the remainder r to
 100 wt%. Each part's additive log-ratio z_j = ln(x_j / r) is a linear model of the centred log-ratios of the
 intensity parts: ridge (its strength) or PLS (its component count), both offered and chosen per coordinate on the
-validation rows by RMSE in log-ratio units. The back-transform x_j = 100 exp(z_j) / (1 + sum_k exp(z_k)) gives parts
+validation rows by the RMSE of its content in wt% (the coordinate closed with the other parts as measured there):
+in log-ratio units a coordinate that is good on average may blow up where exp() magnifies it. The back-transform x_j = 100 exp(z_j) / (1 + sum_k exp(z_k)) gives parts
 that are never negative and, with the remainder, sum to 100.
 
 Missing lab values (TOC is missing on ~15 % of samples): coordinate j is fitted on the rows where part j is

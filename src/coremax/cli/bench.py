@@ -47,7 +47,15 @@ def bench_data_main(argv=None) -> None:
                                             "size on disk, the time to read its energy window and peak RSS.")
     p.add_argument("--spectra", type=int, default=20_000, help="pool size (the 10^6 target: 1000000)")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--elements", action="store_true",
+                   help="instead: the element fit against the simulator's truth on the embedded archive (per "
+                        "element r, scale, repeated-measurement scatter over the reported sd) and its spectra/s")
     args = p.parse_args(argv)
     if args.spectra < 1 or args.workers < 1:
         raise UserError("--spectra and --workers must be at least 1.")
+    if args.elements:
+        from coremax.bench_elements import against_truth  # deferred
+
+        against_truth()
+        return
     bench_data(args.spectra, args.workers)

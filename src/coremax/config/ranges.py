@@ -24,6 +24,7 @@ RANGES = {
     "model.vsc_dim": ("x >= 1", lambda x: x >= 1),
     "model.vsc_beta": ("x >= 0", lambda x: x >= 0),  # 0: the code is free, an autoencoder bottleneck beside the tokens
     "model.vsc_alpha": ("0 < x < 1", lambda x: 0 < x < 1),  # the KL takes log(alpha) and log(1 - alpha)
+    "model.aux_elements": ("x >= 0", lambda x: x >= 0),
     "optim.batch_size": ("x >= 1", lambda x: x >= 1),
     "optim.epochs": ("x >= 1", lambda x: x >= 1),
     "optim.blr": ("x > 0", lambda x: x > 0),

@@ -102,6 +102,17 @@ def load_info(data_root, name: str) -> dict:
     return read_toml(path)
 
 
+def has_spectra(info: dict) -> bool:
+    """Whether a data set holds spectra (one built from a lab's element tables alone does not)."""
+    return bool(info.get("elements", {}).get("spectra", True))
+
+
+def element_only_message(dataset: str, what: str) -> str:
+    return (f"The data set {dataset!r} holds element tables only (no spectra), which {what} needs; use --stage "
+            "baseline with baseline.method = ratio, mlc or lrce (or nmf_svr/pls with baseline.features = "
+            "\"elements\"), or build a data set from the spectra.")
+
+
 def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
     """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
     is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""

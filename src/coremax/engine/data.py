@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from coremax.data.bulk import TARGETS, labelled_mask
-from coremax.data.dataset import load_arrays, load_info
+from coremax.data.dataset import element_only_message, has_spectra, load_arrays, load_info
 from coremax.data.shards import Shards
 from coremax.data.transforms import TargetScaler, check_window, make_transform, needs_statistics, window
 from coremax.errors import UserError
@@ -187,17 +187,6 @@ def unlabelled(rows: Rows, info: dict) -> Rows:
     that nothing downstream can read a test label."""
     meta, x = rows
     return meta.drop(columns=[c for c in info.get("targets", {}) if c in meta.columns]), x
-
-
-def has_spectra(info: dict) -> bool:
-    """Whether a data set holds spectra (one built from a lab's element tables alone does not)."""
-    return bool(info.get("elements", {}).get("spectra", True))
-
-
-def element_only_message(dataset: str, what: str) -> str:
-    return (f"The data set {dataset!r} holds element tables only (no spectra), which {what} needs; use --stage "
-            "baseline with baseline.method = ratio, mlc or lrce (or nmf_svr/pls with baseline.features = "
-            "\"elements\"), or build a data set from the spectra.")
 
 
 def check_targets(targets: list[str], info: dict, dataset: str) -> None:

@@ -82,7 +82,7 @@ class PretrainTask(Task):
     stage = "pretrain"
 
     def loss(self, model, x, y):
-        return model(x)[0]
+        return model(x, aux_target=y)[0]  # y: the element log-ratios of model.aux_elements, else None
 
     @torch.no_grad()
     def validate(self, model, val, batch_size):
@@ -91,8 +91,9 @@ class PretrainTask(Task):
             torch.manual_seed(VAL_SEED)
             for idx in val.batches(batch_size):
                 x = self.inputs(val.get(idx).to(self.rt.device), train=False)
+                y = val.y[idx].to(self.rt.device) if val.y is not None else None
                 with self.rt.autocast():
-                    total += model(x)[0].float() * len(idx)
+                    total += model(x, aux_target=y)[0].float() * len(idx)
                 count += len(idx)
         return {"val_loss": float(total) / max(count, 1)}
 

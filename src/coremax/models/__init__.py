@@ -40,14 +40,16 @@ def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *,
                 patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
                 norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
                 head_layers: int = 1, latent: str = "plain", vsc_dim: int = 32, vsc_beta: float = 1e-5,
-                vsc_alpha: float = 0.1) -> nn.Module:
+                vsc_alpha: float = 0.1, aux_elements: float = 0.0) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining (with a spike-and-slab code when
-    latent = "vsc"), the regressor otherwise."""
+    latent = "vsc"; with `aux_elements` > 0 its mean visible token also predicts `num_targets` element
+    log-ratios), the regressor otherwise."""
     dims = _size(size)
     if stage == "pretrain":
         return MaX(input_channels, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
                    norm_pix_loss=norm_pix_loss, drop_path=drop_path,
-                   code=latent_code(latent, vsc_dim, vsc_beta, vsc_alpha))
+                   code=latent_code(latent, vsc_dim, vsc_beta, vsc_alpha), aux_dim=num_targets,
+                   aux_weight=aux_elements)
     return Regressor(num_targets, input_channels, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
                      global_pool=global_pool, drop_path=drop_path, head_layers=head_layers)
 
@@ -98,7 +100,8 @@ def load(path, device: str = "cpu") -> Loaded:
     try:
         stage, data = state["stage"], cfg["data"]
         length = state.get("input_length", data["channels"][1] - data["channels"][0])
-        model = build_model(stage, len(state.get("targets", [])), length, **cfg["model"])
+        aux = state.get("aux_elements")  # a pretraining taught the element log-ratios: their parts
+        model = build_model(stage, len(aux["parts"] if aux else state.get("targets", [])), length, **cfg["model"])
         if state.get("peft"):  # adapter weights only: the base checkpoint's encoder under them
             peft.rebuild(model, state, Path(path))
         else:

@@ -30,7 +30,7 @@ class MaX(nn.Module):
                  num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
                  norm_pix_loss: bool = False, drop_path: float = 0.0,
-                 code: Callable[[int, int], SpikeSlab] | None = None):
+                 code: Callable[[int, int], SpikeSlab] | None = None, aux_dim: int = 0, aux_weight: float = 0.0):
         super().__init__()
         if loss_on not in ("masked", "all"):
             raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")
@@ -50,6 +50,12 @@ class MaX(nn.Module):
         # `code` (embed_dim, decoder_dim) -> the spike-and-slab layers (vsc.latent_code), built last and only when
         # asked: the plain model keeps its parameters, state_dict keys and random draws.
         self.code = code(embed_dim, decoder_dim) if code is not None else None
+        # model.aux_elements: the mean visible token also predicts the spectrum's element log-ratios (built after
+        # everything else, so that a model without it keeps its parameters and draws)
+        self.aux = nn.Linear(embed_dim, aux_dim) if aux_dim and aux_weight > 0 else None
+        self.aux_weight = float(aux_weight)
+        if self.aux is not None:
+            self.aux.apply(init_weights)
 
     def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
         """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""
@@ -69,14 +75,15 @@ class MaX(nn.Module):
             t = (t - t.mean(-1, keepdim=True)) / (t.var(-1, keepdim=True) + 1e-6).sqrt()
         return t
 
-    def forward(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None):
+    def forward(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None, aux_target=None):
         """Returns (loss, prediction (B, N, P), mask (B, N) with 1 = masked)."""
-        out = self.terms(x, mask_ratio, generator)
+        out = self.terms(x, mask_ratio, generator, aux_target)
         return out["loss"], out["pred"], out["mask"]
 
-    def terms(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None) -> dict:
+    def terms(self, x: torch.Tensor, mask_ratio: float | None = None, generator=None, aux_target=None) -> dict:
         """The forward pass with its loss apart: loss (what training minimises) = recon (the reconstruction error)
-        + code.beta * kl (the spike-and-slab KL; 0 without a code), pred, mask."""
+        + code.beta * kl (the spike-and-slab KL; 0 without a code) + aux_weight * the error of the element
+        log-ratios predicted from the mean visible token (`aux_target`, with model.aux_elements), pred, mask."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         check_ratio(ratio)
         tokens = self.encoder.embed(x)
@@ -86,6 +93,8 @@ class MaX(nn.Module):
         code, kl = (None, None) if self.code is None else self.code(latent, generator)
         pred = self.decode(latent, ids_restore, code)
         recon = self.loss(x, pred, mask)
+        if self.aux is not None and aux_target is not None:
+            recon = recon + self.aux_weight * ((self.aux(latent[:, 1:].mean(1)).float() - aux_target) ** 2).mean()
         if kl is None:
             return {"loss": recon, "recon": recon, "kl": torch.zeros_like(recon), "pred": pred, "mask": mask}
         return {"loss": recon + self.code.beta * kl, "recon": recon, "kl": kl, "pred": pred, "mask": mask}
