@@ -11,14 +11,14 @@ import pandas as pd
 import torch
 
 from coremax.data.dataset import load_info, load_split, spectra_array
+from coremax.data.elements import spectra_rows
 from coremax.data.raw import read_folder
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.figures import plot_suggestions
-from coremax.eval.run import Distance, baseline_inputs, check_trained, core_names, load_network, load_predictor, \
-    spectra_rows
+from coremax.eval.run import Distance, baseline_inputs, check_trained, core_names, load_network, load_predictor
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
 from coremax.experiment import Experiment
 from coremax.io import atomic_path

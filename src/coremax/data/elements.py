@@ -259,6 +259,14 @@ def _scatter(counts: np.ndarray, table: pd.DataFrame, kv: float) -> tuple[np.nda
     return gross, np.sqrt(np.maximum(gross, 1.0))
 
 
+def spectra_rows(meta: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
+    """Newly read spectra as the rows a Predictor takes (coremax.eval.run): metadata, the counts as integer
+    columns and their element table, fitted per run group at each row's tube voltage."""
+    meta = meta.reset_index(drop=True)
+    return pd.concat([meta, pd.DataFrame(counts, columns=list(range(counts.shape[1]))),
+                      fit_elements(counts, meta, kv=None)], axis=1)
+
+
 def element_columns(frame: pd.DataFrame) -> list[str]:
     """The element-table columns of a frame (areas, sds, chi2, throughput, the run's calibration)."""
     extra = {"chi2", "throughput_cps", "offset_kev", "gain_kev", "noise_kev"}

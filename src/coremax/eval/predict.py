@@ -9,12 +9,11 @@ import numpy as np
 import pandas as pd
 
 from coremax.data.dataset import load_info, load_split
-from coremax.data.elements import element_columns
+from coremax.data.elements import element_columns, spectra_rows
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame, \
-    spectra_rows
+from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 

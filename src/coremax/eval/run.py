@@ -139,16 +139,6 @@ def baseline_inputs(model, channels) -> Callable[[pd.DataFrame], object]:
     return lambda rows: window(spectra_array(rows), channels)
 
 
-def spectra_rows(meta: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
-    """Newly read spectra as rows a Predictor takes: metadata, counts and their element table (fitted per run
-    group at each row's tube voltage)."""
-    from coremax.data.elements import fit_elements  # deferred: xraylib and scipy
-
-    meta = meta.reset_index(drop=True)
-    return pd.concat([meta, pd.DataFrame(counts, columns=list(range(counts.shape[1]))),
-                      fit_elements(counts, meta, kv=None)], axis=1)
-
-
 def load_network(exp: Experiment, device: str = "cpu"):
     """(network, input transform from raw counts of the full spectrum, checkpoint state) of a pretrain or
     finetune experiment's best-model.pth: `coremax.models.load`, which needs nothing but the checkpoint."""
