@@ -78,7 +78,7 @@ def test_the_hybrid_head_reads_msm_features_and_element_ratios(data_root, pretra
     from coremax.eval.run import load_predictor
     from coremax.experiment import Experiment
 
-    common = ('finetune.mode="ridge"', f'finetune.from="{pretrained}"')
+    common = ('finetune.mode="ridge"', f'finetune.from="{pretrained}"', "finetune.epo=true")
     train(data_root, "probe-plain", "finetune", *common)
     train(data_root, "probe-hybrid", "finetune", *common, "finetune.elements=true")
     state = ckpt.load(Experiment.open(data_root, "probe-hybrid").checkpoints / "best-model.pth")

@@ -114,7 +114,7 @@ def fit_ridge_head(task, model, spectra: ArrayData | None = None, elements: bool
             both_tr = f_tr if s_tr is None else np.hstack([f_tr, s_tr])
             both_va = f_va if s_va is None else np.hstack([f_va, s_va])
             d = directions if directions is None or s_tr is None else \
-                np.hstack([directions, np.zeros((len(directions), s_tr.shape[1]))])  # the ratios are not blinded
+                np.vstack([directions, np.zeros((s_tr.shape[1], directions.shape[1]))])  # ratios are not blinded
             w, b, info = fit_ridge(both_tr[tr], y_tr[tr, j], both_va[va], y_va[va, j], new[tr], d)
             if best is None or info["val_nrmse"] < best[2]["val_nrmse"]:
                 best = (w, b, {**info, **({"element_weight": c} if ratios else {})}, c)
