@@ -251,8 +251,8 @@ class _Term(torch.nn.Module):
         super().__init__()
         self.model, self.term = model, term
 
-    def forward(self, x):
-        out = self.model.terms(x)
+    def forward(self, x, aux_target=None):
+        out = self.model.terms(x, aux_target=aux_target)
         return out[self.term], out["pred"], out["mask"]
 
 
