@@ -100,7 +100,8 @@ def fit_ridge_head(task, model, spectra: ArrayData | None = None, elements: bool
     ratios = ElementRatios.fit(data.train.frame, "finetune.elements") if elements else None
     sides, typical = [(0.0, None, None)], float(np.sqrt(f_tr.var(axis=0).mean()))
     if ratios is not None:
-        sides = [(c, c * typical * ratios(data.train.frame), c * typical * ratios(data.val.frame)) for c in SIDE_WEIGHTS]
+        z_tr, z_va = typical * ratios(data.train.frame), typical * ratios(data.val.frame)  # each computed once
+        sides = [(c, c * z_tr, c * z_va) for c in SIDE_WEIGHTS]
     dim = f_tr.shape[1]
     weight, bias, chosen = np.zeros((len(data.targets), dim)), np.zeros(len(data.targets)), {}
     side_weight = np.zeros((len(data.targets), len(ratios.parts) if ratios else 0))
