@@ -39,9 +39,8 @@ def train(data_root, name, stage, *overrides, resume=False):
     return run_stage(cfg, data_root, resume=resume, command=["pytest", name])
 
 
-def interrupted_then_resumed(data_root, name, stage, *overrides, monkeypatch):
-    """Train, stopped by a KeyboardInterrupt in the third epoch's validation, then resume: the run a killed job
-    leaves and its --resume."""
+def interrupted(data_root, name, stage, *overrides, monkeypatch, at: int = 3):
+    """Train, stopped by a KeyboardInterrupt in the validation of epoch `at`: the run a killed job leaves."""
     from coremax.engine import trainer
     from coremax.experiment import Experiment
 
@@ -49,18 +48,24 @@ def interrupted_then_resumed(data_root, name, stage, *overrides, monkeypatch):
     calls = {"n": 0}
     original = task.validate
 
-    def stop_in_third_epoch(self, *a, **k):
+    def stop_in_epoch(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(task, "validate", stop_in_third_epoch)
+    monkeypatch.setattr(task, "validate", stop_in_epoch)
     with pytest.raises(KeyboardInterrupt):
         train(data_root, name, stage, *overrides)
     assert Experiment.open(data_root, name).provenance()["status"] == "interrupted"
-    assert len(Experiment.open(data_root, name).read_result("history")) == 2
+    assert len(Experiment.open(data_root, name).read_result("history")) == at - 1
     monkeypatch.setattr(task, "validate", original)
+
+
+def interrupted_then_resumed(data_root, name, stage, *overrides, monkeypatch):
+    """Train, stopped by a KeyboardInterrupt in the third epoch's validation, then resume: the run a killed job
+    leaves and its --resume."""
+    interrupted(data_root, name, stage, *overrides, monkeypatch=monkeypatch)
     train(data_root, name, stage, *overrides, resume=True)
 
 

@@ -69,7 +69,8 @@ def test_mixed_kv_is_refused(tmp_path):
     raw = make_raw(tmp_path)
     odd = sorted((raw / "A-1" / "Run 1 at  10kV").iterdir())[0]
     meta, counts = read_spe(odd)
-    write_spe(odd, counts, {**meta, "kv": 30.0})  # a 30 kV spectrum filed under the 10 kV run
+    odd.unlink()  # a 30 kV spectrum (its header and name say so) filed under the 10 kV run
+    write_spe(odd.with_name(odd.name.replace("10kV", "30kV")), counts, {**meta, "kv": 30.0})
     with pytest.raises(UserError, match="mix 10, 30 kV.*A-1_0010"):
         read_folder(raw, kv=10)
 

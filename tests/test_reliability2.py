@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from conftest import train
+from conftest import interrupted, train
 from coremax.data.dataset import build_dataset, load_info, load_split
 from coremax.engine import trainer
 from coremax.errors import UserError
@@ -268,7 +268,7 @@ def test_a_live_run_or_sweep_is_not_resumed_or_rerun_by_another_process(tmp_path
     fd = try_lock(exp.path / ".lock")  # as the process that runs it would
     try:
         with pytest.raises(UserError, match="being run by another process"):
-            train(tmp_path, "live", "pretrain", "optim.epochs=2", resume=True)
+            train(tmp_path, "live", "pretrain", "optim.epochs=1", resume=True)
     finally:
         os.close(fd)
     assert {p: p.read_bytes() for p in exp.path.rglob("*") if p.is_file()} == before
@@ -372,7 +372,7 @@ def test_a_core_scanned_twice_keeps_both_runs_on_one_side(tmp_path, data_root):
     assert len(rows) == 2 * sum(1 for _ in first.iterdir())
 
 
-def test_an_experiment_moved_with_rsync_tests_and_resumes_there(tmp_path, data_root):
+def test_an_experiment_moved_with_rsync_tests_and_resumes_there(tmp_path, data_root, monkeypatch):
     """rsync -a where it is installed, else cp -a (the same: files, times, modes and links as they are)."""
     import subprocess
 
@@ -380,13 +380,14 @@ def test_an_experiment_moved_with_rsync_tests_and_resumes_there(tmp_path, data_r
 
     here = tmp_path / "here"
     shutil.copytree(data_root / "datasets", here / "datasets")
-    train(here, "moving", "finetune", "optim.epochs=1")
+    interrupted(here, "moving", "finetune", "optim.epochs=2", monkeypatch=monkeypatch, at=2)
     there = tmp_path / "there"
     copy = ["rsync", "-a", f"{here}/", f"{there}/"] if shutil.which("rsync") else ["cp", "-a", str(here), str(there)]
     subprocess.run(copy, check=True)
-    assert not evaluate_experiment(there, "moving").empty  # its pickles were signed on this machine
-    train(there, "moving", "finetune", "optim.epochs=2", resume=True)
     from coremax.experiment import Experiment
 
+    assert len(Experiment.open(there, "moving").read_result("history")) == 1  # signed on this machine
+    train(there, "moving", "finetune", "optim.epochs=2", resume=True)
     assert Experiment.open(there, "moving").status() == "completed"
     assert list(Experiment.open(there, "moving").read_result("history")["epoch"]) == [1, 2]
+    assert not evaluate_experiment(there, "moving").empty

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, interrupted_then_resumed, train
+from conftest import ROOT, interrupted, interrupted_then_resumed, train
 from coremax.data.dataset import load_split
 from coremax import checkpoint as ckpt
 from coremax.engine import trainer
@@ -221,10 +221,10 @@ def test_resume_without_last_checkpoint_or_with_a_damaged_one_is_refused(data_ro
     last.write_bytes(last.read_bytes()[:1000])  # truncated
     before = exp.provenance_file.read_bytes()
     with pytest.raises(UserError, match="cannot be read safely"):
-        train(tmp_path, "short", "pretrain", "optim.epochs=2", resume=True)
+        train(tmp_path, "short", "pretrain", "optim.epochs=1", resume=True)
     last.unlink()
     with pytest.raises(UserError, match="Nothing to resume"):
-        train(tmp_path, "short", "pretrain", "optim.epochs=2", resume=True)
+        train(tmp_path, "short", "pretrain", "optim.epochs=1", resume=True)
     assert exp.provenance_file.read_bytes() == before
 
 
@@ -233,7 +233,7 @@ def test_resumed_finetune_needs_no_parent_and_keeps_its_command(data_root, tmp_p
 
     shutil.copytree(data_root / "datasets", tmp_path / "datasets")
     train(tmp_path, "p", "pretrain", "optim.epochs=1")
-    train(tmp_path, "f", "finetune", "optim.epochs=1", 'finetune.from="p"')
+    interrupted(tmp_path, "f", "finetune", "optim.epochs=2", 'finetune.from="p"', monkeypatch=monkeypatch, at=2)
     shutil.rmtree(tmp_path / "experiments" / "p")
     train(tmp_path, "f", "finetune", "optim.epochs=2", 'finetune.from="p"', resume=True)
     prov = Experiment.open(tmp_path, "f").provenance()
@@ -299,14 +299,14 @@ def test_provenance_holds_device_and_packages_and_tensorboard_scalars(data_root,
     assert val == pytest.approx(tb.read_result("history")["val_rmse_CaCO3"].tolist())
 
 
-def test_resume_accepts_a_key_added_after_the_run_froze(data_root, tmp_path):
+def test_resume_accepts_a_key_added_after_the_run_froze(data_root, tmp_path, monkeypatch):
     """A run frozen before a config key existed resumes at that key's default (which keeps the old behaviour)."""
     import shutil
 
     from coremax.io import read_toml, write_toml
 
     shutil.copytree(data_root / "datasets", tmp_path / "datasets")
-    train(tmp_path, "old", "pretrain", "optim.epochs=1")
+    interrupted(tmp_path, "old", "pretrain", "optim.epochs=2", monkeypatch=monkeypatch, at=2)
     exp = Experiment.open(tmp_path, "old")
     frozen = read_toml(exp.config_file)
     del frozen["model"]["head_layers"], frozen["data"]["test_labels"]

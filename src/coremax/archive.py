@@ -15,10 +15,14 @@ import zlib
 from pathlib import Path
 
 from coremax.errors import UserError
-from coremax.io import atomic_path, file_sha256, parse_toml, read_toml, sign, utc_now, write_toml
+from coremax.io import (atomic_path, file_sha256, load_results, parse_toml, read_toml, sign, signed, utc_now,
+                        write_toml)
 from coremax.paths import check_name
 
 MANIFEST = "MANIFEST.toml"
+# The manifest's signature with the packing machine's key: only that key tells a copy of an archive packed here from
+# one whose files and manifest someone rewrote together (a manifest alone is only self-consistent).
+SIGNATURE = MANIFEST + ".hmac"
 KINDS = {"experiment": "experiments", "dataset": "datasets"}
 
 
@@ -32,7 +36,8 @@ def _folder(data_root, kind: str, name: str) -> Path:
 
 
 def manifest(folder: Path) -> dict:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in
+                   (MANIFEST, SIGNATURE))
     return {"files": {p.relative_to(folder).as_posix(): file_sha256(p) for p in files},
             # the sizes cap what unpacking may write: a member claiming more is refused before extraction
             "sizes": {p.relative_to(folder).as_posix(): p.stat().st_size for p in files}}
@@ -42,6 +47,7 @@ def pack(data_root, kind: str, name: str, out: str | Path) -> Path:
     folder = _folder(data_root, kind, name)
     man = {"kind": kind, "name": name, "created_utc": utc_now(), **manifest(folder)}
     write_toml(folder / MANIFEST, man)
+    sign(folder / MANIFEST)
     out = Path(out)
     with atomic_path(out) as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
@@ -67,11 +73,14 @@ def check(folder: str | Path) -> list[str]:
 
 def trust(folder: str | Path) -> int:
     """Sign every results pickle under `folder` with this machine's key: the user vouches for where it came
-    from, so CoreMAX may read them (they can run code)."""
+    from, so CoreMAX may read them. Each is first read as a result (io.load_results, which runs nothing): one
+    holding anything else is refused, naming it, and nothing is signed."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder} is not a folder; give an experiment folder or a data root.")
     pickles = [p for p in sorted(folder.rglob("*.pkl")) if p.is_file() and not p.is_symlink()]
+    for p in pickles:
+        load_results(p.read_bytes(), p)
     for p in pickles:
         sign(p)
     return len(pickles)
@@ -114,7 +123,7 @@ def _check_sizes(tar: tarfile.TarFile, members: list, top: str, tar_path, root: 
         sizes = parse_toml(text, f"the {MANIFEST} in {tar_path}").get("sizes", {})
     total = 0
     for m in members:
-        if not m.isfile() or m is info:
+        if not m.isfile() or m is info or m.name.rstrip("/") == f"{top}/{SIGNATURE}":
             continue
         rel = posixpath.normpath(m.name)[len(top) + 1:]
         if sizes and sizes.get(rel) != m.size:
@@ -155,3 +164,12 @@ def unpack(tar_path: str | Path, data_root) -> Path:
         raise UserError(f"{tar_path} cannot be read as a tar archive ({type(e).__name__}); it is damaged, "
                         "truncated or not an archive, and nothing was unpacked.") from None
     return target
+
+
+def describe_unpacked(folder: Path) -> str:
+    """What unpacking `folder` established, for the command to say: its files match its manifest, and whether
+    this machine's key signed that manifest (packed here) or nothing vouches for who wrote it."""
+    if (folder / SIGNATURE).is_file() and signed(folder / MANIFEST):
+        return f"unpacked and checked {folder}: its files match its manifest, signed by this machine's key"
+    return (f"unpacked {folder}: consistent; origin not verified (its files match its manifest, which whoever "
+            f"packed it wrote; its results pickles are read only after python scripts/archive.py trust {folder})")

@@ -13,17 +13,18 @@ from coremax.io import atomic_path
 
 def save(path: str | os.PathLike, state: dict) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)  # a file object: a full disk is an OSError (a path gives a cryptic RuntimeError)
     return path
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> dict:
+def load(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dict:
+    """A checkpoint's state; with `mmap` its tensors stay on disk until used (to read its record cheaply)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"The checkpoint {str(path)!r} does not exist; check the experiment name or path.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # truncated, foreign or pickled-code files all end here
         raise UserError(f"The checkpoint {str(path)!r} cannot be read safely ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}); re-create it or point to another one.") \

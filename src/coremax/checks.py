@@ -10,6 +10,7 @@ from coremax.data.dataset import element_only_message, has_spectra
 from coremax.engine.data import Prepared
 from coremax.errors import UserError
 from coremax.experiment import Experiment
+from coremax.frozen import RESUME_MAY_CHANGE, check_unchanged, config_change
 from coremax.paths import experiment_dir
 
 
@@ -48,22 +49,6 @@ def check_baseline_inputs(config: dict, data: Prepared) -> None:
         raise UserError(element_only_message(config["data"]["dataset"], f"the {b['method']} baseline on spectra"))
 
 
-RESUME_MAY_CHANGE = ("runtime", "optim.epochs")  # how a run is executed, or extended; never what it is
-
-
-def config_change(frozen: dict, config: dict, may_change=()) -> tuple[str, object, object] | None:
-    """The first key whose value differs between an experiment's frozen config and `config`, as (key, frozen
-    value, new value), or None. Not compared: keys the frozen config lacks (added after it froze: their defaults
-    keep the old behaviour) and the sections or keys in `may_change`."""
-    for section, keys in config.items():
-        for key, value in keys.items():
-            if key not in frozen.get(section, {}) or section in may_change or f"{section}.{key}" in may_change:
-                continue
-            if frozen[section][key] != value:
-                return f"{section}.{key}", frozen[section][key], value
-    return None
-
-
 def check_resumable(data_root, config: dict) -> None:
     """--resume touches nothing unless it can continue: the experiment exists, its last.pth reads, and the
     overrides change only how it runs (or how long), never what it is."""
@@ -72,11 +57,13 @@ def check_resumable(data_root, config: dict) -> None:
         raise UserError(f"Cannot resume {name!r}: there is no experiment of that name under "
                         f"{Path(data_root) / 'experiments'}; drop --resume to start it, or check --name.")
     exp = Experiment.open(data_root, name)
+    check_unchanged(exp, RESUME_MAY_CHANGE)  # config.toml itself edited since the run froze
     change = config_change(exp.config(), config, RESUME_MAY_CHANGE)
-    if change:
-        raise UserError(f"--resume continues {name!r} with its frozen config, but {change[0]} would change "
-                        f"from {change[1]!r} to {change[2]!r}; drop that override, or start a new experiment with "
-                        f"--config {exp.relpath(exp.config_file)} --name <new name>.")
+    if change:  # more epochs would restart the schedule under checkpoints of the old one: a new experiment
+        raise UserError(f"--resume continues {name!r} exactly as it froze, but {change[0]} would change from "
+                        f"{change[1]!r} to {change[2]!r}; drop that override (resume takes the frozen config), or "
+                        f"to train longer or otherwise start a new experiment with --name <new name> (and "
+                        f"finetune.from = \"{name}\" to start from its weights).")
     last = exp.checkpoints / "last.pth"
     if config["experiment"]["stage"] != "baseline":
         if not last.is_file():

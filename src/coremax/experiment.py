@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import os
@@ -19,7 +20,6 @@ import shlex
 import signal
 import socket
 import sys
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -94,7 +94,9 @@ class Experiment:
         for folder in (exp.checkpoints, exp.logs_dir, exp.results):
             folder.mkdir(parents=True, exist_ok=True)
         config = {**config, "experiment": {**config.get("experiment", {}), "name": exp.name}}
-        write_toml(exp.config_file, config)
+        # a resumed run keeps the config its checkpoints were made by; a sweep's folder of tables takes its new one
+        if not (resume and config["experiment"].get("stage")):
+            write_toml(exp.config_file, config)
         exp._start_provenance(config, resume, command if command is not None else sys.argv)
         return exp
 
@@ -147,7 +149,7 @@ class Experiment:
         """Merge fields into provenance.toml (rewritten atomically)."""
         prov = self.provenance()
         prov.update(fields)
-        write_toml(self.provenance_file, prov)
+        write_toml(self.provenance_file, prov, in_place_when_full=True)  # a run's status is written even then
 
     def _start_provenance(self, config: dict, resume: bool, command) -> None:
         git, patch = code_version()
@@ -186,6 +188,8 @@ class Experiment:
                      for name in config.get("data", {}).get("pool", [])
                      if (self.data_root / "datasets" / name / "info.toml").is_file()},
         })
+        # What config.toml said when the model was made, to tell an edited key from a trained one later.
+        prov["trained_config"] = prov.get("trained_config") or config
         if resume:
             prov["resumed_utc"] = runs
         write_toml(self.provenance_file, prov)
@@ -200,6 +204,11 @@ class Experiment:
         write_pickle(path, df)
         return path
 
+    def remove_result(self, name: str) -> None:
+        """Remove a result (and its signature) that no longer belongs to the results beside it."""
+        for path in (self.results / f"{name}.pkl", self.results / f"{name}.pkl.hmac"):
+            path.unlink(missing_ok=True)
+
     def has_result(self, name: str) -> bool:
         return (self.results / f"{name}.pkl").is_file()
 
@@ -211,7 +220,7 @@ class Experiment:
         return relative_to_root(self.data_root, path)
 
     # -- running -------------------------------------------------------------------------------------------
-    @contextmanager
+    @contextlib.contextmanager
     def run(self, main_process: bool = True):
         """Log to this experiment and keep its status true: completed, failed (with the traceback in the
         log) or interrupted (Ctrl-C, SIGTERM). Everything written before an error stays as it was."""
@@ -231,15 +240,9 @@ class Experiment:
             if main_process:
                 log.info("run_started", path=str(self.path))
             yield log
-        except KeyboardInterrupt:
+        except BaseException as e:
             if main_process:
-                log.warning("run_interrupted", exc_info=True)
-                self.set_status("interrupted")
-            raise
-        except BaseException:
-            if main_process:
-                log.error("run_failed", exc_info=True)
-                self.set_status("failed")
+                self._ended(e, log)
             raise
         else:
             if main_process:
@@ -254,6 +257,15 @@ class Experiment:
                 signal.signal(signal.SIGTERM, previous)
             logs.pop()
             self.release()
+
+    def _ended(self, error: BaseException, log) -> None:
+        """Record a run that stopped (Ctrl-C, SIGTERM) or failed: the status first, then the event with its
+        traceback; on a full disk either may fail, which must not replace the error that ended the run."""
+        stopped = isinstance(error, KeyboardInterrupt)
+        with contextlib.suppress(OSError):
+            self.set_status("interrupted" if stopped else "failed")
+        with contextlib.suppress(OSError):
+            (log.warning if stopped else log.error)("run_interrupted" if stopped else "run_failed", exc_info=error)
 
 
 _HELD: dict[str, int] = {}  # experiment folders whose lock this process holds, with its descriptor

@@ -3,8 +3,10 @@ folder_in_place: see there for the one moment a crash leaves the old folder asid
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
+import io
 import os
 import pickle
 import secrets
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from coremax.errors import UserError
@@ -32,6 +35,26 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+# What to do about a write that the system refused, by its errno; the rest: permissions or the disk.
+_OS_HINTS = {errno.ENOSPC: "free some space on that disk or choose another --data-root",
+             errno.EROFS: "the file system is read-only: choose a writable --data-root",
+             errno.EDQUOT: "the disk quota is used up: free some space or choose another --data-root",
+             errno.EFBIG: "the file is larger than this process may write: raise the file-size limit (ulimit -f) "
+                          "or choose another --data-root"}
+
+
+def os_error_reason(e: OSError) -> str:
+    """Why the system refused, in its words (by errno first: pyarrow's strerror wraps it in a long detail, and
+    numpy raises some OSErrors with no strerror at all)."""
+    if e.errno:
+        return os.strerror(e.errno)
+    return e.strerror or (str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+
+
+def os_error_hint(e: OSError) -> str:
+    return _OS_HINTS.get(e.errno, "check the permissions and the disk of the data root (--data-root)")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success rename it into place, on error remove it."""
@@ -47,8 +70,10 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            e.filename = str(path)  # the error names the file being written, not its temporary name
         raise
 
 
@@ -75,9 +100,27 @@ def folder_in_place(target: Path):
         raise
 
 
-def write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+def save_npy(path, array: np.ndarray) -> None:
+    """np.save's bytes, written through Python's file: numpy's own writer reports a refused write (a full disk, a
+    file-size limit) as a short count with no errno, so nobody could say why."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        f.write(array.reshape(-1).view(np.uint8))
+
+
+def write_text(path, text: str, in_place_when_full: bool = False) -> None:
+    """Write atomically; with `in_place_when_full`, a disk too full for the temporary copy gets the text over
+    the old file's own blocks instead (not atomic: only for a record that must be written, a run's status)."""
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        if not (in_place_when_full and e.errno in (errno.ENOSPC, errno.EDQUOT) and Path(path).is_file()):
+            raise
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
 
 
 # Results pickles are signed with a key that never leaves this machine (HMAC-SHA256 in `<file>.hmac` beside
@@ -131,27 +174,79 @@ def write_pickle(path, df: pd.DataFrame) -> None:
     sign(path)
 
 
+def signed(path, data: bytes | None = None) -> bool:
+    """Whether this machine's key signed the file at `path` (holding `data`) as it is now."""
+    path = Path(path)
+    sig = path.with_name(path.name + ".hmac")
+    data = path.read_bytes() if data is None else data
+    # bytes, not text: a signature file holding non-ASCII bytes is simply not a match
+    return sig.is_file() and hmac.compare_digest(sig.read_bytes().strip(), _signature(data).encode())
+
+
 def read_pickle(root, path) -> pd.DataFrame:
-    """Unpickle a file under the data root only when this machine's key signed it (see above)."""
+    """Unpickle a file under the data root only when this machine's key signed it (see above), and then only
+    the types CoreMAX's results are made of (`load_results`)."""
     full = inside(root, path, "pickle")
     data = full.read_bytes()
-    sig = full.with_name(full.name + ".hmac")
-    # bytes, not text: a signature file holding non-ASCII bytes is simply not a match
-    if not (sig.is_file() and hmac.compare_digest(sig.read_bytes().strip(), _signature(data).encode())):
+    if not signed(full, data):
         raise UntrustedPickle(f"{full} was not written by CoreMAX on this machine, or was changed since; a pickle "
                               "can run code when read, so it is not read. If you trust where it came from, run "
                               f"python scripts/archive.py trust {full.parent.parent}.")
-    return pickle.loads(data)
+    return load_results(data, full)
 
 
 class UntrustedPickle(UserError):
     pass
 
 
-def write_toml(path, data: dict) -> None:
+# Every global that the results CoreMAX writes (pandas DataFrames and Series of numbers, strings and booleans)
+# reference, found by pickling them and listing the globals (pandas 3 stores strings as pyarrow arrays). A
+# signature says who wrote a file, not what it does; this list is what a pickle may call, signed or not.
+RESULT_GLOBALS = {
+    "builtins": {"slice"},
+    "numpy": {"dtype", "ndarray"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.numeric": {"_frombuffer"},
+    "pandas": {"DataFrame", "Index", "RangeIndex", "Series", "StringDtype"},
+    "pandas._libs.internals": {"_unpickle_block"},
+    "pandas.arrays": {"ArrowStringArray"},
+    "pandas.core.indexes.base": {"_new_Index"},
+    "pandas.core.internals.managers": {"BlockManager", "SingleBlockManager"},
+    "pyarrow.lib": {"_restore_array", "py_buffer", "type_for_alias"},
+}
+
+
+class ForeignPickle(UntrustedPickle):
+    pass
+
+
+class _ResultsUnpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, where):
+        super().__init__(io.BytesIO(data))
+        self.where = where
+
+    def find_class(self, module: str, name: str):
+        if name in RESULT_GLOBALS.get(module, ()):
+            return super().find_class(module, name)
+        raise ForeignPickle(f"{self.where} refers to {module}.{name}, which no CoreMAX result holds (a pickle can "
+                            "run code when read), so it is not read; delete it or write it again with CoreMAX.")
+
+
+def load_results(data: bytes, where) -> pd.DataFrame:
+    """Unpickle a results file admitting only RESULT_GLOBALS; anything else is refused, naming `where`."""
+    try:
+        return _ResultsUnpickler(data, where).load()
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated or not a pickle: one sentence
+        raise UserError(f"{where} cannot be read as a CoreMAX result ({type(e).__name__}); it is damaged or "
+                            "not a results pickle: delete it or write it again with CoreMAX.") from None
+
+
+def write_toml(path, data: dict, in_place_when_full: bool = False) -> None:
     import tomli_w
 
-    write_text(path, tomli_w.dumps(data))
+    write_text(path, tomli_w.dumps(data), in_place_when_full)
 
 
 def parse_toml(text: str, where: str) -> dict:

@@ -45,6 +45,14 @@ def _finite(value):
     return value
 
 
+def _console_without_tracebacks(logger, method_name, event_dict):
+    """An event with a traceback (a run that failed or was stopped) stays in the log file: on the console the
+    command says it in one sentence, or Python prints the traceback of an error that is a bug."""
+    if "exception" in event_dict:
+        raise structlog.DropEvent
+    return event_dict
+
+
 # Runs nest (a study runs experiments inside its own run): each level has its own file and bound fields.
 _stack: list[tuple[_JsonLines | None, str, dict]] = []
 
@@ -57,7 +65,7 @@ def _apply(sink: _JsonLines | None, level: str, stream=None) -> None:
         structlog.processors.format_exc_info,
     ]
     if sink is not None:
-        processors.append(sink)
+        processors += [sink, _console_without_tracebacks]
     processors.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=processors,

@@ -74,6 +74,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
     stage = config["experiment"]["stage"]
     seed = config["experiment"]["seed"]
     rt = setup(**config["runtime"])
+    exp = None
     try:
         seed_everything(seed)
         # Inputs are checked before the experiment folder exists, so a typo leaves nothing behind.
@@ -154,8 +155,20 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
             else:
                 fit(task, model, exp, rt, log, config, seed, resume, extra, **config["optim"])
         return exp
+    except KeyboardInterrupt as e:
+        if exp is None or isinstance(e, Interrupted):
+            raise
+        raise Interrupted(exp) from e
     finally:
         cleanup(rt)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the run of an experiment (recorded as `interrupted`); says how to resume it."""
+
+    def __init__(self, exp: Experiment):
+        root = "" if str(exp.data_root) == "data" else f" --data-root {exp.data_root}"
+        super().__init__(f"interrupted; resume with: python scripts/train.py --name {exp.name} --resume{root}")
 
 
 def element_targets(data: Prepared) -> ElementRatios:

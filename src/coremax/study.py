@@ -28,6 +28,7 @@ from coremax.data.dataset import load_arrays, load_split
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
+from coremax.eval.metrics import FLAG_SCOPES
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.study_methods import baseline_methods, methods, neural_methods
@@ -221,7 +222,8 @@ def protocol_rows(data_root, study: dict, protocol: str, sweep: dict, shared: li
         selection = selections.get(r["values"].get("data.test_label_rows", ""), "random") if k else ""
         common = {"protocol": protocol, "budget": budget, "seed": r["seed"], "k_per_core": k, "selection": selection,
                   "n_labels": min(budget, n_all) if budget else n_all}
-        for m in test_metrics(data_root, r["name"]).itertuples():  # overall ("all") and per test core
+        metrics = test_metrics(data_root, r["name"])  # overall ("all") and per test core; the shift checks' apart
+        for m in metrics[~metrics["scope"].isin(FLAG_SCOPES)].itertuples():
             rows.append({**common, "method": r["variant"], "scope": m.scope, "target": m.target, "n_test": m.n,
                          "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": r["name"]})
         key = (budget, k, selection, r["seed"] if k else 0)  # the scored rows differ only with data.test_labels

@@ -18,7 +18,8 @@ from coremax.errors import UserError
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.figures import plot_suggestions
-from coremax.eval.run import Distance, baseline_inputs, check_trained, core_names, load_network, load_predictor
+from coremax.eval.shift import Distance, check_rows, shift_warnings
+from coremax.eval.run import baseline_inputs, check_trained, core_names, load_network, load_predictor
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
@@ -152,9 +153,17 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
         p, half, width = interval_widths(exp, pred, rows, features if features_of is pred.embed else None)
     chosen = choose(meta, features, n, method, seed, min_gap_mm, sampled, width, per_core=per_core)
     table = chosen[OUT_COLUMNS].copy()
+    notes = []
     if pred is not None:
         for j, t in enumerate(pred.targets):
             table[f"{t}_pred"], table[f"{t}_half_width"] = p[chosen["row"], j], half[chosen["row"], j]
+        # another scanner or a shifted core: its half-widths are not calibrated (coremax.eval.shift)
+        dataset = cfg["data"]["dataset"]
+        flags, shifted = check_rows(pred.embed, load_split(data_root, dataset, "train"),
+                                    labelled(load_split(data_root, dataset, "val"), pred.targets), rows)
+        for col in ("flag_scanner", "flag_core_shift", "interval_calibrated"):
+            table[col] = flags[col].to_numpy()[chosen["row"]]
+        notes += shift_warnings(flags, shifted)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     profile = meta[["core", "depth_mm"]].copy()
@@ -170,6 +179,6 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
         plot_suggestions(profile[profile["core"] == core], table[table["core"] == core], shown,
                          out.with_name(f"suggest-{core}.png"), core,
                          None if sampled is None else sampled[sampled["core"] == core])
-    notes = [f"note: {len(skipped)} files could not be read and were skipped (first: {skipped[0]['file']})."] \
-        if skipped else []
+    if skipped:
+        notes.append(f"note: {len(skipped)} files could not be read and were skipped (first: {skipped[0]['file']}).")
     return table, notes

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import functools
 import sys
 from pathlib import Path
 
 from coremax import config as configlib
 from coremax.errors import UserError
+from coremax.io import os_error_hint, os_error_reason
 from coremax.paths import experiment_dir
 
 # Each command imports the library it runs inside its main ("deferred"): a command starts without loading
@@ -39,10 +39,15 @@ def resolve_args(args: argparse.Namespace, function_defaults: dict | None = None
     """Resolve the config of a run from parsed flags. With --resume the frozen config of the experiment
     stands at the experiment level (unless --config names another file); overrides still apply on top."""
     overrides = list(args.overrides)
-    if args.stage:
-        overrides.append(f"experiment.stage={args.stage!r}".replace("'", '"'))
-    if args.name:
-        overrides.append(f'experiment.name="{args.name}"')
+    for flag, key in (("stage", "experiment.stage"), ("name", "experiment.name")):
+        value = getattr(args, flag)
+        other = next((v for s, k, v in map(configlib.parse_override, args.overrides)
+                      if f"{s}.{k}" == key and v != value), None)
+        if value and other is not None:  # which of the two was meant cannot be guessed
+            raise UserError(f"--{flag} {value} contradicts {key} = {other!r} on the same command line; give "
+                            "one of them (or the same value in both).")
+        if value:
+            overrides += configlib.as_overrides({key: value})
     config_file = args.config
     if args.resume and not config_file:
         if not args.name:
@@ -65,16 +70,12 @@ def guard(main):
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
+        except KeyboardInterrupt as e:  # a stopped run says how to resume it (coremax.stages.Interrupted)
+            print(str(e) or "interrupted", file=sys.stderr)
             sys.exit(130)
         except OSError as e:  # permissions, a full disk, a read-only file system, a vanished mount
-            what = {errno.ENOSPC: "free some space on that disk or choose another --data-root",
-                    errno.EROFS: "the file system is read-only: choose a writable --data-root",
-                    errno.EDQUOT: "the disk quota is used up: free some space or choose another --data-root"}
-            print(f"error: {e.filename or 'a file'} cannot be written or read ({e.strerror or type(e).__name__}); "
-                  f"{what.get(e.errno, 'check the permissions and the disk of the data root (--data-root)')}.",
-                  file=sys.stderr)
+            print(f"error: {e.filename or 'a file'} cannot be written or read ({os_error_reason(e)}); "
+                  f"{os_error_hint(e)}.", file=sys.stderr)
             sys.exit(2)
     return wrapper
 

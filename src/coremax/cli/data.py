@@ -156,5 +156,5 @@ def archive_main(argv=None) -> None:
     elif args.cmd == "trust":
         print(f"trusted {archive.trust(args.folder)} results pickles under {args.folder}")
     else:
-        print(f"unpacked and checked {archive.unpack(args.archive, args.data_root)}")
+        print(archive.describe_unpacked(archive.unpack(args.archive, args.data_root)))
 

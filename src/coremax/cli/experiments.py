@@ -61,9 +61,15 @@ def predict_main(argv=None) -> None:
                          "fine-tuned or baseline")
     p.add_argument("--allow-changed-data", action="store_true",
                    help="predict although the data set changed since training (said in the warnings)")
+    p.add_argument("--bulk", help="CSV of lab values of the predicted cores (core, depth_mm, CaCO3, TOC, ...): each "
+                                  "core with samples is recalibrated on them (the correction chosen on the validation "
+                                  "cores) and its intervals centred on its own residuals; see <out>-cores.csv")
+    p.add_argument("--match-mm", type=float, default=5.0,
+                   help="with --bulk: max depth distance of a lab sample from its spectrum (default: 5)")
     args = p.parse_args(argv)
     table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
-                                  allow_changed_data=args.allow_changed_data)
+                                  allow_changed_data=args.allow_changed_data, bulk=args.bulk,
+                                  match_mm=args.match_mm)
     for w in warnings:
         print(w, file=sys.stderr)
     print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from coremax.data.rows import check_rows
 from coremax.errors import UserError
 
 TARGETS = ("CaCO3", "TOC")  # the default targets, recognised whatever their case or unit suffix
@@ -89,6 +90,7 @@ def read_bulk(path: str | os.PathLike) -> pd.DataFrame:
     if out["depth_mm"].isna().any():
         row = int(np.flatnonzero(out["depth_mm"].isna().to_numpy())[0]) + 2
         raise UserError(f"The bulk file {path}, line {row}: depth_mm is empty; every sample needs its depth.")
+    check_rows(out, lambda i: f"The bulk file {path}, line {i + 2}")
     # The same sample listed twice: identical rows are merged, conflicting ones refused by name.
     same = out.duplicated(["core", "depth_mm"], keep=False)
     if same.any():
@@ -143,3 +145,25 @@ def match_bulk(meta: pd.DataFrame, bulk: pd.DataFrame, tolerance_mm: float = 5.0
         for t in targets:
             out.at[row, t] = s[t]
     return out, pd.DataFrame(unmatched, columns=["core", "depth_mm", *targets, "reason"]), clipped
+
+
+def bulk_targets(meta: pd.DataFrame, path, tolerance_mm: float, reserved=()):
+    """read_bulk and match_bulk for a data set: (targets per spectrum row, unmatched samples, values clipped, the
+    targets that are contents in wt%). Refused: a column named like a spectrum metadata column (`reserved`), and a
+    bulk file none of whose samples matched a spectrum, whatever the split: a labelled data set without one label
+    means wrong core names, depths in another unit or too tight a --match-mm, never an unlabelled pool."""
+    measured = read_bulk(path)
+    clash = [c for c in measured.columns if c in reserved and c not in ("core", "depth_mm")]
+    if clash:
+        raise UserError(f"The bulk file {path} has a column {clash[0]!r}, which is the name of a spectrum "
+                        "metadata column; rename it in the bulk file.")
+    targets, unmatched, clipped = match_bulk(meta, measured, tolerance_mm)
+    if not labelled_mask(targets, targets.columns).any():
+        if unmatched.empty:
+            raise UserError(f"The bulk file {path} has no measured value in any row; fill it in or leave out --bulk.")
+        first = unmatched.iloc[0]
+        raise UserError(f"None of the {len(unmatched)} samples of the bulk file {path} matched a spectrum within "
+                        f"--match-mm {tolerance_mm:g} mm (e.g. core {first['core']} at {first['depth_mm']:g} mm: "
+                        f"{first['reason']}); check that its core names and depths in mm are those of the spectra, "
+                        "or raise --match-mm.")
+    return targets, unmatched, clipped, [c for c in measured.attrs.get("contents", TARGETS) if c in targets.columns]

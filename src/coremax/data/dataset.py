@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.bulk import TARGETS, labelled_mask, match_bulk, read_bulk
-from coremax.data.shards import SHARD_ROWS, Shards
+from coremax.data.bulk import bulk_targets, labelled_mask
+from coremax.data.shards import SHARD_ROWS, Shards, channel_stats
 from coremax.data.table import read_table
 from coremax.data.splits import SPLIT_BY, choose_test_cores, resolve_split_by, split_rows
 from coremax.data.raw import read_folder
+from coremax.data.rows import check_rows
 from coremax.errors import UserError
-from coremax.io import file_sha256, folder_in_place, read_toml, utc_now, write_toml
+from coremax.io import (file_sha256, folder_in_place, os_error_hint, os_error_reason, read_toml, save_npy,
+                        utc_now, write_toml)
 from coremax.paths import check_name, dataset_dir, inside
 
 SPLITS = ("train", "val", "test")
@@ -192,22 +194,20 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     if element_files:
         from coremax.data.element_tables import read_element_tables  # deferred: only for lab tables
         meta, fitted, skipped = read_element_tables(element_files, kv)
+        # here, not in the reader: a data set's cores name the folders and figures of later stages
+        check_rows(meta, lambda i: "The element table {}, row {}".format(*meta["source_file"][i].rsplit("#", 1)))
         counts, spectrum_length = np.zeros((len(meta), 0), COUNT_DTYPE), 0
     else:
         meta, counts, skipped = read_table(table, info_table, kv, spectrum_length)[:3] if table is not None \
             else read_folder(raw, kv, spectrum_length, on_error, workers)
+    if bulk is not None:
+        targets, unmatched, clipped, contents = bulk_targets(meta, bulk, match_mm, META_COLUMNS)
+    else:  # an unlabelled pool: no targets at all
+        targets, unmatched, clipped, contents = pd.DataFrame(index=meta.index), pd.DataFrame(), 0, []
+    test_cores = choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
+    if not element_files:  # after the checks of the bulk file and the test cores: the fit takes a while
         from coremax.data.elements import fit_elements  # deferred: xraylib and scipy, only to build a data set
         fitted = fit_elements(counts, meta, kv)
-    if bulk is not None:
-        measured = read_bulk(bulk)
-        clash = [c for c in measured.columns if c in META_COLUMNS and c not in ("core", "depth_mm")]
-        if clash:
-            raise UserError(f"The bulk file {bulk} has a column {clash[0]!r}, which is the name of a spectrum "
-                            "metadata column; rename it in the bulk file.")
-        targets, unmatched, clipped = match_bulk(meta, measured, match_mm)
-    else:  # an unlabelled pool: no targets at all
-        targets, unmatched, clipped = pd.DataFrame(index=meta.index), pd.DataFrame(), 0
-    test_cores = choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
     for col in META_COLUMNS:
         if col not in meta.columns:
             meta[col] = np.nan
@@ -232,7 +232,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
 
     files_sha256 = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
                                             sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
-    channel_mean, channel_std = _channel_stats(counts, rows["train"])
+    channel_mean, channel_std = channel_stats(counts, rows["train"])
     info = {
         "name": name, "created_utc": utc_now(),
         "command": " ".join(command) if command else "",
@@ -252,8 +252,7 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
         "test_cores": test_cores,
         "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},
         # the targets that are contents in wt% (bounded to 0-100 when predicted); others (ratios) are not
-        "contents": [c for c in (measured.attrs.get("contents", TARGETS) if bulk is not None else [])
-                     if c in targets.columns],
+        "contents": contents,
         "live_time_s": _stats(meta["live_time_s"]),
         "scanners": sorted(meta["scanner"].unique().tolist()),
         "skipped": skipped,
@@ -267,32 +266,29 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     return target
 
 
-def _channel_stats(counts: np.ndarray, rows: np.ndarray, chunk: int = SHARD_ROWS) -> tuple[list, list]:
-    """Per-channel mean and standard deviation of the given rows, accumulated chunk by chunk in float64."""
-    if not len(rows):
-        return [], []
-    total, squares = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
-    for start in range(0, len(rows), chunk):
-        c = counts[rows[start:start + chunk]].astype(np.float64)
-        total += c.sum(axis=0)
-        squares += (c * c).sum(axis=0)
-    mean = total / len(rows)
-    return mean.tolist(), np.sqrt(np.clip(squares / len(rows) - mean * mean, 0, None)).tolist()
-
-
 def _write_atomically(target: Path, parts: dict, counts: np.ndarray, rows: dict, info: dict,
                       shard_rows: int, element_parts: dict) -> None:
-    with folder_in_place(target) as tmp:
-        files, shards = {}, {}
-        for split, df in parts.items():
-            for file, frame in ((f"{split}.parquet", df), (f"{split}-elements.parquet", element_parts[split])):
-                frame.to_parquet(tmp / file, index=False)
-                files[file] = file_sha256(tmp / file)
-            idx = rows[split]
-            shards[split] = []
-            for k, start in enumerate(range(0, max(len(idx), 1), shard_rows)):  # an empty split: one empty shard
-                name = f"{split}-{k:05d}.npy"
-                np.save(tmp / name, counts[idx[start:start + shard_rows]].astype(COUNT_DTYPE), allow_pickle=False)
-                files[name] = file_sha256(tmp / name)
-                shards[split].append(name)
-        write_toml(tmp / "info.toml", {**info, "shard_rows": shard_rows, "shards": shards, "files": files})
+    """Every file into a temporary folder renamed into place (folder_in_place): a failed write leaves nothing.
+    The system's refusal (a full disk, a file-size limit) is said with the file it stopped at."""
+    current = target
+    try:
+        with folder_in_place(target) as tmp:
+            files, shards = {}, {}
+            for split, df in parts.items():
+                for file, frame in ((f"{split}.parquet", df), (f"{split}-elements.parquet", element_parts[split])):
+                    current = target / file
+                    frame.to_parquet(tmp / file, index=False)
+                    files[file] = file_sha256(tmp / file)
+                idx = rows[split]
+                shards[split] = []
+                for k, start in enumerate(range(0, max(len(idx), 1), shard_rows)):  # an empty split: one empty shard
+                    name = f"{split}-{k:05d}.npy"
+                    current = target / name
+                    save_npy(tmp / name, counts[idx[start:start + shard_rows]].astype(COUNT_DTYPE))
+                    files[name] = file_sha256(tmp / name)
+                    shards[split].append(name)
+            current = target / "info.toml"
+            write_toml(tmp / "info.toml", {**info, "shard_rows": shard_rows, "shards": shards, "files": files})
+    except OSError as e:
+        raise UserError(f"Writing the data set stopped at {current} ({os_error_reason(e)}), so none of it was kept; "
+                        f"{os_error_hint(e)}.") from None

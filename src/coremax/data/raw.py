@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.spe import parse_spe
+from coremax.data.spe import parse_spe, read_bytes
 from coremax.errors import UserError
+from coremax.paths import check_name
 
 # <core>_<section start> <pos>mm  <live>s  <kV>kV <current>uA <filter>.spe
 FILE_NAME = re.compile(
@@ -32,6 +33,8 @@ def parse_file_name(name: str) -> dict:
     if not m:
         raise UserError(f"{name}: the file name does not follow '<core>_<section> <pos>mm  <live>s  <kV>kV "
                         "<current>uA <filter>.spe'; rename it or leave it out.")
+    # The core names the folders and figures of every later stage: a name they would refuse is refused here.
+    check_name(m["core"], "core", name)
     section = m["section"]
     start_mm = int(section) * (10 if len(section) <= 4 else 1)
     pos = _f(m["pos"])
@@ -70,6 +73,22 @@ def find_files(raw: str | os.PathLike, kv: float | None) -> tuple[Path, list[Pat
     return raw, files
 
 
+# (header key, metadata name, file-name field, factor from header to name units, unit, what)
+_NAMED = (("MEAS_TIM", "live_time_s", "name_live_time_s", 1.0, "s", "live time"),
+          ("ACC_VOLT", "kv", "name_kv", 1.0, "kV", "tube voltage"),
+          ("TUBE_CUR", "current_ma", "name_current_ua", 1000.0, "uA", "tube current"))
+
+
+def check_header(meta: dict, info: dict, name: str) -> None:
+    """The scanner writes the run's settings into both the header and the file name; when they disagree one of
+    them is wrong and nobody can tell which, so the file is a read error (1 % allows the name's rounding)."""
+    for key, field, named, factor, unit, what in _NAMED:
+        header = meta.get(field, np.nan) * factor
+        if np.isfinite(header) and not np.isclose(header, info[named], rtol=0.01, atol=0.0):
+            raise UserError(f"{name}: the header says a {what} of {header:g} {unit} (${key}:) but the file name "
+                            f"says {info[named]:g} {unit}; fix the one that is wrong or leave the file out.")
+
+
 def _read_chunk(args) -> list:
     files, root, spectrum_length, on_error = args
     out = []
@@ -77,8 +96,9 @@ def _read_chunk(args) -> list:
         rel = f.relative_to(root).as_posix()
         try:
             info = parse_file_name(f.name)
-            data = f.read_bytes()
+            data = read_bytes(f)
             meta, counts = parse_spe(data, str(f), spectrum_length)
+            check_header(meta, info, str(f))
             meta["sha256"] = hashlib.sha256(data).hexdigest()
             out.append((rel, {**info, **meta}, counts.astype(np.int32), None))  # whole counts below 2**31, exact
         except UserError as e:

@@ -1,5 +1,6 @@
 """Spectra stored as row shards: `.npy` files of a fixed number of rows (int32 counts), memory-mapped and read
-together like one (rows, channels) array, so a pool of 10^6 spectra is never loaded whole."""
+together like one (rows, channels) array, so a pool of 10^6 spectra is never loaded whole; their per-channel
+statistics are accumulated the same way, a shard's worth of rows at a time."""
 
 from __future__ import annotations
 
@@ -76,3 +77,16 @@ class Shards:
         for p in parts:
             arrays += [a[:, p.columns] for a in p.arrays]  # a memmap sliced by columns stays a memmap view
         return Shards(arrays)
+
+
+def channel_stats(counts: np.ndarray, rows: np.ndarray, chunk: int = SHARD_ROWS) -> tuple[list, list]:
+    """Per-channel mean and standard deviation of the given rows, accumulated chunk by chunk in float64."""
+    if not len(rows):
+        return [], []
+    total, squares = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    for start in range(0, len(rows), chunk):
+        c = counts[rows[start:start + chunk]].astype(np.float64)
+        total += c.sum(axis=0)
+        squares += (c * c).sum(axis=0)
+    mean = total / len(rows)
+    return mean.tolist(), np.sqrt(np.clip(squares / len(rows) - mean * mean, 0, None)).tolist()

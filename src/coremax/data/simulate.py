@@ -366,6 +366,11 @@ class CorePlan:
     scanner: int
     length_mm: float
     seed: int
+    head: Scanner | None = None  # a head of one's own (another instrument for shift tests) instead of SCANNERS'
+
+    @property
+    def scanner_head(self) -> Scanner:
+        return self.head or SCANNERS[self.scanner]
 
 
 def plan_archive(seed: int = 0, cores: int = 12, labelled: bool = True) -> list[CorePlan]:
@@ -406,7 +411,7 @@ def simulate_core(plan: CorePlan, spacing_mm: float = 10.0, kvs=(10.0,), dense_l
     """Spectra, truth and bulk samples of one core."""
     rng = np.random.default_rng(plan.seed)
     # The energy calibration drifts a little between cores (measured weeks apart) around the head's setting.
-    base = SCANNERS[plan.scanner]
+    base = plan.scanner_head
     scanner = replace(base, gain_kev=base.gain_kev * (1 + rng.normal(0, 0.001)),
                       offset_kev=base.offset_kev + rng.normal(0, 0.003))
     fine = np.arange(0.0, plan.length_mm + 1.0, 1.0)  # 1 mm truth grid
@@ -520,7 +525,7 @@ def _write_core(args) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
 
 def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spacing_mm: float = 10.0,
                      kvs=(10.0,), workers: int = 2, section_mm: float = 1500.0, overwrite: bool = False,
-                     labelled: bool = True, dense_lab: bool = False) -> dict:
+                     labelled: bool = True, dense_lab: bool = False, head: Scanner | None = None) -> dict:
     """Write `<out>/raw/<core>/Run 1 at  10kV/*.spe`, `<out>/bulk.csv` (beside raw/), `<out>/truth.csv` (true
     composition of every spectrum, for tests and analysis only) and `<out>/manifest.toml` (settings and the
     default held-out `test_cores`). The archive is built in a temporary folder and renamed into place.
@@ -528,13 +533,14 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
     named apart, no bulk.csv and no test cores. `dense_lab` also writes `<out>/bulk-dense.csv`, a lab sample at
     every scanned depth, so that a sampling study can "send" any depth to the lab, and `<out>/bulk-newcores-dense.csv`,
     the lab table of that study: bulk.csv's samples of the other cores and a sample at every depth of the test
-    cores; the other files stay as they are without it."""
+    cores; the other files stay as they are without it. `head` scans every core with that scanner instead of the
+    archive's heads (another instrument: the shift checks' tests)."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"The folder {out} already exists; pass --overwrite to replace it or choose another --out.")
     if cores < 1 or spacing_mm <= 0:
         raise UserError(f"--cores {cores} and --spacing-mm {spacing_mm} must be positive.")
-    plans = plan_archive(seed, cores, labelled)
+    plans = [replace(p, head=head) for p in plan_archive(seed, cores, labelled)]
     with folder_in_place(out) as tmp:
         jobs = [(p, tmp, spacing_mm, tuple(float(k) for k in kvs), section_mm, dense_lab and labelled) for p in plans]
         if workers > 1 and len(plans) > 1:
@@ -558,8 +564,8 @@ def simulate_archive(out: str | os.PathLike, seed: int = 0, cores: int = 12, spa
                     "bulk_samples": len(bulk) if labelled else 0,
                     "test_cores": test_cores,
                     "core_regions": {p.core: p.region for p in plans},
-                    "core_scanners": {p.core: SCANNERS[p.scanner].head for p in plans},
+                    "core_scanners": {p.core: p.scanner_head.head for p in plans},
                     "scanners": {s.head: {k: v for k, v in asdict(s).items() if k != "head"}
-                                 for s in SCANNERS if s.head in {SCANNERS[p.scanner].head for p in plans}}}
+                                 for s in {p.scanner_head: None for p in plans}}}
         write_toml(tmp / "manifest.toml", manifest)
     return manifest

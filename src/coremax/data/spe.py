@@ -66,36 +66,48 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+def _typed(key: str, line_no: int, text: str, name: str) -> dict:
+    """The metadata one header value gives ({} for keys that are not read)."""
+    if key in TEXT_KEYS:
+        return {TEXT_KEYS[key]: text}
+    if key == "DATE_MEA":
+        return {"date": _date(text)}
+    if not text or not (key in FLOAT_KEYS or key == "MEAS_TIM"):
+        return {}
+    numbers = _numbers(text)
+    if not numbers or not all(math.isfinite(v) for v in numbers):  # 1e999 reads as inf
+        raise UserError(f"{name}, line {line_no}: cannot read a number for ${key}: from {text[:40]!r} (it must "
+                        "be finite); fix or remove that value.")
+    if key == "MEAS_TIM":  # live time, then real time
+        return {"live_time_s": numbers[0], "real_time_s": numbers[-1]}
+    return {FLOAT_KEYS[key]: numbers[0]}
+
+
 def parse_header(lines: list[str], name: str) -> dict:
-    """Typed metadata from the header lines (everything before `$DATA:`)."""
-    values: dict[str, tuple[int, list[str]]] = {}  # KEY -> (line number of its value, value lines)
+    """Typed metadata from the header lines (everything before `$DATA:`). A key given twice must say the same:
+    which of two live times or voltages is right cannot be told, so the file is refused, not read as either."""
+    values: dict[str, list[tuple[int, list[str]]]] = {}  # KEY -> [(line number of its value, value lines), ...]
     key = None
     for i, line in enumerate(lines, 1):
         s = line.strip()
         m = _KEY.match(s)
         if m:
             key = m[1].upper()
-            values[key] = (i if m[2].strip() else i + 1, [m[2].strip()] if m[2].strip() else [])
+            values.setdefault(key, []).append((i if m[2].strip() else i + 1, [m[2].strip()] if m[2].strip() else []))
         elif s and key is None:
             raise UserError(f"{name}, line {i}: text {s[:40]!r} before the first $KEY: line; the header is damaged.")
         elif s:
-            values[key][1].append(s)
+            values[key][-1][1].append(s)
     meta = empty_meta()
-    for key, (line_no, parts) in values.items():
-        text = " ".join(parts)
-        if key in TEXT_KEYS:
-            meta[TEXT_KEYS[key]] = text
-        elif key == "DATE_MEA":
-            meta["date"] = _date(text)
-        elif text and (key in FLOAT_KEYS or key == "MEAS_TIM"):
-            numbers = _numbers(text)
-            if not numbers or not all(math.isfinite(v) for v in numbers):  # 1e999 reads as inf
-                raise UserError(f"{name}, line {line_no}: cannot read a number for ${key}: from {text[:40]!r} (it must "
-                                "be finite); fix or remove that value.")
-            if key == "MEAS_TIM":  # live time, then real time
-                meta["live_time_s"], meta["real_time_s"] = numbers[0], numbers[-1]
-            else:
-                meta[FLOAT_KEYS[key]] = numbers[0]
+    for key, given in values.items():
+        (line_no, parts), rest = given[0], given[1:]
+        first = _typed(key, line_no, " ".join(parts), name)
+        for again, more in rest:
+            if _typed(key, again, " ".join(more), name) != first:
+                raise UserError(f"{name}, line {again}: ${key}: is given twice with different values "
+                                f"({' '.join(parts)[:40]!r} at line {line_no}, {' '.join(more)[:40]!r} at line "
+                                f"{again}); keep the right one and remove the other.")
+        meta.update(first)
     return meta
 
 
@@ -175,13 +187,20 @@ def fit_length(counts: np.ndarray, spectrum_length: int, name: str) -> np.ndarra
     return counts[:spectrum_length]
 
 
-def read_spe(path: str | os.PathLike, spectrum_length: int = 2048) -> tuple[dict, np.ndarray]:
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The content of one .spe file; a file that cannot be read (a folder named like one, no permission) is a
+    read error of that file, which --on-error can skip, not a fault of the data root."""
     path = Path(path)
     try:
-        content = path.read_bytes()
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not an .spe file; move it out of the run folder or rename it.") from None
     except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror}); check the file.") from None
-    return parse_spe(content, str(path), spectrum_length)
+        raise UserError(f"{path}: cannot be read ({e.strerror or type(e).__name__}); check the file.") from None
+
+
+def read_spe(path: str | os.PathLike, spectrum_length: int = 2048) -> tuple[dict, np.ndarray]:
+    return parse_spe(read_bytes(path), str(path), spectrum_length)
 
 
 def format_spe(counts: np.ndarray, meta: dict, per_line: int = 8, newline: str = "\r\n") -> str:

@@ -16,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from coremax.data.raw import scanner_label
+from coremax.data.rows import check_rows
 from coremax.errors import UserError
 
 INFO_DEFAULTS = {"section": "", "live_time_s": np.nan, "real_time_s": np.nan, "current_ma": np.nan,
                  "filter": "No-Filter", "spec_rem": "", "slit_cc_mm": np.nan, "slit_dc_mm": np.nan, "date": "",
                  "total_cps": np.nan}
 KEYS = ("source_file", "spectrum_id")
+
+
+def line_of(path, i: int) -> str:
+    """Where row i (from 0) of a table is: its line in a CSV (after the header line), its row in Parquet."""
+    return f"row {i + 1}" if Path(path).suffix.lower() in (".parquet", ".pq") else f"line {i + 2}"
 
 
 def read_any(path, what: str) -> pd.DataFrame:
@@ -52,7 +58,9 @@ def channel_columns(df: pd.DataFrame, info_columns) -> tuple[list, str]:
 
 def read_table(table, info, kv: float | None = 10.0, spectrum_length: int = 2048) -> tuple[pd.DataFrame, np.ndarray, list, str]:
     """(metadata table, counts (n, spectrum_length) int32, skipped (always empty), how the channels were found)."""
-    spectra, meta = read_any(table, "spectra table"), read_any(info, "info table")
+    # Row numbers from 0 in file order: the errors below name the line (a Parquet index of labels is not one).
+    spectra, meta = (read_any(f, what).reset_index(drop=True) for f, what in ((table, "spectra table"),
+                                                                             (info, "info table")))
     meta.columns = [str(c).strip() for c in meta.columns]
     missing = [c for c in ("core", "depth_mm") if c not in meta.columns]
     if missing:
@@ -66,7 +74,7 @@ def read_table(table, info, kv: float | None = 10.0, spectrum_length: int = 2048
         if (order < 0).any():
             raise UserError(f"The spectra table {table} has no row for {key} = {meta[key][order < 0].iloc[0]!r} "
                             "of the info table; export both tables from the same spectra.")
-        spectra = spectra.iloc[order].reset_index(drop=True)
+        spectra = spectra.iloc[order]  # keeps the spectra table's own row numbers (its index) for errors
     elif len(spectra) != len(meta):
         raise UserError(f"The spectra table {table} has {len(spectra)} rows and the info table {info} {len(meta)}; "
                         "give both a source_file (or spectrum_id) column, or the same rows in the same order.")
@@ -77,20 +85,29 @@ def read_table(table, info, kv: float | None = 10.0, spectrum_length: int = 2048
     if len(columns) > spectrum_length:
         raise UserError(f"The spectra in {table} have {len(columns)} channels, more than --spectrum-length "
                         f"{spectrum_length}; pass --spectrum-length {len(columns)}.")
-    values = spectra[columns].to_numpy(np.float64)
+    cells = spectra[columns]
+    # A text cell ('abc', '1,5') becomes NaN here and is refused below, quoted as written.
+    values = cells.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
     bad = ~np.isfinite(values) | (values < 0) | (values != np.round(values)) | (values >= 2**31)
     if bad.any():
-        row, col = (int(i) for i in np.argwhere(bad)[0])
-        raise UserError(f"The spectra table {table}, row {row + 1}, column {columns[col]!r}: {values[row, col]!r} is "
-                        "not a count (a whole number from 0 to 2**31); fix the table.")
+        rows = np.flatnonzero(bad.any(axis=1))
+        row = rows[np.argmin(spectra.index[rows])]  # the first bad row of the file, whatever the join's order
+        col = int(np.flatnonzero(bad[row])[0])
+        cell = cells.iat[row, col]
+        cell = "an empty cell" if pd.isna(cell) else repr(cell.item() if hasattr(cell, "item") else cell)
+        raise UserError(f"The spectra table {table}, {line_of(table, int(spectra.index[row]))}, column "
+                        f"{columns[col]!r}: {cell} is not a count (a whole number from 0 to 2**31); fix that cell or "
+                        "re-export the table.")
     counts = np.zeros((len(values), spectrum_length), np.int32)
     counts[:, :len(columns)] = values.astype(np.int32)
     out = meta.copy()
     out["core"] = out["core"].astype(str).str.strip()
     out["depth_mm"] = pd.to_numeric(out["depth_mm"], errors="coerce")
     if not np.isfinite(out["depth_mm"]).all():
-        row = int(np.flatnonzero(~np.isfinite(out["depth_mm"].to_numpy()))[0]) + 2
-        raise UserError(f"The info table {info}, line {row}: depth_mm is not a number; every spectrum needs its depth.")
+        row = int(np.flatnonzero(~np.isfinite(out["depth_mm"].to_numpy()))[0])
+        raise UserError(f"The info table {info}, {line_of(info, row)}: depth_mm is not a number; every spectrum "
+                        "needs its depth.")
+    check_rows(out, lambda i: f"The info table {info}, {line_of(info, i)}")
     for col, default in INFO_DEFAULTS.items():
         if col not in out.columns:
             out[col] = default
@@ -105,8 +122,9 @@ def read_table(table, info, kv: float | None = 10.0, spectrum_length: int = 2048
     if "scanner" not in out.columns:
         out["scanner"] = scanner_label(out.assign(spec_rem=out["spec_rem"].fillna("").astype(str)))
     if kv is not None:
-        off = ~np.isclose(out["kv"].astype(float), kv)
-        if off.any():
-            raise UserError(f"The info table {info} lists spectra at {out['kv'][off].iloc[0]:g} kV (row "
-                            f"{int(np.flatnonzero(off.to_numpy())[0]) + 2}); one data set holds one kV: choose --kv.")
+        off = np.flatnonzero(~np.isclose(out["kv"].astype(float), kv))
+        if len(off):
+            raise UserError(f"The info table {info}, {line_of(info, int(off[0]))}: kv is {out['kv'].iloc[off[0]]:g}, "
+                            f"not the {kv:g} kV of this data set (one data set holds one tube voltage); leave out "
+                            "the rows of other runs or choose --kv.")
     return out.reset_index(drop=True), counts, [], how

@@ -8,6 +8,11 @@ import pandas as pd
 COLUMNS = ["target", "scope", "n", "r2", "rmse", "mae", "bias"]
 
 
+# Scopes of a metrics table beside "all" and the cores: the rows no shift check flags and the others
+# (coremax.eval.shift); a table's readers that list its cores leave these out.
+FLAG_SCOPES = ("flagged spectra", "unflagged spectra")
+
+
 def rmse(y_true, y_pred) -> float:
     """Root mean squared error over the pairs whose truth is not NaN (NaN when there are none)."""
     return regression_metrics(y_true, y_pred)["rmse"]

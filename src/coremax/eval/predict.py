@@ -13,17 +13,44 @@ from coremax.data.elements import element_columns, spectra_rows
 from coremax.data.raw import read_folder
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.run import Distance, calibrate, check_trained, core_names, load_predictor, predict_frame
+from coremax.data.bulk import read_bulk
+from coremax.eval.recalibrate import choose_correction, recalibrate
+from coremax.eval.run import calibrate, check_trained, core_names, load_predictor, predict_frame
+from coremax.eval.shift import check_rows, shift_warnings
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 
-MAX_REFERENCE_ROWS = 2000  # training rows used to describe the training distribution
+RECAL_SAMPLES = 5  # lab samples per core the correction is chosen for on the validation cores
+
+
+def cores_file(out: Path) -> Path:
+    """The per-core table beside the predictions."""
+    return out.with_name(f"{out.stem}-cores.csv")
+
+
+def correction_methods(pred, val: pd.DataFrame) -> dict[str, str]:
+    """Per target, the recalibration chosen on the validation cores (coremax.eval.recalibrate)."""
+    p = pred.bounded(val)
+    return {t: choose_correction(p[:, j], val[t].to_numpy(np.float64), val["core"].astype(str).to_numpy(),
+                                 RECAL_SAMPLES)[0] for j, t in enumerate(pred.targets) if t in val.columns}
+
+
+def clip_table(pred, table: pd.DataFrame) -> pd.DataFrame:
+    """Contents back within 0-100 wt% after a correction."""
+    for t in pred.targets:
+        cols = [f"{t}_pred", f"{t}_lo", f"{t}_hi"]
+        if t in pred.contents:
+            table[cols] = table[cols].clip(0.0, 100.0)
+    return table
 
 
 def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: str = "skip",
-                percentile: float = 99.0, allow_changed_data: bool = False) -> tuple[pd.DataFrame, list[str]]:
+                percentile: float = 99.0, allow_changed_data: bool = False, bulk=None, match_mm: float = 5.0
+                ) -> tuple[pd.DataFrame, list[str]]:
     """Predict every spectrum under `raw` (all runs); returns the table and the warnings it raised. The table
-    also holds each spectrum's element intensities (coremax.data.elements), whatever the model reads."""
+    also holds each spectrum's element intensities (coremax.data.elements), whatever the model reads, and the
+    distribution checks; `<out>-cores.csv` one row per core (checks, and the recalibration on the lab samples
+    of `bulk` when given: coremax.eval.recalibrate)."""
     exp = Experiment.open(data_root, name)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +62,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     dataset = cfg["data"]["dataset"]
     info = load_info(data_root, dataset)
     pred = load_predictor(exp, device)
+    lab = read_bulk(bulk) if bulk is not None else None  # a bad table is refused before the work
     meta, counts, skipped = read_folder(raw, kv=None, spectrum_length=cfg["data"]["spectrum_length"],
                                         on_error=on_error)
     core_names(meta, f"the folder {raw}")  # they name the profile figures
@@ -45,26 +73,25 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     for col in ("kv", "live_time_s", "spectrum_length", "scanner", "source_file"):
         table[col] = meta[col].to_numpy()
 
-    # Distribution checks: scanner settings that differ from the training data, and spectra far from it.
-    live = info["live_time_s"]
+    # Distribution checks: another tube voltage; another scanner, spectra far from the training ones, a shifted
+    # core (coremax.eval.shift).
     table["flag_kv"] = ~np.isclose(table["kv"].astype(float), info["kv"])
-    table["flag_channels"] = ~table["spectrum_length"].isin(info["original_lengths"])
-    table["flag_live_time"] = (table["live_time_s"] < live["min"] - 1e-9) | (table["live_time_s"] > live["max"] + 1e-9)
-    train = load_split(data_root, dataset, "train")
-    train = train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=0)
-    dist = Distance.fit(pred.embed(train), pred.embed(val), percentile)
-    table["ood_distance"] = dist(pred.embed(df))
-    table["flag_ood"] = table["ood_distance"] > dist.threshold
+    flags, cores = check_rows(pred.embed, load_split(data_root, dataset, "train"), val, df, percentile)
+    table = pd.concat([table, flags], axis=1)
+    table["interval_calibrated"] &= ~table["flag_kv"]
     warnings = []
-    for flag, what in (("flag_kv", f"were measured at another tube voltage than the training data ({info['kv']:g} kV)"),
-                       ("flag_channels", "have another channel count than the training data"),
-                       ("flag_live_time", f"have a live time outside the training range ({live['min']:g}-"
-                                          f"{live['max']:g} s)"),
-                       ("flag_ood", f"lie outside the training distribution (embedding distance above the "
-                                    f"{percentile:g}th percentile of the validation rows)")):
-        n = int(table[flag].sum())
-        if n:
-            warnings.append(f"warning: {n} of {len(table)} spectra {what}; treat their predictions with care.")
+    if table["flag_kv"].any():
+        warnings.append(f"warning: {int(table['flag_kv'].sum())} of {len(table)} spectra were measured at another "
+                        f"tube voltage than the training data ({info['kv']:g} kV); treat their predictions with care.")
+    warnings += shift_warnings(flags, cores, percentile)
+    if lab is not None:
+        table, recal = recalibrate(table, lab, pred.targets, q, correction_methods(pred, val),
+                                   1 - cfg["eval"]["interval"], match_mm)
+        table = clip_table(pred, table)
+        cores = cores.merge(recal, on="core", how="left")
+        warnings += [f"note: core {r.core} {r.target} recalibrated on {r.samples} lab samples ({r.method}: "
+                     f"bias before {r.bias_before:+.2f}, leave-one-out RMSE {r.loo_rmse:.2f}); predictions at "
+                     "those depths are fitted, not independent skill." for r in recal.itertuples()]
     if changed:
         warnings.append(f"warning: the data set changed since training ({', '.join(changed)}); the intervals are "
                         "calibrated on validation rows the experiment may not have held out.")
@@ -74,7 +101,12 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     table = pd.concat([table, df[element_columns(df)]], axis=1)  # the lab's intensities beside the predictions
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
+    with atomic_path(cores_file(out)) as tmp:
+        cores.to_csv(tmp, index=False)
+    # the lab samples a core was recalibrated on are drawn as the measurements
+    measured = table.rename(columns={f"{t}_lab": t for t in pred.targets})
+    measured = measured[["core", "depth_mm", *[t for t in pred.targets if t in measured.columns]]]
     for core in table["core"].unique():
-        figures.plot_profiles(table[table["core"] == core], pd.DataFrame(), pred.targets,
+        figures.plot_profiles(table[table["core"] == core], measured[measured["core"] == core], pred.targets,
                               out.with_name(f"{out.stem}-profile-{core}.png"), core)
     return table, warnings

@@ -24,8 +24,10 @@ from coremax.eval import figures
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.eval.conformal import conformal_quantile, intervals
 from coremax.eval.floor import floor_metrics
-from coremax.eval.metrics import metrics_table
+from coremax.eval.metrics import FLAG_SCOPES, metrics_table
+from coremax.eval.shift import check_rows
 from coremax.experiment import Experiment
+from coremax.frozen import check_unchanged
 from coremax.io import file_sha256
 from coremax.paths import check_name, dataset_dir
 
@@ -73,6 +75,7 @@ def check_trained(exp: Experiment, split: str | None = None, allow_changed_data:
         if not path.is_file() or file_sha256(path) != sha:
             raise UserError(f"{path} is not the file {exp.name!r} trained (its sha256 differs from provenance.toml); "
                             "restore it or train the experiment again.")
+    check_unchanged(exp)  # config.toml says what the model was trained with, and best-model.pth is of its stage
     recorded = prov.get("dataset", {}).get("files", {})
     if split is not None and recorded:
         dataset = prov["dataset"]["name"]
@@ -158,24 +161,6 @@ def core_names(df: pd.DataFrame, where: str) -> list[str]:
     return [check_name(str(c), f"core name {str(c)[:40]!r} in {where}") for c in df["core"].unique()]
 
 
-# -- distribution checks ---------------------------------------------------------------------------------------
-@dataclass
-class Distance:
-    """Standardised distance of embeddings from the training rows; threshold = a percentile on val rows."""
-    mean: np.ndarray
-    std: np.ndarray
-    threshold: float
-
-    @classmethod
-    def fit(cls, train_emb: np.ndarray, val_emb: np.ndarray, percentile: float = 99.0) -> "Distance":
-        d = cls(train_emb.mean(0), train_emb.std(0) + 1e-6, np.inf)
-        d.threshold = float(np.percentile(d(val_emb), percentile)) if len(val_emb) else np.inf
-        return d
-
-    def __call__(self, emb: np.ndarray) -> np.ndarray:
-        return np.sqrt((((emb - self.mean) / self.std) ** 2).mean(axis=1))
-
-
 # -- evaluation on a split -----------------------------------------------------------------------------------
 def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFrame:
     """One row per spectrum: core, depth, each target's measurement, prediction (contents within 0-100 wt%) and
@@ -217,7 +202,9 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
             metrics = _test_pretrain(exp, df, split, device, changed)
         else:
             metrics = _test_regression(exp, cfg, df, split, device, changed)
-        log.info("test", split=split, rows=len(df), metrics=metrics.to_dict(orient="records"))
+        # eval.* may change after training (coremax.frozen): what this test used is kept with its results
+        log.info("test", split=split, rows=len(df), eval=cfg.get("eval", {}), device=device,
+                 metrics=metrics.to_dict(orient="records"))
     finally:
         logs.pop()
     return metrics
@@ -231,12 +218,16 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     trained = trained_test_rows(exp.data_root, cfg, df, split)
     frame.loc[trained, pred.targets] = np.nan  # the data.test_labels rows were trained on: no test of anything
     frame["trained_on"] = trained
-    metrics = metrics_table(frame, pred.targets)
+    flags, cores = check_rows(pred.embed, load_split(exp.data_root, cfg["data"]["dataset"], "train"), val_df, df)
+    frame = pd.concat([frame, flags], axis=1)
+    metrics = flagged_metrics(frame, pred.targets)
     metrics.insert(0, "split", split)
     metrics["half_width"] = metrics["target"].map(dict(zip(pred.targets, q)))
     metrics["data_changed"] = ", ".join(changed)  # files that differ from training, allowed by the user
+    exp.remove_result(f"{split}-floor")  # a floor belongs to the rows it was computed on: none of an older test
     exp.write_result(f"{split}-predictions", frame)
     exp.write_result(f"{split}-metrics", metrics)
+    exp.write_result(f"{split}-cores", cores)
     floor = floor_metrics(exp.data_root, cfg["data"]["dataset"], pred.targets, split,
                           exclude=set(df["source_file"][trained]))
     if floor is not None:  # the best any calibration can do on these rows (synthetic archives only)
@@ -248,6 +239,18 @@ def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
         figures.plot_profiles(frame[frame["core"] == core], measured[measured["core"] == core], pred.targets,
                               exp.results / f"{split}-profile-{core}.png", core)
     return metrics
+
+
+def flagged_metrics(frame: pd.DataFrame, targets) -> pd.DataFrame:
+    """metrics_table, plus scopes `flagged spectra` and `unflagged spectra` (coremax.eval.shift's checks): the
+    intervals promise their coverage only where no check flags a row, so coverage is reported apart."""
+    metrics = metrics_table(frame, targets)
+    parts = [metrics]
+    for scope, rows in zip(FLAG_SCOPES, (~frame["interval_calibrated"], frame["interval_calibrated"])):
+        if rows.any():
+            m = metrics_table(frame[rows.to_numpy()], targets, group="")
+            parts.append(m.assign(scope=scope))
+    return pd.concat(parts, ignore_index=True)
 
 
 def trained_test_rows(data_root, cfg: dict, df: pd.DataFrame, split: str) -> np.ndarray:

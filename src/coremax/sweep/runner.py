@@ -22,8 +22,8 @@ from pathlib import Path
 from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.experiment import Experiment
+from coremax.frozen import config_change
 from coremax.paths import experiment_dir
-from coremax.checks import config_change
 
 TRAIN = Path(__file__).resolve().parents[3] / "scripts" / "train.py"
 PRELOAD = ["torch", "sklearn", "skops.io", "pandas", "pyarrow.parquet", "scipy.linalg", "structlog"]
