@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# `make test` runs two pytest-xdist workers on the 2-core machine: one thread each (set before torch is imported,
+# so the scripts the tests run inherit it too).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # The key that signs results pickles: one per test session (scripts run by the tests inherit it), removed at exit.
 if "COREMAX_KEY_FILE" not in os.environ:
     _KEYS = tempfile.mkdtemp(prefix="coremax-key-")

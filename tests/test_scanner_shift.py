@@ -63,7 +63,10 @@ def test_corrections_recover_an_exact_shift_and_the_samples_are_marked():
                           "CaCO3_lo": pred - 2, "CaCO3_hi": pred + 2, "interval_calibrated": False})
     bulk = pd.DataFrame({"core": "N1", "depth_mm": [0.0, 100.0, 200.0, 300.0, 390.0],
                          "CaCO3": lab[[0, 10, 20, 30, 39]]})
-    out, report = recalibrate(table, bulk, ["CaCO3"], np.array([2.0]), {"CaCO3": 0.0}, 0.1)
+    stray = pd.DataFrame({"core": ["ZZ-9"], "depth_mm": [5.0], "CaCO3": [30.0]})  # a core not predicted
+    out, report, unmatched = recalibrate(table, pd.concat([bulk, stray]), ["CaCO3"], np.array([2.0]),
+                                         {"CaCO3": 0.0}, 0.1)
+    assert list(unmatched["core"]) == ["ZZ-9"]
     assert np.allclose(out["CaCO3_pred"], lab)                      # the whole core corrected
     assert out["used_for_recalibration"].sum() == 5 and out["interval_calibrated"].all()
     assert np.allclose(out["CaCO3_hi"] - out["CaCO3_lo"], 4.0)     # never narrower than validation's
@@ -156,3 +159,13 @@ def test_held_out_cores_of_the_training_scanners_are_rarely_flagged_and_coverage
     scopes = set(metrics["scope"])
     assert "unflagged spectra" in scopes
     assert ("flagged spectra" in scopes) == bool((~frame["interval_calibrated"]).any())
+
+
+def test_suggest_says_which_suggested_depths_come_from_another_scanner(tmp_path, data_root, channels_model,
+                                                                        other_scanner):
+    from coremax.suggest import suggest_raw
+
+    table, notes = suggest_raw(data_root, channels_model, other_scanner / "other" / "raw", tmp_path / "s.csv", n=4,
+                               method="uncertain")
+    assert table["flag_scanner"].all() and not table["interval_calibrated"].any()
+    assert any("not trained on" in n for n in notes)

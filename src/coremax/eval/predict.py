@@ -85,13 +85,18 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
                         f"tube voltage than the training data ({info['kv']:g} kV); treat their predictions with care.")
     warnings += shift_warnings(flags, cores, percentile)
     if lab is not None:
-        table, recal = recalibrate(table, lab, pred.targets, q, correction_methods(pred, val),
+        table, recal, unmatched = recalibrate(table, lab, pred.targets, q, correction_methods(pred, val),
                                    1 - cfg["eval"]["interval"], match_mm)
         table = clip_table(pred, table)
         cores = cores.merge(recal, on="core", how="left")
         warnings += [f"note: core {r.core} {r.target} recalibrated on {r.samples} lab samples ({r.method}: "
                      f"bias before {r.bias_before:+.2f}, leave-one-out RMSE {r.loo_rmse:.2f}); predictions at "
                      "those depths are fitted, not independent skill." for r in recal.itertuples()]
+        if len(unmatched):
+            first = unmatched.iloc[0]
+            warnings.append(f"warning: {len(unmatched)} of the {len(lab)} lab samples of {bulk} matched no spectrum "
+                            f"(first: core {first['core']} at {first['depth_mm']:g} mm: {first['reason']}); "
+                            "they were not used.")
     if changed:
         warnings.append(f"warning: the data set changed since training ({', '.join(changed)}); the intervals are "
                         "calibrated on validation rows the experiment may not have held out.")

@@ -71,11 +71,12 @@ def choose_correction(pred: np.ndarray, lab: np.ndarray, cores: np.ndarray, k: i
 
 
 def recalibrate(table: pd.DataFrame, bulk: pd.DataFrame, targets, half: np.ndarray, methods: dict,
-                alpha: float, match_mm: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                alpha: float, match_mm: float = 5.0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Correct `table` (predict.py's: core, depth_mm, <t>_pred/_lo/_hi per target, interval_calibrated) on the
     lab samples of `bulk` that match its spectra; `half` the validation half-width per target, `methods` the
     shrinkage of the correction per target. Adds `<t>_lab` (the matched lab value), `<t>_recalibrated` and
-    `used_for_recalibration`. Returns the table and one row per (core, target) recalibrated."""
+    `used_for_recalibration`. Returns the table, one row per (core, target) recalibrated, and the samples that
+    matched no spectrum (with the reason)."""
     lab, unmatched, _ = match_bulk(table[["core", "depth_mm"]], bulk, match_mm)
     usable = [t for t in targets if t in lab.columns and lab[t].notna().any()]
     if not usable:
@@ -111,4 +112,4 @@ def recalibrate(table: pd.DataFrame, bulk: pd.DataFrame, targets, half: np.ndarr
     # a row's intervals are calibrated again when every target of it was recalibrated on its core's samples
     done = table[[f"{t}_recalibrated" for t in targets if f"{t}_recalibrated" in table.columns]].all(axis=1)
     table.loc[done & (len(usable) == len(targets)), "interval_calibrated"] = True
-    return table, pd.DataFrame(report)
+    return table, pd.DataFrame(report), unmatched
