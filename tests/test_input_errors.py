@@ -199,3 +199,11 @@ def test_a_data_root_that_is_a_file_is_said_to_be_one(raw, tmp_path, capsys):
                    "that holds datasets/ and experiments/ (or a new one).\n")
     with pytest.raises(UserError, match="is a file, not a folder"):
         load_info(root, "synthetic")
+
+
+def test_spectra_too_short_for_the_element_fit_are_refused_in_one_sentence():
+    from coremax.data.elements import fit_elements
+
+    meta = pd.DataFrame({"core": ["A"] * 3, "kv": [10.0] * 3, "live_time_s": [10.0] * 3})
+    with pytest.raises(UserError, match="8 channels, too few for the element fit"):
+        fit_elements(np.ones((3, 8), np.int32), meta, 10.0)

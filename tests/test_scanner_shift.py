@@ -169,3 +169,24 @@ def test_suggest_says_which_suggested_depths_come_from_another_scanner(tmp_path,
                                method="uncertain")
     assert table["flag_scanner"].all() and not table["interval_calibrated"].any()
     assert any("not trained on" in n for n in notes)
+
+
+def test_test_py_names_a_tested_core_of_another_scanner(data_root, channels_model, monkeypatch, capsys):
+    """A test core whose spectra carry another scanner's settings: test.py says so, naming the core."""
+    from coremax.cli import test_main
+    from coremax.data import dataset
+    from coremax.experiment import Experiment
+
+    original = dataset.load_split
+
+    def other_scanner_test_rows(root, name, split, *a, **k):
+        rows = original(root, name, split, *a, **k)
+        if split == "test":
+            rows = rows.assign(scanner="Other scanner X (2016) | 0.4 mA | 10 s | No-Filter | slit 12")
+        return rows
+
+    monkeypatch.setattr("coremax.eval.run.load_split", other_scanner_test_rows)
+    test_main(["--experiment", channels_model, "--data-root", str(data_root)])
+    err = capsys.readouterr().err
+    frame = Experiment.open(data_root, channels_model).read_result("test-predictions")
+    assert frame["flag_scanner"].all() and "not trained on" in err and str(frame["core"].iloc[0]) in err

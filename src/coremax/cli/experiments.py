@@ -46,6 +46,11 @@ def test_main(argv=None) -> None:
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         print(metrics.round(4).to_string(index=False))
     exp = Experiment.open(args.data_root, args.experiment)
+    if exp.has_result(f"{args.split}-cores"):  # another scanner or a shifted core among the tested ones
+        from coremax.eval.shift import shift_warnings  # deferred
+
+        for w in shift_warnings(exp.read_result(f"{args.split}-predictions"), exp.read_result(f"{args.split}-cores")):
+            print(w, file=sys.stderr)
     if exp.has_result(f"{args.split}-floor"):
         floor = exp.read_result(f"{args.split}-floor")
         print("floor (the true composition under each scan spot against the lab values; no model can do better):")

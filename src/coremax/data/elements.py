@@ -28,6 +28,8 @@ import xraylib as xrl
 from scipy.interpolate import BSpline
 from scipy.optimize import least_squares
 
+from coremax.errors import UserError
+
 FANO, PAIR_EV = 0.115, 3.85            # Si: Fano factor and energy per electron-hole pair (eV)
 SI_KA, SI_K_EDGE = 1.74, 1.839         # keV: an escape peak lies SI_KA below its parent, above the Si K edge
 # What a marine-sediment configuration reports: K lines where the tube excites them, else L lines (peak_groups).
@@ -43,6 +45,7 @@ KNOT_KEV = 0.6                         # continuum flexibility: several peak wid
 SCATTER_WINDOW = (0.80, 0.95)          # continuum window as fractions of the tube voltage (10 kV: 8-9.5 keV)
 MIN_LINE = 0.01                        # lines below 1 % of their group's strongest are left out
 NOMINAL = (0.0, 0.020, 0.10)           # offset keV, gain keV/channel, noise FWHM keV: where the search starts
+MIN_FIT_CHANNELS = 100                  # channels inside the fit's energy range, well above its parameter count
 REFINE_SIGMA = 30.0                    # a run refines a group's beta share when both parts are this well measured
 REFINE_BAND = (0.5, 1.5)               # ... and the share stays within this factor of xraylib's
 BATCH = 512                            # spectra per solve: bounds the (batch, parameters, channels) product
@@ -233,6 +236,10 @@ def fit_elements(counts: np.ndarray, meta: pd.DataFrame, kv: float | None, eleme
         idx = np.flatnonzero(label == group)
         group_kv = float(kv if kv is not None else meta["kv"].iloc[idx[0]])
         peaks = peak_groups(group_kv, tuple(elements))
+        if len(fit_range(*NOMINAL[:2], counts.shape[1], group_kv)) < MIN_FIT_CHANNELS:
+            raise UserError(f"The spectra have {counts.shape[1]} channels, too few for the element fit (it reads "
+                            f"{WINDOW_KEV:g}-{group_kv:g} keV at about {NOMINAL[1] * 1000:g} eV per channel, at least "
+                            f"{MIN_FIT_CHANNELS} channels); give the whole spectra of the scanner.")
         total = counts[idx].sum(axis=0, dtype=np.float64)
         calibration = fit_calibration(total, group_kv, peaks)
         refined = refine_ratios(total, group_kv, calibration, peaks)
