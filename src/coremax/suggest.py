@@ -160,7 +160,8 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
         # another scanner or a shifted core: its half-widths are not calibrated (coremax.eval.shift)
         dataset = cfg["data"]["dataset"]
         flags, shifted = check_rows(pred.embed, load_split(data_root, dataset, "train"),
-                                    labelled(load_split(data_root, dataset, "val"), pred.targets), rows)
+                                    labelled(load_split(data_root, dataset, "val"), pred.targets), rows,
+                                    e_rows=features if features_of is pred.embed else None)
         for col in ("flag_scanner", "flag_core_shift", "interval_calibrated"):
             table[col] = flags[col].to_numpy()[chosen["row"]]
         notes += shift_warnings(flags, shifted)

@@ -36,11 +36,10 @@ def correction_methods(pred, val: pd.DataFrame) -> dict[str, str]:
 
 
 def clip_table(pred, table: pd.DataFrame) -> pd.DataFrame:
-    """Contents back within 0-100 wt% after a correction."""
-    for t in pred.targets:
-        cols = [f"{t}_pred", f"{t}_lo", f"{t}_hi"]
-        if t in pred.contents:
-            table[cols] = table[cols].clip(0.0, 100.0)
+    """Predictions and bounds back within the predictor's bounds (Predictor.clip) after a correction."""
+    for suffix in ("_pred", "_lo", "_hi"):
+        cols = [f"{t}{suffix}" for t in pred.targets]
+        table[cols] = pred.clip(table[cols].to_numpy(np.float64))
     return table
 
 

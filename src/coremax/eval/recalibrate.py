@@ -101,10 +101,9 @@ def recalibrate(table: pd.DataFrame, bulk: pd.DataFrame, targets, half: np.ndarr
                 q = float(np.nanmax(np.abs(loo))) if len(given) > 1 else 0.0
             q = max(q, float(half[j]))
             corrected = a + b * table[f"{t}_pred"].to_numpy()[rows]
-            table.loc[table.index[rows], f"{t}_pred"] = corrected
-            table.loc[table.index[rows], f"{t}_lo"] = corrected - q
-            table.loc[table.index[rows], f"{t}_hi"] = corrected + q
-            table.loc[table.index[rows], f"{t}_recalibrated"] = True
+            at = table.index[rows]
+            table.loc[at, f"{t}_pred"], table.loc[at, f"{t}_recalibrated"] = corrected, True
+            table.loc[at, f"{t}_lo"], table.loc[at, f"{t}_hi"] = corrected - q, corrected + q
             report.append({"core": core, "target": t, "samples": len(given), "method": describe(methods[t]),
                            "offset": a, "slope": b, "bias_before": float(np.mean(y - p)),
                            "loo_rmse": float(np.sqrt(np.nanmean(loo ** 2))) if len(given) > 1 else np.nan,

@@ -159,14 +159,15 @@ def reference_rows(train: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return train.iloc[np.sort(np.concatenate(keep))]
 
 
-def check_rows(embed, train: pd.DataFrame, val: pd.DataFrame, rows: pd.DataFrame, percentile: float = 99.0
-               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def check_rows(embed, train: pd.DataFrame, val: pd.DataFrame, rows: pd.DataFrame, percentile: float = 99.0,
+               e_rows: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The three checks of `rows` against the training rows, with `embed` (rows -> features, the predictor's):
     (per row: flag_scanner, scanner_reason, ood_distance, flag_ood, core_shift_p, flag_core_shift,
     interval_calibrated; per core: core_report). A row's interval is calibrated when none of its checks flags it:
     the validation rows the intervals come from say nothing about another scanner or a shifted core."""
     train = reference_rows(train)
-    e_train, e_rows = embed(train), embed(rows)
+    e_train = embed(train)
+    e_rows = embed(rows) if e_rows is None else e_rows  # the caller's, when it embedded the rows already
     dist = Distance.fit(e_train, embed(val), percentile)
     flags = ScannerCheck.fit(train)(rows).reset_index(drop=True)
     flags["ood_distance"] = dist(e_rows)
