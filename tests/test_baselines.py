@@ -11,7 +11,7 @@ from coremax.errors import UserError
 from coremax.baselines import load_baseline, make_baseline
 from coremax.baselines.nmf_svr import NmfSvr
 from coremax.baselines.pls import Pls
-from coremax.eval.metrics import regression_metrics
+from coremax.stats.metrics import regression_metrics
 
 L = 256
 TARGETS = ["CaCO3", "TOC"]
@@ -194,3 +194,28 @@ def test_row_weights_count_as_repeated_rows_and_new_core_samples_weigh_what_leav
     y_noise = y_tr.copy()
     y_noise[:10, 0] += np.random.default_rng(5).normal(0, 20, 10)
     assert Pls().fit(x_tr, y_noise, x_va, y_va, TARGETS, new_rows=new).selected["CaCO3"]["new_core_share"] == 0
+
+
+def test_a_file_saved_under_the_old_module_names_still_loads(fitted, data, tmp_path):
+    """Files saved before the baselines package name coremax.eval.baselines.Pls and _TargetScaled; they load
+    as today's types (the file is not changed) and predict as before."""
+    import io
+    import json
+    import zipfile
+
+    path = fitted["pls"].save(tmp_path / "new.skops")
+    out = io.BytesIO()
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            text = zin.read(item)
+            if item.filename == "schema.json":
+                text = text.decode().replace('"coremax.baselines.pls"', '"coremax.eval.baselines"')
+                text = json.loads(text.replace('"TargetScaled"', '"_TargetScaled"').replace(
+                    '"coremax.baselines.base"', '"coremax.eval.baselines"'))
+                text = json.dumps(text).encode()
+            zout.writestr(item, text)
+    old = tmp_path / "old.skops"
+    old.write_bytes(out.getvalue())
+    assert b"coremax.eval.baselines" in zipfile.ZipFile(old).read("schema.json")
+    loaded = load_baseline(tmp_path, "old.skops")
+    np.testing.assert_array_equal(loaded.predict(data[4]), fitted["pls"].predict(data[4]))

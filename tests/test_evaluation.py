@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, train
 from coremax.data.dataset import load_split
 from coremax.errors import UserError
-from coremax.eval.metrics import FLAG_SCOPES
+from coremax.stats.metrics import FLAG_SCOPES
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from coremax.eval import figures
-from coremax.eval.metrics import metrics_table
+from coremax.stats.metrics import metrics_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TARGETS = ["CaCO3", "TOC"]

@@ -17,7 +17,7 @@ from coremax.baselines.mlc import Mlc
 from coremax.baselines.ratio import Ratio
 from coremax.config import CHOICES, DEFAULT_PATH
 from coremax.errors import UserError
-from coremax.eval.metrics import regression_metrics
+from coremax.stats.metrics import regression_metrics
 
 PARTS = ["Al", "Si", "K", "Ca", "Ti", "Fe", "Sr", "coh", "scatter"]
 LEVEL = {"Al": 2e3, "Si": 8e3, "K": 4e3, "Ca": 5e4, "Ti": 3e3, "Fe": 2e4, "Sr": 2e3, "coh": 1e4, "scatter": 2e4}
@@ -156,7 +156,7 @@ def test_ratio_finds_the_constructed_pair_and_scale():
     given = Ratio(pair="Ti/Ca").fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS)
     assert given.selected_params()["TOC"]["pair"] == "Ti/Ca"  # as asked, even where another pair would do better
     assert given.selected_params()["CaCO3"]["slope"] == pytest.approx(-12, rel=0.02)
-    # new cores' samples: weighed as eval.weighting chooses, recorded like the other baselines
+    # new cores' samples: weighed as stats.weighting chooses, recorded like the other baselines
     new = np.zeros(len(x_tr), bool)
     new[:10] = True
     assert "new_core_share" in Ratio().fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS, new_rows=new).selected["CaCO3"]

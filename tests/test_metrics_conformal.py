@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from coremax.eval.conformal import conformal_quantile, intervals
-from coremax.eval.metrics import coverage
-from coremax.eval.metrics import metrics_table, regression_metrics
+from coremax.stats.conformal import conformal_quantile, intervals
+from coremax.stats.metrics import coverage
+from coremax.stats.metrics import metrics_table, regression_metrics
 
 
 def test_regression_metrics_by_hand():

@@ -20,7 +20,7 @@ from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
 from coremax.engine.data import prepare_data, core_label_mask
 from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.eval.weighting import NEW_CORE_SHARES
+from coremax.stats.weighting import NEW_CORE_SHARES
 from coremax.baselines.pls import Pls
 from coremax.eval.floor import floor_metrics
 from coremax.eval.run import evaluate_experiment
@@ -234,7 +234,7 @@ def test_the_labels_table_gives_r2_per_core_at_every_k_and_marks_a_core_with_not
 
 def test_weighted_ridge_equals_repeated_rows_and_the_head_weighs_new_core_samples_as_leave_one_out_says():
     from coremax.engine.probe import fit_ridge, ridge_path
-    from coremax.eval.weighting import share_weights
+    from coremax.stats.weighting import share_weights
 
     rng = np.random.default_rng(1)
     f, y = rng.normal(size=(12, 4)), rng.normal(size=12)
@@ -333,7 +333,7 @@ def test_the_scanner_blind_head_draws_unlabelled_spectra_per_setting_and_says_wh
 
 
 def test_the_rule_pools_validation_errors_with_the_new_rows_left_out():
-    from coremax.eval.weighting import NEW_CORE_SHARES, choose_share
+    from coremax.stats.weighting import NEW_CORE_SHARES, choose_share
 
     y = np.zeros(6)
     new = np.array([False] * 4 + [True] * 2)
@@ -381,7 +381,7 @@ def test_the_spectra_protocol_reuses_the_scratch_runs_of_new_cores(data_root):
 
 
 def test_the_spread_of_the_settings_means_counts_what_moves_one_setting_against_the_others():
-    from coremax.eval.epo import mean_spread
+    from coremax.stats.epo import mean_spread
 
     shift = torch.tensor([0.0, 1.0, -0.5])[:, None, None]  # how far each of three settings' predictions moved
     exact = float(((shift - shift.mean()) ** 2).sum())

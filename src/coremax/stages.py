@@ -22,8 +22,8 @@ from coremax.engine.runtime import cleanup, seed_everything, setup
 from coremax.engine.probe import element_head, fit_ridge_head
 from coremax.engine.trainer import TASKS, fit, save_untrained
 from coremax.errors import UserError
-from coremax.eval.epo import EPO_SPECTRA
-from coremax.eval.metrics import rmse
+from coremax.stats.epo import EPO_SPECTRA
+from coremax.stats.metrics import rmse
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
 from coremax.models import build_model, load_encoder, peft
@@ -83,7 +83,7 @@ def run_stage(config: dict, data_root, resume: bool = False, command=None, notes
         epo = stage in ("finetune", "baseline") and config[stage]["epo"]
         penalty = config["finetune"]["epo_penalty"] if stage == "finetune" else 0.0
         check_stage_keys(config, data, mode)
-        # the scanner settings' unlabelled spectra (eval.epo); a resumed fine-tune keeps the head it fitted (and
+        # the scanner settings' unlabelled spectra (stats.epo); a resumed fine-tune keeps the head it fitted (and
         # needs them again only for the penalty), a resumed baseline is fitted again
         spectra = setting_spectra(data_root, seed, config["data"], EPO_SPECTRA) \
             if epo and (stage == "baseline" or not resume or penalty) else None

@@ -28,7 +28,7 @@ from coremax.data.dataset import load_arrays, load_split
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.eval.metrics import FLAG_SCOPES
+from coremax.stats.metrics import FLAG_SCOPES
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.study_methods import baseline_methods, methods, neural_methods

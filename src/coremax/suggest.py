@@ -16,7 +16,7 @@ from coremax.data.raw import read_folder
 from coremax.engine.data import labelled
 from coremax.errors import UserError
 from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.eval.conformal import conformal_quantile, intervals
+from coremax.stats.conformal import conformal_quantile, intervals
 from coremax.eval.figures import plot_suggestions
 from coremax.eval.shift import Distance, check_rows, shift_warnings
 from coremax.eval.run import baseline_inputs, check_trained, core_names, load_network, load_predictor

@@ -27,7 +27,7 @@ from coremax.stages import function_defaults
 from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.plotting import new_figure, save
 from coremax.errors import UserError
-from coremax.eval.metrics import regression_metrics
+from coremax.stats.metrics import regression_metrics
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 4, 15))
 

@@ -13,9 +13,9 @@ import numpy as np
 
 from coremax.data.ratios import area_matrix, area_parts, element_table
 from coremax.errors import UserError
-from coremax.eval.epo import blind, setting_directions, versions
-from coremax.eval.metrics import rmse
-from coremax.eval.weighting import choose_share
+from coremax.stats.epo import blind, setting_directions, versions
+from coremax.stats.metrics import rmse
+from coremax.stats.weighting import choose_share
 from coremax.io import atomic_path
 from coremax.paths import inside
 
@@ -100,9 +100,9 @@ class Baseline:
     def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None,
             settings=None, contents=None) -> "Baseline":
         """`new_rows` (bool, train rows): the lab samples of new cores (data.test_labels); how much they weigh in
-        the regression is chosen per target by `eval.weighting`'s rule (the features are fitted on every row
+        the regression is chosen per target by `stats.weighting`'s rule (the features are fitted on every row
         alike). `settings` = (spectra, their scanner settings): the model blind to the directions along which the
-        settings' mean features differ is a candidate too (baseline.epo: `eval.epo`). `contents`: the targets
+        settings' mean features differ is a candidate too (baseline.epo: `stats.epo`). `contents`: the targets
         that are contents in wt% (the log-ratio baselines need them; the others take no notice). X are what
         `inputs_of` gives: spectra, or element tables (then `settings[0]` is one too)."""
         self.targets = [str(t) for t in targets]
@@ -130,7 +130,7 @@ class Baseline:
                                 "labelled cores to the data set.")
             f, y = f_tr[tr], Y_train[tr, j]
 
-            # One candidate per row weighting (eval.weighting says why) and features, plain or blind
+            # One candidate per row weighting (stats.weighting says why) and features, plain or blind
             def fit_with(w, f=f, y=y, f_va=f_va[va], y_va=Y_val[va, j]):
                 found = [(*self._choose(blind(f, d), y, blind(f_va, d), y_va, w), d) for d in offered]
                 return found, np.array([c[0] ** 2 for c in found]), \
@@ -195,11 +195,12 @@ class Baseline:
         import skops.io  # see save()
         try:
             trusted = trusted_types()
-            foreign = sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted))
+            content = _renamed_types(path.read_bytes())
+            foreign = sorted(set(skops.io.get_untrusted_types(data=content)) - set(trusted))
             if foreign:
                 raise UserError(f"The baseline file {str(path)!r} holds the type {foreign[0]!r}, which CoreMAX never "
                                 "writes; it is refused (it could run code).")
-            obj = skops.io.load(path, trusted=trusted)
+            obj = skops.io.loads(content, trusted=trusted)
         except UserError:
             raise
         except Exception as e:  # damaged or foreign files all end here
@@ -221,8 +222,45 @@ def features_inputs(method: str, features: str) -> str:
 def trusted_types() -> list[str]:
     """The only types a baseline file may hold beyond scikit-learn's own (which skops trusts): the registered
     baselines and the helper below."""
-    return [f"{c.__module__}.{c.__qualname__}" for c in (*METHODS.values(), TargetScaled)] + \
-        [f"coremax.eval.baselines.{c}" for c in ("NmfSvr", "Pls", "_TargetScaled")]  # files saved before the move
+    return [f"{c.__module__}.{c.__qualname__}" for c in (*METHODS.values(), TargetScaled)]
+
+
+# Baseline files saved before the `coremax.baselines` package name their types in `coremax.eval.baselines`.
+OLD_TYPES = {("coremax.eval.baselines", "NmfSvr"): ("coremax.baselines.nmf_svr", "NmfSvr"),
+             ("coremax.eval.baselines", "Pls"): ("coremax.baselines.pls", "Pls"),
+             ("coremax.eval.baselines", "_TargetScaled"): ("coremax.baselines.base", "TargetScaled")}
+
+
+def _renamed_types(content: bytes) -> bytes:
+    """A skops file's bytes with the old type names of OLD_TYPES read as today's (its schema.json rewritten in
+    memory; the file itself is not touched)."""
+    if b"coremax.eval.baselines" not in content:
+        return content
+    import io
+    import json
+    import zipfile
+
+    def rename(node):
+        if isinstance(node, dict):
+            new = OLD_TYPES.get((node.get("__module__"), node.get("__class__")))
+            if new is not None:
+                node["__module__"], node["__class__"] = new
+            for value in node.values():
+                rename(value)
+        elif isinstance(node, list):
+            for value in node:
+                rename(value)
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(content)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            if item.filename == "schema.json":
+                schema = json.loads(data)
+                rename(schema)
+                data = json.dumps(schema).encode()
+            zout.writestr(item, data)
+    return out.getvalue()
 
 
 class TargetScaled:

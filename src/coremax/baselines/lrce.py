@@ -11,7 +11,7 @@ exp(y_j) + exp(y_R)), W_j = W_ref exp(y_j) gives closed, non-negative contents.
 The reference element (baseline.reference; "" = each element target tried) is the one whose equations give the
 lowest mean validation RMSE (wt%) over the targets. A missing content enters a row's remainder as its training
 median (as in mlc). The new cores' rows (new_rows) weigh like any row here: a shared reference ties the equations
-together, so a per-equation share (eval.weighting) would not give one model.
+together, so a per-equation share (stats.weighting) would not give one model.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from coremax.baselines.base import register
 from coremax.baselines.logratio import LogRatioBaseline, element_of
 from coremax.errors import UserError
-from coremax.eval.metrics import rmse
+from coremax.stats.metrics import rmse
 
 SCATTER_PARTS = ("coh", "scatter")  # the remainder's intensity, in order of preference
 

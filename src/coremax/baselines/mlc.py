@@ -28,8 +28,8 @@ from coremax.baselines.logratio import LogRatioBaseline, closed
 from coremax.data.ratios import REPLACE
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
-from coremax.eval.metrics import rmse
-from coremax.eval.weighting import choose_share, share_weights
+from coremax.stats.metrics import rmse
+from coremax.stats.weighting import choose_share, share_weights
 
 RIDGE_ALPHAS = (1e-6, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)  # on clr features in log units, not standardised
 PLS_COMPONENTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15)
@@ -67,7 +67,7 @@ class Mlc(LogRatioBaseline):
             contents=None) -> "Mlc":
         """See LogRatioBaseline (X_unlabelled and settings are not used). Every target must be in `contents`
         (default: CaCO3, TOC and `<name> (wt%)`); the new cores' rows weigh per coordinate what
-        `eval.weighting` chooses."""
+        `stats.weighting` chooses."""
         Y_train, Y_val = self._start(X_train, Y_train, X_val, Y_val, targets)
         self._composition(Y_train, contents)
         z_tr, z_va = self._coordinates(Y_train), self._coordinates(Y_val)

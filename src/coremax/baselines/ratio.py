@@ -4,7 +4,7 @@ a + b ln(Ca/Ti), optionally with a second log-ratio term, fitted by (weighted) l
 Per target the validation rows choose the pair (baseline.pair = "": every unordered pair of parts; the second term
 of baseline.terms = 2 greedily, given the first) and the scale the line is fitted on: wt% or the logit
 ln(y / (100 - y)) for contents (whose lines then bend to stay within 0-100), as measured for other targets. The
-new cores' samples weigh what `eval.weighting` chooses, as in the other baselines.
+new cores' samples weigh what `stats.weighting` chooses, as in the other baselines.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from coremax.baselines.base import _plain, register
 from coremax.baselines.logratio import LogRatioBaseline, default_contents, logit
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
-from coremax.eval.metrics import rmse
-from coremax.eval.weighting import choose_share
+from coremax.stats.metrics import rmse
+from coremax.stats.weighting import choose_share
 
 
 def parse_pair(text: str) -> tuple[str, ...]:
@@ -81,7 +81,7 @@ class Ratio(LogRatioBaseline):
             f, y, f_va, y_va = l_tr[tr], Y_train[tr, j], l_va[va], Y_val[va, j]
 
             # one candidate per scale (its pairs chosen on the val rows) under the row weights w; choose_share
-            # then weighs the new cores' rows (eval.weighting)
+            # then weighs the new cores' rows (stats.weighting)
             def fit_with(w, f=f, y=y, f_va=f_va, y_va=y_va, scales=scales):
                 found = [self._search(f, y, f_va, y_va, s, w) for s in scales]
                 return found, np.array([m["val_rmse"] ** 2 for m in found]), \

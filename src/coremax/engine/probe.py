@@ -5,7 +5,7 @@ its strength chosen on the validation rows (whole validation cores), as the base
 features are not distorted by a few labels); `"lp_ft"` starts full fine-tuning from it (linear probe, then
 fine-tune: Kumar et al. 2022, who find the head trained first keeps fine-tuning from wrecking the features).
 
-With `finetune.epo` the head may also be blind to the scanner (`eval.epo`); its weights then have no part along the
+With `finetune.epo` the head may also be blind to the scanner (`stats.epo`); its weights then have no part along the
 removed directions, so they read raw embeddings unchanged: nothing about the setting is needed at prediction.
 """
 
@@ -17,8 +17,8 @@ import torch
 from coremax.data.ratios import ElementRatios
 from coremax.engine.data import ArrayData
 from coremax.errors import UserError
-from coremax.eval.epo import blind, setting_directions, versions
-from coremax.eval.weighting import choose_share
+from coremax.stats.epo import blind, setting_directions, versions
+from coremax.stats.weighting import choose_share
 
 # Ridge strengths tried, in units of the mean eigenvalue of the train features' scatter matrix (scale-free).
 ALPHAS = np.logspace(-5, 1, 13)
@@ -62,8 +62,8 @@ def ridge_path(f: np.ndarray, y: np.ndarray, alphas: np.ndarray, w: np.ndarray |
 def fit_ridge(f: np.ndarray, y: np.ndarray, f_va: np.ndarray, y_va: np.ndarray,
               new: np.ndarray, directions: np.ndarray | None = None) -> tuple[np.ndarray, float, dict]:
     """Ridge weights and intercept for one target, the strength chosen on the validation rows and, with new
-    cores' samples among the rows (`new`), with their weight share by `eval.weighting`'s rule; with `directions`
-    (`eval.epo.setting_directions`), the features without them are candidates too; and what was chosen."""
+    cores' samples among the rows (`new`), with their weight share by `stats.weighting`'s rule; with `directions`
+    (`stats.epo.setting_directions`), the features without them are candidates too; and what was chosen."""
     offered = versions(directions)
 
     def fit_with(w):

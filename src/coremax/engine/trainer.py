@@ -20,8 +20,8 @@ from coremax.engine.optim import build_optimizer
 from coremax.engine.runtime import Runtime, all_reduce_sum, peak_flops
 from coremax.engine.schedule import lr_at, scaled_lr, set_lr
 from coremax.errors import UserError
-from coremax.eval.epo import mean_spread
-from coremax.eval.metrics import rmse
+from coremax.stats.epo import mean_spread
+from coremax.stats.metrics import rmse
 from coremax.models import train_flops_per_spectrum
 from coremax.models.peft import load_weights, saved_weights
 from coremax.models.regressor import masked_mse
@@ -110,7 +110,7 @@ class FinetuneTask(Task):
 
     def keep_blind(self, spectra: ArrayData, start: torch.Tensor, targets: list[int], weight: float) -> None:
         """Add to every step's loss `weight` x the spread of the scanner settings' mean predictions of `targets`
-        (`eval.epo.mean_spread` of their change from `start`, the blind head's predictions of the unlabelled
+        (`stats.epo.mean_spread` of their change from `start`, the blind head's predictions of the unlabelled
         `spectra`), so that fine-tuning keeps a head fitted blind to the scanner blind (finetune.epo_penalty)."""
         settings = spectra.frame["scanner"].to_numpy(str)
         groups = [torch.from_numpy(np.flatnonzero(settings == s)) for s in np.unique(settings)]

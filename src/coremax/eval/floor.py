@@ -13,7 +13,7 @@ import pandas as pd
 
 from coremax.data.dataset import load_info, load_split
 from coremax.engine.data import labelled
-from coremax.eval.metrics import metrics_table
+from coremax.stats.metrics import metrics_table
 
 
 def truth_file(data_root, dataset: str) -> Path | None:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from coremax.data.bulk import match_bulk
 from coremax.errors import UserError
-from coremax.eval.conformal import conformal_quantile
+from coremax.stats.conformal import conformal_quantile
 
 # The correction family: lab - prediction = a + c (prediction - its mean over the samples), the slope c that of
 # least squares shrunk by 1 / (1 + lambda): lambda = 0 is a straight line through the samples, inf an offset. A

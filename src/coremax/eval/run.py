@@ -22,9 +22,9 @@ from coremax.engine.probe import element_head
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.eval.conformal import conformal_quantile, intervals
+from coremax.stats.conformal import conformal_quantile, intervals
 from coremax.eval.floor import floor_metrics
-from coremax.eval.metrics import FLAG_SCOPES, metrics_table
+from coremax.stats.metrics import FLAG_SCOPES, metrics_table
 from coremax.eval.shift import check_rows
 from coremax.experiment import Experiment
 from coremax.frozen import check_unchanged
