@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Evaluate an experiment on its held-out test cores: python scripts/test.py --experiment exp1."""
-from coremax.cli import test_main
+from coremax.cli import evaluate_main
 
 if __name__ == "__main__":
-    test_main()
+    evaluate_main()

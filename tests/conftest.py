@@ -45,10 +45,10 @@ def train(data_root, name, stage, *overrides, resume=False):
 
 def interrupted(data_root, name, stage, *overrides, monkeypatch, at: int = 3):
     """Train, stopped by a KeyboardInterrupt in the validation of epoch `at`: the run a killed job leaves."""
-    from coremax.engine import trainer
+    from coremax.engine import tasks
     from coremax.experiment import Experiment
 
-    task = trainer.TASKS[stage]
+    task = tasks.TASKS[stage]
     calls = {"n": 0}
     original = task.validate
 
@@ -99,3 +99,16 @@ def pretrained(data_root) -> str:
 def finetuned(data_root, pretrained) -> str:
     train(data_root, "ft", "finetune", "optim.epochs=3", "optim.blr=1e-3", f'finetune.from="{pretrained}"')
     return "ft"
+
+
+@pytest.fixture(scope="module")
+def pool(data_root):
+    """A small unlabelled pool beside the session's labelled set (same physics, every head)."""
+    from coremax.data.dataset import build_dataset
+    from coremax.data.simulate import simulate_archive
+
+    source = data_root / "datasets" / "external" / "pool"
+    if not (data_root / "datasets" / "pool" / "info.toml").is_file():
+        simulate_archive(source, seed=5, cores=5, spacing_mm=40.0, labelled=False, workers=1)
+        build_dataset(data_root, "pool", raw=source / "raw", split=0.8, seed=0)
+    return "pool"

@@ -15,7 +15,7 @@ from coremax.data.dataset import load_info, load_split, spectra_array
 from coremax.data.simulate import SCANNERS
 from coremax.data.transforms import instance_normalize, log_transform
 from coremax.errors import UserError
-from coremax.eval.run import load_network
+from coremax.eval.predictor import load_network
 from coremax.experiment import Experiment
 from coremax.models import Regressor
 

@@ -148,3 +148,43 @@ def test_results_pickles_from_elsewhere_are_not_read_until_trusted(tmp_path, dat
     pd.DataFrame({"epoch": [1], "train_loss": [0.5]}).to_pickle(planted)
     assert trust(exp.path) >= 1
     assert exp.read_result("history")["epoch"].tolist() == [1]
+
+
+def test_archive_extraction_is_capped_by_the_manifest_and_a_manifest_without_files_is_a_sentence(tmp_path):
+    import io
+    import tarfile
+
+    from coremax.archive import MANIFEST, check, unpack
+
+    def bomb(path, manifest: bytes, size: int):
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo(f"experiments/x/{MANIFEST}")
+            info.size = len(manifest)
+            tar.addfile(info, io.BytesIO(manifest))
+            big = tarfile.TarInfo("experiments/x/big.bin")
+            big.size = size
+
+            class Zeros(io.RawIOBase):  # a file of zeros that gzip squeezes to almost nothing
+                left = size
+
+                def readable(self):
+                    return True
+
+                def readinto(self, b):
+                    n = min(len(b), self.left)
+                    b[:n] = bytes(n)
+                    self.left -= n
+                    return n
+            tar.addfile(big, io.BufferedReader(Zeros()))
+        return path
+
+    root = tmp_path / "root"
+    root.mkdir()
+    listed = bomb(tmp_path / "a.tar.gz", b'[files]\n"big.bin" = "00"\n[sizes]\n"big.bin" = 10\n', 50 * 2**20)
+    with pytest.raises(UserError, match="would write 52428800 bytes but its manifest lists 10"):
+        unpack(listed, root)
+    assert list(root.rglob("*")) == []
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / MANIFEST).write_text('kind = "experiment"\n')
+    with pytest.raises(UserError, match="no \\[files\\] table"):
+        check(tmp_path / "f")

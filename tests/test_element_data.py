@@ -75,7 +75,7 @@ def test_the_hybrid_head_reads_msm_features_and_element_ratios(data_root, pretra
     """finetune.elements: one ridge head on the embedding and the element log-ratios; test.py and the Predictor
     add the ratios' part, and a mode that trains by gradient refuses it."""
     from coremax import checkpoint as ckpt
-    from coremax.eval.run import load_predictor
+    from coremax.eval.predictor import load_predictor
     from coremax.experiment import Experiment
 
     common = ('finetune.mode="ridge"', f'finetune.from="{pretrained}"', "finetune.epo=true")

@@ -1,4 +1,5 @@
-"""Experiment folders: names, no overwrite, status on failure, JSON logs, provenance, relocation."""
+"""Experiment folders: names, no overwrite, one process per folder, status on failure, JSON logs, provenance,
+relocation."""
 
 import json
 import os
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import interrupted, train
 from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.experiment import Experiment
@@ -158,3 +160,106 @@ def test_a_killed_run_reads_as_stale(tmp_path):
     assert exp.status() == "stale"
     exp.record(process={"host": exp.provenance()["process"]["host"], "pid": os.getpid()})
     assert exp.status() == "running"
+
+
+def test_logs_are_strict_json_and_links_are_not_written_through(tmp_path):
+    import json
+    import os
+
+    from coremax import logs
+    from coremax.io import write_text
+
+    path = tmp_path / "logs" / "events.jsonl"
+    logs.push(path, experiment="x")
+    try:
+        logs.get_logger().info("epoch", val=float("nan"), best=[float("inf"), 1.0])
+    finally:
+        logs.pop()
+    event = json.loads(path.read_text().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert event["val"] is None and event["best"] == [None, 1.0]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "exp").mkdir()
+    os.symlink(outside, tmp_path / "exp" / "results")
+    with pytest.raises(UserError, match="symbolic link"):
+        write_text(tmp_path / "exp" / "results" / "a.txt", "x")
+    os.symlink(outside / "events.jsonl", tmp_path / "exp" / "events.jsonl")
+    with pytest.raises(UserError, match="symbolic link"):
+        logs.push(tmp_path / "exp" / "events.jsonl")
+    assert list(outside.iterdir()) == []
+
+
+def test_two_processes_on_one_name_one_wins_and_the_other_changes_nothing(tmp_path, data_root):
+    import subprocess
+    import sys
+
+    from conftest import FAST, ROOT
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--data-root", str(tmp_path), "--stage", "pretrain",
+           "--name", "race", "optim.epochs=1", *FAST]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "already exists" in loser and "Traceback" not in loser and len(loser.strip().splitlines()) == 1
+    from coremax.experiment import Experiment
+
+    exp = Experiment.open(tmp_path, "race")
+    assert exp.provenance()["status"] == "completed" and "resume_commands" not in exp.provenance()
+
+
+def test_a_live_run_or_sweep_is_not_resumed_or_rerun_by_another_process(tmp_path, data_root):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from coremax.experiment import Experiment, claim_unique_name, try_lock
+
+    shutil.copytree(data_root / "datasets", tmp_path / "datasets")
+    train(tmp_path, "live", "pretrain", "optim.epochs=1")
+    exp = Experiment.open(tmp_path, "live")
+    before = {p: p.read_bytes() for p in exp.path.rglob("*") if p.is_file()}
+    fd = try_lock(exp.path / ".lock")  # as the process that runs it would
+    try:
+        with pytest.raises(UserError, match="being run by another process"):
+            train(tmp_path, "live", "pretrain", "optim.epochs=1", resume=True)
+    finally:
+        os.close(fd)
+    assert {p: p.read_bytes() for p in exp.path.rglob("*") if p.is_file()} == before
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('[sweep]\nname = "busy"\noverrides = [\'experiment.stage="baseline"\', '
+                     '\'baseline.method="pls"\']\nseeds = [0]\n')
+    fd = try_lock(tmp_path / "experiments" / ".busy.sweep-lock")
+    try:
+        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "--config", str(sweep),
+                              "--data-root", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    finally:
+        os.close(fd)
+    assert res.returncode == 2 and "being run by another process" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "experiments" / "busy").exists()
+    names = {claim_unique_name(tmp_path, "pretrain") for _ in range(3)}  # one second, three runs: three names
+    assert len(names) == 3 and all((tmp_path / "experiments" / n).is_dir() for n in names)
+
+
+def test_an_experiment_moved_with_rsync_tests_and_resumes_there(tmp_path, data_root, monkeypatch):
+    """rsync -a where it is installed, else cp -a (the same: files, times, modes and links as they are)."""
+    import subprocess
+
+    from coremax.eval.run import evaluate_experiment
+
+    here = tmp_path / "here"
+    shutil.copytree(data_root / "datasets", here / "datasets")
+    interrupted(here, "moving", "finetune", "optim.epochs=2", monkeypatch=monkeypatch, at=2)
+    there = tmp_path / "there"
+    copy = ["rsync", "-a", f"{here}/", f"{there}/"] if shutil.which("rsync") else ["cp", "-a", str(here), str(there)]
+    subprocess.run(copy, check=True)
+    from coremax.experiment import Experiment
+
+    assert len(Experiment.open(there, "moving").read_result("history")) == 1  # signed on this machine
+    train(there, "moving", "finetune", "optim.epochs=2", resume=True)
+    assert Experiment.open(there, "moving").status() == "completed"
+    assert list(Experiment.open(there, "moving").read_result("history")["epoch"]) == [1, 2]
+    assert not evaluate_experiment(there, "moving").empty

@@ -30,7 +30,7 @@ def _edit_config(exp, section, key, value):
 
 def test_a_frozen_key_edited_since_training_is_refused_and_test_time_keys_are_recorded(tmp_path, data_root,
                                                                                         finetuned, capsys):
-    from coremax.cli import test_main
+    from coremax.cli import evaluate_main
     from coremax.eval.run import evaluate_experiment
 
     root = _copy(data_root, tmp_path, finetuned)
@@ -39,7 +39,7 @@ def test_a_frozen_key_edited_since_training_is_refused_and_test_time_keys_are_re
     before = {p.name: p.read_bytes() for p in exp.results.iterdir()}
     _edit_config(exp, "data", "dataset", "other")
     with pytest.raises(SystemExit) as exit_:
-        test_main(["--experiment", finetuned, "--data-root", str(root)])
+        evaluate_main(["--experiment", finetuned, "--data-root", str(root)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "data.dataset = 'other'" in err and "data.dataset = 'synthetic'" in err and "train a new experiment" in err
@@ -62,7 +62,7 @@ def test_a_frozen_key_edited_since_training_is_refused_and_test_time_keys_are_re
 
 
 def test_a_floor_not_computed_again_is_removed_with_the_new_results(tmp_path, data_root, finetuned, capsys):
-    from coremax.cli import test_main
+    from coremax.cli import evaluate_main
     from coremax.eval.run import evaluate_experiment
 
     root = _copy(data_root, tmp_path, finetuned)
@@ -71,7 +71,7 @@ def test_a_floor_not_computed_again_is_removed_with_the_new_results(tmp_path, da
     assert exp.has_result("test-floor")
     # The data set's rows no longer have a truth (a data set rebuilt from a table): no floor can be computed.
     (root / "datasets" / "external" / "synthetic" / "truth.csv").unlink()
-    test_main(["--experiment", finetuned, "--data-root", str(root)])
+    evaluate_main(["--experiment", finetuned, "--data-root", str(root)])
     assert "floor (the true composition" not in capsys.readouterr().out
     assert not exp.has_result("test-floor") and not (exp.results / "test-floor.pkl.hmac").exists()
     assert exp.has_result("test-metrics")
@@ -126,7 +126,8 @@ def test_a_hostile_results_pickle_runs_nowhere_and_is_refused_by_name(tmp_path, 
 
 def test_a_pretraining_checkpoint_in_a_finetuned_experiment_is_named_as_such(tmp_path, data_root, pretrained,
                                                                              finetuned):
-    from coremax.eval.run import evaluate_experiment, load_predictor
+    from coremax.eval.predictor import load_predictor
+    from coremax.eval.run import evaluate_experiment
     from coremax.io import file_sha256
 
     root = _copy(data_root, tmp_path, finetuned)
@@ -173,14 +174,14 @@ def test_a_full_disk_while_training_is_one_sentence_and_the_run_failed(tmp_path,
 def test_ctrl_c_while_training_says_how_to_resume_in_one_line_and_exits_130(tmp_path, data_root, monkeypatch,
                                                                             capsys):
     from coremax.cli import train_main
-    from coremax.engine import trainer
+    from coremax.engine import tasks
 
     root = _copy(data_root, tmp_path)
 
     def ctrl_c(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.FinetuneTask, "validate", ctrl_c)
+    monkeypatch.setattr(tasks.FinetuneTask, "validate", ctrl_c)
     with pytest.raises(SystemExit) as exit_:
         train_main(["--data-root", str(root), "--stage", "finetune", "--name", "cut", "optim.epochs=1",
                     "data.max_labels=16", *FAST])

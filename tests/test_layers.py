@@ -64,6 +64,31 @@ def test_no_import_circles_and_no_unexplained_imports_in_functions():
             visit(m, [m])
 
 
+def layer_of(module: str) -> int:
+    """The index in coremax.LAYERS of a module's top-level part (coremax.eval.run -> "eval")."""
+    from coremax import LAYERS
+
+    part = module.split(".")[1]
+    found = [i for i, names in enumerate(LAYERS) if part in names]
+    assert found, f"{module} is on no layer of coremax.LAYERS: add {part!r} to the layer it belongs to"
+    return found[0]
+
+
+def test_imports_only_point_down_the_layers():
+    upward = [f"{m} (layer {layer_of(m)}) imports {dep} (layer {layer_of(dep)})"
+              for m, p in MODULES.items() if m != "coremax"
+              for dep in sorted(imports(p)[0] & set(MODULES)) if dep != "coremax" and layer_of(dep) > layer_of(m)]
+    assert not upward, "imports that point up the layers:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path):
+    """The check above can fail: a data module importing coremax.stages is an upward import."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from coremax.stages import run_stage\n")
+    assert layer_of("coremax.stages") > layer_of("coremax.data.bad")
+    assert "coremax.stages" in imports(bad)[0]
+
+
 # One fresh interpreter loads the third-party libraries once, then forks a child per module: each child starts
 # with no coremax module loaded and imports that one alone (a minute of start-ups saved, the same proof).
 EACH_ALONE = """
@@ -99,9 +124,16 @@ def test_scripts_are_thin_calls_of_coremax_cli():
     for script in sorted((ROOT / "scripts").glob("*.py")):
         tree = ast.parse(script.read_text())
         imported = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        entry = cli.ENTRY_POINTS.get(script.stem, f"{script.stem}_main")
         assert [(i.module, [a.name for a in i.names]) for i in imported] == \
-            [("coremax.cli", [f"{script.stem}_main"])], f"{script.name} must only call coremax.cli.{script.stem}_main"
-        assert callable(getattr(cli, f"{script.stem}_main"))
+            [("coremax.cli", [entry])], f"{script.name} must only call coremax.cli.{entry}"
+        assert callable(getattr(cli, entry))
+
+
+def test_no_library_function_is_named_like_a_test():
+    named = [f"{m}.{n.name}" for m, p in MODULES.items() for n in ast.walk(ast.parse(p.read_text()))
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name.startswith("test_")]
+    assert not named, f"library functions named like pytest tests: {named}"
 
 
 def test_the_readme_layout_names_every_module_and_script():

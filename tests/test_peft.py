@@ -16,7 +16,7 @@ from coremax.models import build_model, load, peft
 from coremax.study import methods
 
 
-@pytest.mark.parametrize("mode", peft.MODES)
+@pytest.mark.parametrize("mode", tuple(peft.KINDS))
 def test_a_fresh_peft_model_is_the_pretrained_one_and_trains_only_its_new_weights(mode):
     torch.manual_seed(0)
     model = build_model("finetune", 2, 256, size="tiny", patch_size=16).eval()
@@ -36,7 +36,7 @@ def test_a_fresh_peft_model_is_the_pretrained_one_and_trains_only_its_new_weight
     assert encoder.keys() <= model.encoder.state_dict().keys()
 
 
-@pytest.fixture(scope="module", params=peft.MODES)
+@pytest.fixture(scope="module", params=tuple(peft.KINDS))
 def adapted(request, data_root, pretrained):
     mode = request.param
     name = f"peft-{mode}"

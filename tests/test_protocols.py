@@ -18,7 +18,8 @@ import torch
 from conftest import interrupted_then_resumed, resolved, train
 from coremax import checkpoint as ckpt
 from coremax.data.dataset import load_split
-from coremax.engine.data import prepare_data, core_label_mask
+from coremax.engine.data import prepare_data
+from coremax.engine.labels import core_label_mask
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.stats.weighting import NEW_CORE_SHARES
 from coremax.baselines.pls import Pls
@@ -390,8 +391,8 @@ def test_the_spread_of_the_settings_means_counts_what_moves_one_setting_against_
 
 
 def test_fine_tuning_keeps_the_blind_head_blind_and_resumes_exactly(data_root, pretrained, monkeypatch):
-    from coremax import stages
     from coremax.errors import UserError
+    from coremax.stages import finetune as stages
 
     def every_target_blind(*a):  # the tiny archive's validation rows choose the plain head: say both chose blind
         chosen, head = fit_ridge_head(*a)

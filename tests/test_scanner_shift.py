@@ -173,7 +173,7 @@ def test_suggest_says_which_suggested_depths_come_from_another_scanner(tmp_path,
 
 def test_test_py_names_a_tested_core_of_another_scanner(data_root, channels_model, monkeypatch, capsys):
     """A test core whose spectra carry another scanner's settings: test.py says so, naming the core."""
-    from coremax.cli import test_main
+    from coremax.cli import evaluate_main
     from coremax.data import dataset
     from coremax.experiment import Experiment
 
@@ -186,7 +186,7 @@ def test_test_py_names_a_tested_core_of_another_scanner(data_root, channels_mode
         return rows
 
     monkeypatch.setattr("coremax.eval.run.load_split", other_scanner_test_rows)
-    test_main(["--experiment", channels_model, "--data-root", str(data_root)])
+    evaluate_main(["--experiment", channels_model, "--data-root", str(data_root)])
     err = capsys.readouterr().err
     frame = Experiment.open(data_root, channels_model).read_result("test-predictions")
     assert frame["flag_scanner"].all() and "not trained on" in err and str(frame["core"].iloc[0]) in err

@@ -11,7 +11,7 @@ import pytest
 from coremax.cli import suggest_main
 from coremax.data.dataset import load_split
 from coremax.data.spe import format_spe, parse_spe
-from coremax.engine.data import core_label_mask
+from coremax.engine.labels import core_label_mask
 from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.io import read_toml

@@ -140,3 +140,21 @@ def test_runs_start_where_the_sweep_does_and_a_failed_run_says_why(tmp_path, dat
     bad = {**sweep, "name": "sw-bad", "overrides": sweep["overrides"] + ['finetune.from="absent-pre"']}
     with pytest.raises(UserError, match="sweep run .sw-bad-p00-s0. failed.*: error: finetune.from = 'absent-pre'"):
         run_sweep(data_root.name, bad, log=lambda *a: None)
+
+
+def test_sweep_metrics_are_checked_before_any_run_and_n_counts_only_finite_runs(tmp_path):
+    import numpy as np
+
+    from coremax import config as configlib
+    from coremax.sweep import SWEEP_DEFAULTS, run_sweep, summarise
+
+    sweep = configlib.resolve(None, ['sweep.name="typo"', 'sweep.overrides=["experiment.stage=\\"pretrain\\""]',
+                                     'sweep.metrics=["val_rmse_CaCO3"]', "sweep.seeds=[0]"],
+                              default_file=SWEEP_DEFAULTS)["sweep"]
+    with pytest.raises(UserError, match="does not record"):
+        run_sweep(tmp_path, sweep)
+    assert not (tmp_path / "experiments").exists()
+    table = pd.DataFrame({"variant": "", "point": [0, 0, 0], "seed": [0, 1, 2], "experiment": "e",
+                          "val_rmse_CaCO3": [1.0, np.nan, 3.0]})
+    out = summarise(table, ["variant"], "val_rmse_CaCO3")
+    assert out["n"].iloc[0] == 2 and out["val_rmse_CaCO3"].iloc[0] == 2.0

@@ -14,7 +14,7 @@ import torch
 from conftest import ROOT, interrupted, interrupted_then_resumed, train
 from coremax.data.dataset import load_split
 from coremax import checkpoint as ckpt
-from coremax.engine import trainer
+from coremax.engine import tasks, trainer
 from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.io import file_sha256
@@ -102,7 +102,7 @@ def test_resume_equals_an_uninterrupted_run(data_root, monkeypatch):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_root, monkeypatch):
-    original = trainer.PretrainTask.loss
+    original = tasks.PretrainTask.loss
     calls = {"n": 0}
     steps_per_epoch = math.ceil(len(load_split(data_root, "synthetic", "train")) / 32)
 
@@ -111,7 +111,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(data_root, monkey
         loss = original(self, model, x, y)
         return loss * float("nan") if calls["n"] > steps_per_epoch + 1 else loss
 
-    monkeypatch.setattr(trainer.PretrainTask, "loss", nan_later)
+    monkeypatch.setattr(tasks.PretrainTask, "loss", nan_later)
     with pytest.raises(trainer.TrainingDiverged, match=rf"epoch 2, step {steps_per_epoch + 2}"):
         train(data_root, "nan", "pretrain", "optim.epochs=3")
     exp = Experiment.open(data_root, "nan")
@@ -270,7 +270,8 @@ def test_square_root_targets_train_save_and_predict_in_wt_percent(data_root, pre
     by the closed-form head alike."""
     from coremax import models
     from coremax.data.dataset import load_split, spectra_array
-    from coremax.eval.run import evaluate_experiment, load_predictor
+    from coremax.eval.predictor import load_predictor
+    from coremax.eval.run import evaluate_experiment
 
     for name, mode in (("root-ft", "full"), ("root-probe", "ridge")):
         exp = train(data_root, name, "finetune", "optim.epochs=2", f'finetune.from="{pretrained}"',

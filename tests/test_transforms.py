@@ -1,10 +1,11 @@
-"""Spectrum transforms, Poisson augmentation and target scaling."""
+"""Spectrum transforms (clr, sqrt), Poisson, calibration and absorption jitter augmentation, and target scaling."""
 
 import numpy as np
 import pytest
 import torch
 
-from coremax.data.transforms import TargetScaler, make_transform, poisson_resample
+from coremax.data.transforms import (TargetScaler, centred_log_ratio, jitter_absorption, jitter_calibration,
+                                     make_transform, poisson_resample, sqrt_normalize)
 from coremax.errors import UserError
 
 
@@ -81,3 +82,35 @@ def test_target_scaler_roots_only_the_flagged_targets_and_squares_them_back():
     assert s.inverse(np.array([[-50.0, 0.0]]))[0, 0] == 0.0
     old = {"mean": [1.0], "std": [2.0]}  # a checkpoint written before the root existed: nothing rooted
     assert TargetScaler.from_state(old).inverse(np.array([[1.0]]))[0, 0] == 3.0
+
+
+def test_calibration_jitter_moves_peaks_and_keeps_counts():
+    x = torch.zeros(64, 512)
+    x[:, 200] = 1000.0
+    x[:, 300] = 500.0
+    assert torch.equal(jitter_calibration(x, 0.0, 0.0, 0.0), x)
+    g = torch.Generator().manual_seed(0)
+    y = jitter_calibration(x, 0.01, 2.0, 1.5, generator=g)
+    assert y.shape == x.shape and (y >= 0).all()
+    assert torch.allclose(y.sum(1), x.sum(1), rtol=0.02)  # counts are moved, not made
+    peak = y.argmax(dim=1).float()
+    assert peak.std() > 0.5 and (peak - 200).abs().max() < 15  # the peak moved a few channels, differently per row
+    shifted = jitter_calibration(x[:1], 0.0, 1e-9, 0.0)
+    assert torch.allclose(shifted, x[:1], atol=1e-3)
+
+
+def test_clr_and_sqrt_transforms():
+    x = torch.tensor([[0.0, 9.0, 99.0, 999.0]])
+    clr = centred_log_ratio(x)
+    assert torch.allclose(clr.mean(), torch.tensor(0.0), atol=1e-6)
+    assert torch.allclose(centred_log_ratio(x * 1.0), make_transform("clr")(x))
+    assert torch.allclose(sqrt_normalize(4 * x), sqrt_normalize(x), atol=1e-5)  # scale-free
+    assert torch.allclose(sqrt_normalize(x).std(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_absorption_jitter_tilts_the_light_element_end():
+    x = torch.full((256, 512), 100.0)
+    y = jitter_absorption(x, 0.6, generator=torch.Generator().manual_seed(0))
+    low, high = y[:, 87] / x[:, 87], y[:, 400] / x[:, 400]   # Si K-alpha vs 8 keV
+    assert (low.min() < 0.7) and (low.max() > 1.4) and torch.allclose(high, torch.ones_like(high), atol=0.02)
+    assert torch.equal(jitter_absorption(x, 0.0), x)

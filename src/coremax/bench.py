@@ -28,9 +28,11 @@ from coremax.data.raw import read_folder
 from coremax.data.simulate import simulate_archive
 from coremax.engine.data import ArrayData, Prepared, input_length
 from coremax.engine.runtime import peak_flops, setup
-from coremax.engine.trainer import TASKS, Schedule, train_epoch
+from coremax.engine.tasks import TASKS
+from coremax.engine.trainer import Schedule, train_epoch
 from coremax.engine.optim import build_optimizer
 from coremax.models import build_model, peft, train_flops_per_spectrum
+from coremax.modes import get_mode
 from coremax.stages import function_defaults
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -107,9 +109,7 @@ def run_case(case: dict, steps: int) -> dict:
                     channels=tuple(d["channels"]), info={})
     model = build_model(stage, len(d["targets"]), width, **m)
     mode = cfg["finetune"]["mode"] if stage == "finetune" else "full"
-    if mode in peft.MODES:  # on a random encoder: the cost does not depend on what the weights hold
-        f = cfg["finetune"]
-        peft.attach(model, mode, f["lora_rank"], f["lora_alpha"], f["adapter_dim"])
+    get_mode(mode).adapt(model, cfg["finetune"])  # on a random encoder: the cost does not depend on the weights
     model.to(rt.device)
     if rt.data_on_device:
         data.train = data.train.to(rt.device)

@@ -1,52 +1,15 @@
-"""What a stage checks before anything is created: keys that do not go together, inputs a method cannot read,
-a resume that would change what an experiment is, a parent checkpoint that does not fit (coremax.stages)."""
+"""What a stage checks before anything is created beyond its own keys (coremax.stages): a resume that would
+change what an experiment is, a parent checkpoint that does not fit."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from coremax import checkpoint as ckpt
-from coremax.data.dataset import element_only_message, has_spectra
-from coremax.engine.data import Prepared
 from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.frozen import RESUME_MAY_CHANGE, check_unchanged, config_change
 from coremax.paths import experiment_dir
-
-
-def check_stage_keys(config: dict, data: Prepared, mode: str) -> None:
-    """Keys that do not go together for this stage and mode, and a baseline that cannot read the data set."""
-    stage = config["experiment"]["stage"]
-    epo = stage in ("finetune", "baseline") and config[stage]["epo"]
-    if stage == "baseline":
-        from coremax.baselines import METHODS  # deferred: scikit-learn, only for baselines
-        check_baseline_inputs(config, data)
-        if epo and not METHODS[config["baseline"]["method"]].reads_settings:
-            raise UserError(f"baseline.epo removes scanner directions from a baseline's features, which the "
-                            f"{config['baseline']['method']} calibration's log-ratios have none of; set "
-                            "baseline.epo = false.")
-        return
-    if stage != "finetune":
-        return
-    if epo and mode not in ("ridge", "lp_ft"):
-        raise UserError(f"finetune.epo removes scanner directions from the ridge head, which finetune.mode = "
-                        f"{mode!r} has none of; use mode \"ridge\" or \"lp_ft\", or set finetune.epo = false.")
-    if config["finetune"]["elements"] and mode != "ridge":
-        raise UserError(f"finetune.elements adds the element log-ratios to the closed-form head, which "
-                        f"finetune.mode = {mode!r} does not fit; use mode \"ridge\" or set finetune.elements = "
-                        "false.")
-    if config["finetune"]["epo_penalty"] and not (epo and mode == "lp_ft"):
-        raise UserError("finetune.epo_penalty keeps a ridge head fitted blind to the scanner blind while it is "
-                        "fine-tuned; it needs finetune.mode = \"lp_ft\" and finetune.epo = true, or set it to 0.")
-
-
-def check_baseline_inputs(config: dict, data: Prepared) -> None:
-    """A baseline on spectra refuses a data set of element tables alone, before its folder exists."""
-    from coremax.baselines import make_baseline  # deferred: scikit-learn, only for baselines
-
-    b = config["baseline"]
-    if make_baseline(b["method"], b).inputs == "spectra" and not has_spectra(data.info):
-        raise UserError(element_only_message(config["data"]["dataset"], f"the {b['method']} baseline on spectra"))
 
 
 def check_resumable(data_root, config: dict) -> None:

@@ -25,14 +25,14 @@ from coremax import config as configlib
 from coremax import suggest
 from coremax.data.bulk import labelled_mask
 from coremax.data.dataset import load_arrays, load_split
-from coremax.engine.data import labelled
+from coremax.engine.labels import labelled
 from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.stats.metrics import FLAG_SCOPES
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
 from coremax.study_methods import baseline_methods, methods, neural_methods
-from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, test_metrics
+from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, tested_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
 # protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
@@ -222,7 +222,7 @@ def protocol_rows(data_root, study: dict, protocol: str, sweep: dict, shared: li
         selection = selections.get(r["values"].get("data.test_label_rows", ""), "random") if k else ""
         common = {"protocol": protocol, "budget": budget, "seed": r["seed"], "k_per_core": k, "selection": selection,
                   "n_labels": min(budget, n_all) if budget else n_all}
-        metrics = test_metrics(data_root, r["name"])  # overall ("all") and per test core; the shift checks' apart
+        metrics = tested_metrics(data_root, r["name"])  # overall ("all") and per test core; the shift checks' apart
         for m in metrics[~metrics["scope"].isin(FLAG_SCOPES)].itertuples():
             rows.append({**common, "method": r["variant"], "scope": m.scope, "target": m.target, "n_test": m.n,
                          "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": r["name"]})

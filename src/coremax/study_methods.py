@@ -4,6 +4,7 @@ or not) and every registered baseline, each with the overrides that make it."""
 from __future__ import annotations
 
 from coremax.baselines import METHODS as BASELINES
+from coremax.modes import MODES
 
 # The study's neural methods: (finetune.mode, starts from the pretraining); every registered baseline
 # (coremax.baselines) is a method too, under its baseline.method. A new method is one line here.
@@ -17,7 +18,7 @@ def neural_methods() -> dict[str, tuple[str, bool, dict]]:
     the hybrid of MSM features and the lab's ratios)."""
     out = {m: (mode, pretrained, {}) for m, (mode, pretrained) in NEURAL.items()}
     out.update({f"{m}-elements": (mode, pretrained, {"finetune.elements": True})
-                for m, (mode, pretrained) in NEURAL.items() if mode == "ridge"})
+                for m, (mode, pretrained) in NEURAL.items() if "elements" in MODES[mode].options})
     return out
 
 

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from coremax.data.dataset import load_info, load_split, spectra_array
+from coremax.data.dataset import load_info, load_split
 from coremax.data.elements import spectra_rows
 from coremax.data.raw import read_folder
-from coremax.engine.data import labelled
+from coremax.engine.labels import labelled
 from coremax.errors import UserError
-from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.stats.conformal import conformal_quantile, intervals
+from coremax.stats.conformal import conformal_quantile
 from coremax.eval.figures import plot_suggestions
 from coremax.eval.shift import Distance, check_rows, shift_warnings
-from coremax.eval.run import baseline_inputs, check_trained, core_names, load_network, load_predictor
+from coremax.eval.predictor import load_predictor
+from coremax.eval.run import core_names
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
@@ -33,26 +32,8 @@ def experiment_space(exp, device: str = "cpu"):
     """(features(rows) -> (n, d), predictor or None) of an experiment: a pretraining's encoder (mean patch
     token of its last block), a fine-tuned regressor's pooled embedding, or a baseline's own features (rows: a
     DataFrame as `spectra_rows` gives)."""
-
-    check_trained(exp)
-    stage = exp.config()["experiment"]["stage"]
-    if stage == "baseline":
-        model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        inputs = baseline_inputs(model, exp.config()["data"]["channels"])
-        return (lambda rows: model.feature_space(inputs(rows))), load_predictor(exp)
-    if stage == "finetune":
-        pred = load_predictor(exp, device)
-        return pred.embed, pred
-    model, transform, _ = load_network(exp, device)
-
-    def encode(rows: pd.DataFrame) -> np.ndarray:
-        x, out = spectra_array(rows), []
-        with torch.no_grad():
-            for start in range(0, len(x), 256):
-                xb = transform(torch.tensor(np.asarray(x[start:start + 256], np.float32), device=device))
-                out.append(model.encoder(xb)[:, 1:].mean(1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, model.encoder.embed_dim))
-    return encode, None
+    pred = load_predictor(exp, device)
+    return pred.features, (pred if pred.predict is not None else None)
 
 
 def interval_widths(exp, pred, rows: pd.DataFrame, e_new: np.ndarray | None = None
@@ -169,9 +150,9 @@ def suggest_raw(data_root, name: str, raw, out, n: int = 10, method: str = "typi
         table.to_csv(tmp, index=False)
     profile = meta[["core", "depth_mm"]].copy()
     if pred is not None:
+        lo, hi = pred.interval(p, half)
         for j, t in enumerate(pred.targets):
-            lo, hi = (pred.clip(b)[:, j] for b in intervals(p, half))
-            profile[f"{t}_pred"], profile[f"{t}_lo"], profile[f"{t}_hi"] = p[:, j], lo, hi
+            profile[f"{t}_pred"], profile[f"{t}_lo"], profile[f"{t}_hi"] = p[:, j], lo[:, j], hi[:, j]
         shown = list(pred.targets)
     else:
         profile["PC1_pred"] = feature_space(features_of(rows) if features is None else features)[:, 0]

@@ -45,7 +45,7 @@ def _read(data_root, path: Path):
         return None
 
 
-def test_columns(metrics: pd.DataFrame | None) -> dict:
+def tested_columns(metrics: pd.DataFrame | None) -> dict:
     """The `test_<metric>_<target>` (or `test_<metric>` for pretraining) entries of a test-metrics table."""
     out = {}
     if metrics is None or metrics.empty:
@@ -96,7 +96,7 @@ def experiment_row(data_root, name: str) -> dict | None:
                ended_utc=prov.get("ended_utc", ""))
     results = folder / "results"
     row.update(_history_columns(_read(data_root, results / "history.pkl")))
-    row.update(test_columns(_read(data_root, results / "test-metrics.pkl")))
+    row.update(tested_columns(_read(data_root, results / "test-metrics.pkl")))
     row.update(flatten(config))
     return row
 

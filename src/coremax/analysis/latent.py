@@ -15,12 +15,12 @@ from sklearn.preprocessing import StandardScaler
 import torch
 
 from coremax import config as configlib
-from coremax.analysis._model import evaluating
 from coremax.data.dataset import load_split, spectra_array
 from coremax.engine.data import prepare_data
+from coremax.engine.inference import run_batches
 from coremax.engine.runtime import setup
-from coremax.engine.trainer import PretrainTask
-from coremax.eval.run import load_network
+from coremax.engine.tasks import PretrainTask
+from coremax.eval.predictor import load_network
 from coremax.experiment import Experiment
 from coremax.stages import function_defaults
 
@@ -36,12 +36,7 @@ def _batched(module, transform, x, fn, batch_size: int) -> list[tuple[np.ndarray
     """fn(transform(batch)) over batches of raw-count spectra x (n, L), `module` in eval mode, no gradients:
     per batch, the tensor or tuple of tensors fn returns, as float64 arrays."""
     x = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    out = []
-    with evaluating(module) as device, torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            result = fn(transform(torch.tensor(x[start:start + batch_size], device=device)))
-            out.append(tuple(r.double().cpu().numpy() for r in (result if isinstance(result, tuple) else (result,))))
-    return out
+    return [tuple(r.astype(np.float64) for r in part) for part in run_batches(module, x, fn, transform, batch_size)]
 
 
 def embeddings(model_or_encoder, transform, x, batch_size: int = 256, pool: str = "cls") -> np.ndarray:

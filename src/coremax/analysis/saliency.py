@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coremax.analysis._model import evaluating
+from coremax.engine.inference import run_batches
 
 from coremax.plotting import new_figure, save
 from coremax.analysis.spectra import emission_lines, label_lines
@@ -38,26 +38,25 @@ def attention_relevance(model, transform, x, target_index: int = 0, batch_size: 
     encoder = model.encoder
     attentions = [block.attn for block in encoder.blocks]
     x_np = np.atleast_2d(np.asarray(x, dtype=np.float32))
-    out = []
-    with evaluating(model) as device:
-        try:
-            for a in attentions:
-                a.keep_weights = True
-            for start in range(0, len(x_np), batch_size):
-                xb = torch.tensor(x_np[start:start + batch_size], device=device)
-                y = model(transform(xb))[:, target_index].sum()
-                grads = torch.autograd.grad(y, [a.weights for a in attentions])
-                n = attentions[0].weights.shape[-1]
-                rel = torch.eye(n, device=device).expand(len(xb), n, n)
-                for a, g in zip(attentions, grads):
-                    cam = (g * a.weights).clamp(min=0).mean(dim=1)
-                    rel = rel + cam @ rel
-                pooled = getattr(model, "global_pool", False)
-                patches = rel[:, 1:, 1:].mean(dim=1) if pooled else rel[:, 0, 1:]
-                out.append(patches.repeat_interleave(encoder.patch_size, dim=1).detach().double().cpu().numpy())
-        finally:
-            for a in attentions:
-                a.keep_weights, a.weights = False, None
+
+    def relevance(xb):
+        y = model(transform(xb))[:, target_index].sum()
+        grads = torch.autograd.grad(y, [a.weights for a in attentions])
+        n = attentions[0].weights.shape[-1]
+        rel = torch.eye(n, device=xb.device).expand(len(xb), n, n)
+        for a, g in zip(attentions, grads):
+            cam = (g * a.weights).clamp(min=0).mean(dim=1)
+            rel = rel + cam @ rel
+        pooled = getattr(model, "global_pool", False)
+        patches = rel[:, 1:, 1:].mean(dim=1) if pooled else rel[:, 0, 1:]
+        return patches.repeat_interleave(encoder.patch_size, dim=1)
+    try:
+        for a in attentions:
+            a.keep_weights = True
+        out = [p[0].astype(np.float64) for p in run_batches(model, x_np, relevance, batch_size=batch_size, grad=True)]
+    finally:
+        for a in attentions:
+            a.keep_weights, a.weights = False, None
     return np.concatenate(out) if out else np.zeros((0, encoder.input_channels))
 
 
@@ -99,22 +98,23 @@ def saliency(model, transform, x, target_index: int = 0, method: str = "input_x_
             b_np = reference_baseline(x_np, baseline)
         else:
             b_np = np.broadcast_to(np.asarray(baseline, dtype=np.float64), x_np.shape)
-    out = []
-    with evaluating(model) as device:
-        for start in range(0, len(x_np), batch_size):
-            xb = torch.tensor(x_np[start:start + batch_size], dtype=torch.float32, device=device)
-            if method == "input_x_gradient":
-                out.append((xb * _gradient(model, transform, xb, target_index)).double().cpu().numpy())
-                continue
-            bb = torch.tensor(b_np[start:start + batch_size], dtype=torch.float32, device=device)
-            alphas = (torch.arange(steps, dtype=torch.float32, device=device) + 0.5) / steps
-            per = max(1, batch_size // len(xb))  # path points per forward pass, all spectra of the batch
-            total = torch.zeros_like(xb, dtype=torch.float64)
-            for a in alphas.split(per):
-                points = bb[None] + a[:, None, None] * (xb - bb)[None]            # (m, b, L)
-                grad = _gradient(model, transform, points.reshape(-1, xb.shape[1]), target_index)
-                total += grad.reshape(points.shape).double().sum(dim=0)
-            out.append(((xb - bb).double() * total / steps).cpu().numpy())
+    width = x_np.shape[1]
+
+    def attribution(rows):  # a batch of spectra, beside their baselines for integrated gradients
+        xb = rows[:, :width]
+        if method == "input_x_gradient":
+            return xb * _gradient(model, transform, xb, target_index)
+        bb = rows[:, width:]
+        alphas = (torch.arange(steps, dtype=torch.float32, device=xb.device) + 0.5) / steps
+        per = max(1, batch_size // len(xb))  # path points per forward pass, all spectra of the batch
+        total = torch.zeros_like(xb, dtype=torch.float64)
+        for a in alphas.split(per):
+            points = bb[None] + a[:, None, None] * (xb - bb)[None]            # (m, b, L)
+            grad = _gradient(model, transform, points.reshape(-1, width), target_index)
+            total += grad.reshape(points.shape).double().sum(dim=0)
+        return (xb - bb).double() * total / steps
+    rows = x_np if method == "input_x_gradient" else np.hstack([x_np, b_np])
+    out = [p[0].astype(np.float64) for p in run_batches(model, rows, attribution, batch_size=batch_size, grad=True)]
     return np.concatenate(out) if out else np.zeros_like(x_np)
 
 

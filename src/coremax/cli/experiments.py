@@ -28,7 +28,7 @@ def train_main(argv=None) -> None:
 
 
 @guard
-def test_main(argv=None) -> None:
+def evaluate_main(argv=None) -> None:
     import pandas as pd
 
     from coremax.eval.run import evaluate_experiment  # deferred

@@ -33,7 +33,6 @@ CHOICES = {
     "model.latent": ("plain", "vsc"),
     "optim.lr_scaling": ("none", "linear"),
     "runtime.amp": ("auto", "bf16", "fp16", "off"),
-    "finetune.mode": ("full", "linear_probe", "ridge", "lp_ft", "lora", "adapter"),
     "data.target_transform": ("none", "sqrt"),
     "baseline.features": ("spectra", "elements"),
 }
@@ -49,8 +48,10 @@ def registries() -> dict[str, tuple]:
     from coremax.baselines import METHODS  # deferred: registries import torch and scikit-learn, needed only here
     from coremax.data.transforms import TRANSFORMS  # deferred: as above
     from coremax.models import SIZES  # deferred: as above
+    from coremax.modes import MODES  # deferred: as above
 
-    return {"data.transform": tuple(TRANSFORMS), "model.size": tuple(SIZES), "baseline.method": tuple(METHODS)}
+    return {"data.transform": tuple(TRANSFORMS), "model.size": tuple(SIZES), "baseline.method": tuple(METHODS),
+            "finetune.mode": tuple(MODES)}
 
 def signature_defaults(func: Callable) -> dict[str, Any]:
     """Defaults of the keyword-only parameters of `func`: the lowest level of the hierarchy for the section

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from coremax.data.dataset import load_info, load_split
-from coremax.engine.data import labelled
+from coremax.engine.labels import labelled
 from coremax.stats.metrics import metrics_table
 
 

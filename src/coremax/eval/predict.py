@@ -15,7 +15,8 @@ from coremax.errors import UserError
 from coremax.eval import figures
 from coremax.data.bulk import read_bulk
 from coremax.eval.recalibrate import choose_correction, recalibrate
-from coremax.eval.run import calibrate, check_trained, core_names, load_predictor, predict_frame
+from coremax.eval.predictor import check_trained, load_predictor
+from coremax.eval.run import calibrate, core_names, predict_frame
 from coremax.eval.shift import check_rows, shift_warnings
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
@@ -61,6 +62,7 @@ def predict_raw(data_root, name: str, raw, out, device: str = "cpu", on_error: s
     dataset = cfg["data"]["dataset"]
     info = load_info(data_root, dataset)
     pred = load_predictor(exp, device)
+    pred.require_targets(name)
     lab = read_bulk(bulk) if bulk is not None else None  # a bad table is refused before the work
     meta, counts, skipped = read_folder(raw, kv=None, spectrum_length=cfg["data"]["spectrum_length"],
                                         on_error=on_error)

@@ -1,158 +1,26 @@
-"""Evaluation of an experiment on held-out cores (scripts/test.py) and the predictor behind it and predict.py.
-
-Fine-tuned regressors and classical baselines share one path: a `Predictor` maps raw counts to wt%, and
-everything after it (conformal intervals, metrics, figures, pickles) is the same code.
-"""
+"""Evaluation of an experiment on held-out cores (scripts/test.py): every trained experiment goes through its
+`Predictor` (coremax.eval.predictor), and everything after it (conformal intervals, metrics, figures, pickles) is
+the same code."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from coremax import logs, models
-from coremax.data.bulk import TARGETS
-from coremax.data.dataset import load_info, load_split, spectra_array
-from coremax.data.transforms import window
-from coremax.engine.data import chosen_test_rows, core_label_mask, labelled
-from coremax.engine.probe import element_head
+from coremax import logs
+from coremax.data.dataset import load_split, spectra_array
+from coremax.engine.inference import run_batches
+from coremax.engine.labels import chosen_test_rows, core_label_mask, labelled
 from coremax.errors import UserError
 from coremax.eval import figures
-from coremax.baselines import BASELINE_FILE, load_baseline
-from coremax.stats.conformal import conformal_quantile, intervals
 from coremax.eval.floor import floor_metrics
-from coremax.stats.metrics import FLAG_SCOPES, metrics_table
+from coremax.eval.predictor import Predictor, check_trained, load_network, load_predictor
 from coremax.eval.shift import check_rows
 from coremax.experiment import Experiment
-from coremax.frozen import check_unchanged
-from coremax.io import file_sha256
-from coremax.paths import check_name, dataset_dir
-
-PRED_BATCH = 256
-
-
-@dataclass
-class Predictor:
-    """What a trained experiment does with rows of a data set or of newly read spectra (a DataFrame as
-    `load_split` or `spectra_rows` gives: metadata, the counts as integer columns, the element table)."""
-    targets: list[str]
-    predict: Callable[[pd.DataFrame], np.ndarray]   # rows -> target units (n, T), unbounded
-    embed: Callable[[pd.DataFrame], np.ndarray]     # rows -> features for distribution checks
-    contents: tuple = TARGETS                       # targets that are contents in wt%: bounded to 0-100
-
-    def bounded(self, rows: pd.DataFrame) -> np.ndarray:
-        """Predictions in their bounds: contents in wt% within 0-100, other targets (an isotope ratio) as they
-        are; a non-finite prediction is refused rather than clipped into a plausible number."""
-        p = np.asarray(self.predict(rows), dtype=np.float64)
-        if not np.isfinite(p).all():
-            raise UserError(f"The model predicts a non-finite value for {int((~np.isfinite(p)).any(axis=1).sum())} of "
-                            f"{len(p)} spectra; it is broken (train it again) or the spectra are damaged.")
-        return self.clip(p)
-
-    def clip(self, p: np.ndarray) -> np.ndarray:
-        cols = [j for j, t in enumerate(self.targets) if t in self.contents]
-        p = np.array(p, dtype=np.float64)
-        p[:, cols] = np.clip(p[:, cols], 0.0, 100.0)
-        return p
-
-
-# -- loading a trained experiment ------------------------------------------------------------------------------
-def check_trained(exp: Experiment, split: str | None = None, allow_changed_data: bool = False) -> list[str]:
-    """Refuse to use an experiment that did not complete, whose model file changed since training, or (for
-    `split`) whose data set's files of that split are no longer the ones it was trained beside, unless
-    `allow_changed_data`; returns the changed data files (to be recorded with the results)."""
-    prov, status = exp.provenance(), exp.status()
-    if status != "completed":
-        why = "it is recorded as running but its process is gone (killed)" if status == "stale" else \
-            f"its status is {status!r}"
-        raise UserError(f"The experiment {exp.name!r} did not complete ({why}); resume it (scripts/train.py --name "
-                        f"{exp.name} --resume) or train it again first.")
-    for name, sha in prov.get("model_sha256", {}).items():
-        path = exp.checkpoints / name
-        if not path.is_file() or file_sha256(path) != sha:
-            raise UserError(f"{path} is not the file {exp.name!r} trained (its sha256 differs from provenance.toml); "
-                            "restore it or train the experiment again.")
-    check_unchanged(exp)  # config.toml says what the model was trained with, and best-model.pth is of its stage
-    recorded = prov.get("dataset", {}).get("files", {})
-    if split is not None and recorded:
-        dataset = prov["dataset"]["name"]
-        folder = dataset_dir(exp.data_root, dataset)
-        now = load_info(exp.data_root, dataset).get("files", {})
-        # The split scored and the validation split the intervals are calibrated on; the files themselves are
-        # hashed, not the list in info.toml (a rebuilt or edited file may keep an old list beside it).
-        reads = {split, "val"}
-        mine = [f for f in sorted(set(recorded) | set(now)) if f.split(".")[0].split("-")[0] in reads]
-        changed = [f for f in mine if recorded.get(f) is None or not (folder / f).is_file()
-                   or file_sha256(folder / f) != recorded[f]]
-        if changed and not allow_changed_data:
-            raise UserError(f"The data set {dataset!r} changed since {exp.name!r} was trained ({changed[0]} differs): "
-                            f"its {split} rows may not be the ones held out then; rebuild the data set as it was, "
-                            "train the experiment again on this one, or pass --allow-changed-data.")
-        return changed
-    return []
-
-
-def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
-    """A fine-tuned regressor or a fitted baseline of an experiment folder, ready to predict."""
-    check_trained(exp)
-    cfg = exp.config()
-    stage = cfg["experiment"]["stage"]
-    channels = cfg["data"]["channels"]
-    # Data sets built before they listed their contents: the default targets are the contents.
-    contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
-    if stage == "baseline":
-        model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        inputs = baseline_inputs(model, channels)
-        embed = (lambda rows: model.feature_space(inputs(rows))) if getattr(model, "inputs", "spectra") == "elements" \
-            else (lambda rows: _log_total_features(window(spectra_array(rows), channels)))
-        return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents)
-    if stage != "finetune":
-        raise UserError(f"The experiment {exp.name!r} is a {stage} experiment; prediction needs a finetune or "
-                        "baseline experiment.")
-    loaded = models.load(exp.checkpoints / "best-model.pth", device)
-    model, transform, scaler = loaded.model, loaded.transform, loaded.scaler
-
-    def run(x: np.ndarray, fn) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(x), PRED_BATCH):
-                xb = transform(torch.tensor(x[start:start + PRED_BATCH], dtype=torch.float32, device=device))
-                out.append(fn(xb).float().cpu().numpy())
-        width = out[0].shape[1] if out else 0
-        return np.concatenate(out) if out else np.zeros((0, width))
-
-    side = element_head(loaded.state.get("element_head"))  # finetune.elements: the head also reads ratios
-
-    def normalised(rows: pd.DataFrame) -> np.ndarray:
-        out = run(spectra_array(rows), model)
-        return out + side(rows) if side is not None else out
-
-    return Predictor(loaded.targets, lambda rows: np.asarray(scaler.inverse(normalised(rows))),
-                     lambda rows: run(spectra_array(rows), model.features), contents)
-
-
-def baseline_inputs(model, channels) -> Callable[[pd.DataFrame], object]:
-    """rows -> what the baseline reads: the energy window of the counts, or the element table (element
-    baselines; a data set of element tables alone has no counts)."""
-    if getattr(model, "inputs", "spectra") == "elements":  # files saved before element baselines: spectra
-        return lambda rows: model.inputs_of(rows, None)
-    return lambda rows: window(spectra_array(rows), channels)
-
-
-def load_network(exp: Experiment, device: str = "cpu"):
-    """(network, input transform from raw counts of the full spectrum, checkpoint state) of a pretrain or
-    finetune experiment's best-model.pth: `coremax.models.load`, which needs nothing but the checkpoint."""
-    loaded = models.load(exp.checkpoints / "best-model.pth", device)
-    return loaded.model, loaded.transform, loaded.state
-
-
-def _log_total_features(x: np.ndarray) -> np.ndarray:
-    """Features of a baseline experiment for distribution checks: log of count shares per channel."""
-    x = np.asarray(x, dtype=np.float64)
-    return np.log1p(x / np.maximum(x.sum(axis=1, keepdims=True), 1.0) * 1e4)
+from coremax.paths import check_name
+from coremax.stats.conformal import conformal_quantile
+from coremax.stats.metrics import FLAG_SCOPES, metrics_table
 
 
 def core_names(df: pd.DataFrame, where: str) -> list[str]:
@@ -167,7 +35,7 @@ def predict_frame(pred: Predictor, df: pd.DataFrame, q: np.ndarray) -> pd.DataFr
     interval."""
     out = df[["core", "depth_mm"]].reset_index(drop=True).copy()
     p = pred.bounded(df)
-    lo, hi = (pred.clip(b) for b in intervals(p, q))
+    lo, hi = pred.interval(p, q)
     for j, t in enumerate(pred.targets):
         out[t] = df[t].to_numpy(np.float64) if t in df.columns else np.nan
         out[f"{t}_pred"] = p[:, j]
@@ -212,6 +80,7 @@ def evaluate_experiment(data_root, name: str, split: str = "test", device: str =
 
 def _test_regression(exp, cfg, df, split, device, changed) -> pd.DataFrame:
     pred = load_predictor(exp, device)
+    pred.require_targets(exp.name)
     val_df = load_split(exp.data_root, cfg["data"]["dataset"], "val")
     q = calibrate(pred, val_df, cfg["eval"]["interval"])
     frame = predict_frame(pred, df, q)
@@ -268,21 +137,22 @@ def _test_pretrain(exp, df, split, device, changed) -> pd.DataFrame:
     ss_tot = np.zeros(2)
     shown = None
     gen = torch.Generator(device=device).manual_seed(0)
-    x_all = spectra_array(df)
-    with torch.no_grad():
-        for start in range(0, len(x_all), PRED_BATCH):
-            x = transform(torch.tensor(x_all[start:start + PRED_BATCH], device=device))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                _, pred, mask = model(x)
-            target = model.target(x)
-            err = (pred.float() - target) ** 2
-            dev = (target - target.mean(dim=(1, 2), keepdim=True)) ** 2
-            m = mask.unsqueeze(-1).expand_as(err)
-            sums += [float(err[m.bool()].sum()), float(m.sum()), float(err.sum()), float(err.numel())]
-            ss_tot += [float(dev[m.bool()].sum()), float(dev.sum())]
-            if shown is None:
-                shown = (x[:4].cpu(), model.encoder.unpatchify(pred[:4].float()).cpu(), mask[:4].cpu())
+
+    def scored(x):  # one batch: its masks drawn from the seeded stream, the sums and the first spectra kept
+        nonlocal shown
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            _, pred, mask = model(x)
+        target = model.target(x)
+        err = (pred.float() - target) ** 2
+        dev = (target - target.mean(dim=(1, 2), keepdim=True)) ** 2
+        m = mask.unsqueeze(-1).expand_as(err)
+        sums[:] += [float(err[m.bool()].sum()), float(m.sum()), float(err.sum()), float(err.numel())]
+        ss_tot[:] += [float(dev[m.bool()].sum()), float(dev.sum())]
+        if shown is None:
+            shown = (x[:4].cpu(), model.encoder.unpatchify(pred[:4].float()).cpu(), mask[:4].cpu())
+        return err.new_zeros(len(x), 0)
+    run_batches(model, spectra_array(df), scored, transform)
     metrics = pd.DataFrame([{
         "split": split, "n": len(df),
         "mse_masked": sums[0] / max(sums[1], 1), "mse_all": sums[2] / max(sums[3], 1),

@@ -22,9 +22,6 @@ from coremax.io import file_sha256
 from coremax.models.vitx import load_encoder
 from coremax.paths import inside
 
-MODES = ("lora", "adapter")
-
-
 class LoRALinear(nn.Linear):
     """A linear layer whose pretrained weight and bias (the same Parameters, frozen) get a trainable update
     (alpha / rank) B A. Its state-dict keys are the wrapped layer's plus lora_a and lora_b, so the base weights
@@ -56,24 +53,36 @@ class Adapter(nn.Module):
         return x + self.up(F.gelu(self.down(x)))
 
 
-def attach(model: nn.Module, mode: str, lora_rank: int = 8, lora_alpha: float = 16.0, adapter_dim: int = 32) -> int:
-    """Freeze the encoder of a Regressor and add the trainable weights of `mode`; the head (and fc_norm) keep
-    training. Returns the number of trainable parameters. The model remembers which state-dict keys a
+def add_lora(model: nn.Module, lora_rank: int, lora_alpha: float, **_) -> None:
+    """Every linear layer of each block: attention qkv and projection, both MLP layers."""
+    for block in model.encoder.blocks:
+        block.attn.qkv = LoRALinear(block.attn.qkv, lora_rank, lora_alpha)
+        block.attn.proj = LoRALinear(block.attn.proj, lora_rank, lora_alpha)
+        block.mlp[0] = LoRALinear(block.mlp[0], lora_rank, lora_alpha)
+        block.mlp[2] = LoRALinear(block.mlp[2], lora_rank, lora_alpha)
+
+
+def add_adapters(model: nn.Module, adapter_dim: int, **_) -> None:
+    for block in model.encoder.blocks:
+        block.adapter = Adapter(model.encoder.embed_dim, adapter_dim).to(block.norm1.weight.device)
+
+
+# What each kind adds to a frozen encoder (the finetune.mode that uses it, coremax.modes, names it; a checkpoint
+# records it, so models.load rebuilds the same model).
+KINDS = {"lora": add_lora, "adapter": add_adapters}
+
+
+def attach(model: nn.Module, kind: str, lora_rank: int = 8, lora_alpha: float = 16.0, adapter_dim: int = 32) -> int:
+    """Freeze the encoder of a Regressor and add the trainable weights of `kind` (KINDS); the head (and fc_norm)
+    keep training. Returns the number of trainable parameters. The model remembers which state-dict keys a
     checkpoint must keep (`saved_weights`)."""
-    if mode not in MODES:
-        raise UserError(f"finetune.mode = {mode!r} is not a parameter-efficient mode; use one of {MODES}.")
+    if kind not in KINDS:
+        raise UserError(f"finetune.mode = {kind!r} is not a parameter-efficient mode; use one of {tuple(KINDS)}.")
     for p in model.encoder.parameters():
         p.requires_grad_(False)
-    for block in model.encoder.blocks:
-        if mode == "lora":  # every linear layer of the block: attention qkv and projection, both MLP layers
-            block.attn.qkv = LoRALinear(block.attn.qkv, lora_rank, lora_alpha)
-            block.attn.proj = LoRALinear(block.attn.proj, lora_rank, lora_alpha)
-            block.mlp[0] = LoRALinear(block.mlp[0], lora_rank, lora_alpha)
-            block.mlp[2] = LoRALinear(block.mlp[2], lora_rank, lora_alpha)
-        else:
-            block.adapter = Adapter(model.encoder.embed_dim, adapter_dim).to(block.norm1.weight.device)
+    KINDS[kind](model, lora_rank=lora_rank, lora_alpha=lora_alpha, adapter_dim=adapter_dim)
     model.peft_keys = {name for name, p in model.named_parameters() if p.requires_grad}
-    model.peft_mode = mode
+    model.peft_mode = kind
     return trainable_params(model)
 
 

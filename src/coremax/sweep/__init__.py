@@ -24,10 +24,10 @@ from coremax.experiment import try_lock
 from coremax.paths import check_name, experiment_dir
 from coremax.sweep.runner import check_unchanged, train
 from coremax.sweep.samplers import SAMPLERS, parent_run, points, runs
-from coremax.sweep.summary import run_table, summarise, test_metrics, write_summary
+from coremax.sweep.summary import run_table, summarise, tested_metrics, write_summary
 
 SWEEP_DEFAULTS = Path(configlib.__file__).with_name("sweep.toml")
-__all__ = ["SWEEP_DEFAULTS", "run_sweep", "points", "runs", "summarise", "test_metrics"]
+__all__ = ["SWEEP_DEFAULTS", "run_sweep", "points", "runs", "summarise", "tested_metrics"]
 
 
 def run_sweep(data_root, sweep: dict, jobs: int = 1, log=print) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from coremax.io import atomic_path
 from coremax.sweep.runner import best_row
 
 
-def test_metrics(data_root, name: str) -> pd.DataFrame:
+def tested_metrics(data_root, name: str) -> pd.DataFrame:
     """The run's test metrics (overall and per test core): evaluated once, then read from its results."""
     exp = Experiment.open(data_root, name)
     if (exp.results / "test-metrics.pkl").is_file():
@@ -29,7 +29,7 @@ def run_table(data_root, sweep: dict, all_runs: list[dict]) -> pd.DataFrame:
         row = {"point": run["point"], "variant": run["variant"], "seed": run["seed"], "experiment": run["name"],
                **run["values"], "best_epoch": best["epoch"], **{m: best.get(m, np.nan) for m in sweep["metrics"]}}
         if sweep["test"]:
-            metrics = test_metrics(data_root, run["name"])
+            metrics = tested_metrics(data_root, run["name"])
             for r in metrics[metrics["scope"] == "all"].itertuples():
                 row[f"test_rmse_{r.target}"] = r.rmse
                 row[f"test_r2_{r.target}"] = r.r2

@@ -1,0 +1,44 @@
+"""The stages that train a network (pretrain, finetune): the model built from [model], what every checkpoint
+carries to be used without the experiment folder, the task of the stage, and the training loop."""
+
+from __future__ import annotations
+
+from coremax.engine.data import input_length
+from coremax.engine.tasks import TASKS
+from coremax.engine.trainer import fit
+from coremax.errors import UserError
+from coremax.models import build_model
+from coremax.stages.base import Run, Stage
+
+
+class NetworkStage(Stage):
+    def check(self, data):
+        cfg = self.config
+        width, patch = input_length(cfg["data"]), cfg["model"]["patch_size"]
+        if patch < 1 or width % patch:
+            raise UserError(f"The energy window data.channels = {cfg['data']['channels']} is {width} channels "
+                            f"wide, which model.patch_size = {patch} does not divide; change either.")
+
+    def outputs(self, run: Run, extra: dict) -> int:
+        """How many values the network predicts per spectrum (what else it needs goes into `extra`)."""
+        return len(run.data.targets)
+
+    def prepare(self, run: Run, model, task, extra: dict) -> None:
+        """What the stage does to the built model and task before training."""
+
+    def train(self, run: Run, task, model, extra: dict) -> None:
+        fit(task, model, run.exp, run.rt, run.log, run.config, run.config["experiment"]["seed"], run.resume, extra,
+            **run.config["optim"])
+
+    def run(self, run: Run) -> None:
+        cfg, data = run.config, run.data
+        # Everything needed to use the checkpoint without the experiment folder or the data set.
+        extra = {"input_length": input_length(cfg["data"]), "targets": data.targets}
+        model = build_model(self.name, self.outputs(run, extra), input_length(cfg["data"]), **cfg["model"])
+        if data.scaler is not None:
+            extra["target_scaler"] = data.scaler.state_dict()
+        if data.channel_stats is not None:
+            extra["channel_stats"] = [s.tolist() for s in data.channel_stats]
+        task = TASKS[self.name](data, run.rt)
+        self.prepare(run, model, task, extra)
+        self.train(run, task, model, extra)
