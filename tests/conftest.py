@@ -30,10 +30,7 @@ FAST = ["model.patch_size=64", "optim.batch_size=32", 'runtime.device="cpu"', "r
 
 
 def resolved(*overrides, config_file=None) -> dict:
-    from coremax.stages import function_defaults
-
-    return configlib.resolve(config_file, list(FAST) + list(overrides),
-                             function_defaults=function_defaults()).to_dict()
+    return configlib.resolve(config_file, list(FAST) + list(overrides)).to_dict()
 
 
 def train(data_root, name, stage, *overrides, resume=False):

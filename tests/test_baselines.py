@@ -46,7 +46,7 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     x_tr, y_tr, x_va, y_va, _, _ = data
-    return {"nmf_svr": make_baseline("nmf_svr", {"n_components": 6}).fit(x_tr, y_tr, x_va, y_va, TARGETS),
+    return {"nmf_svr": make_baseline("nmf_svr", {"nmf_svr": {"n_components": 6}}).fit(x_tr, y_tr, x_va, y_va, TARGETS),
             "pls": make_baseline("pls").fit(x_tr, y_tr, x_va, y_va, TARGETS)}
 
 

@@ -10,11 +10,10 @@ def test_seeds_memory_budgets_and_system_errors_end_in_one_sentence(capsys):
 
     from coremax import config as configlib
     from coremax.cli.common import guard
-    from coremax.stages import function_defaults
 
     for bad in ("experiment.seed=200000000000000", "data.max_memory_gb=nan", "data.max_memory_gb=-1"):
         with pytest.raises(UserError, match=bad.split("=")[0]):
-            configlib.resolve(None, [bad], function_defaults=function_defaults())
+            configlib.resolve(None, [bad])
 
     @guard
     def full_disk():

@@ -1,14 +1,18 @@
 """Config hierarchy: precedence, strict keys and types, --print-config, documentation of every key."""
 
+import ast
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 
 from coremax import config as configlib
+from coremax.config import schema
+from coremax.config.schema import text
 from coremax.errors import UserError
 from coremax.cli import train_main
-from coremax.stages import function_defaults
+from coremax.io import read_toml
 from coremax.study import STUDY_DEFAULTS, protocols, study_sweep
 from coremax.sweep.samplers import SAMPLERS
 
@@ -37,11 +41,11 @@ def test_each_level_wins_over_the_ones_below(tmp_path, levels, value, source):
 
 
 def test_real_hierarchy_levels(tmp_path):
-    fd = function_defaults()
-    assert fd["optim"]["epochs"] >= 1 and fd["model"]["patch_size"] == 16
+    fd = configlib.defaults()
+    assert fd["optim"]["epochs"] >= 1 and fd["model"]["patch_size"] == 16 and fd["baseline"]["ratio"]["terms"] == 1
     exp = tmp_path / "exp.toml"
     exp.write_text("[model]\nmask_ratio = 0.5\n[optim]\nepochs = 7\n")
-    cfg = configlib.resolve(exp, ["optim.epochs=9"], function_defaults=fd)
+    cfg = configlib.resolve(exp, ["optim.epochs=9"])
     assert cfg["optim"]["epochs"] == 9 and cfg.source("optim", "epochs") == "command-line"
     assert cfg["model"]["mask_ratio"] == 0.5 and cfg.source("model", "mask_ratio") == "experiment"
     assert cfg.source("model", "size") == "default-config"
@@ -93,29 +97,29 @@ def test_bad_override_syntax():
 def test_print_config_shows_values_and_levels(tmp_path, capsys):
     exp = tmp_path / "exp.toml"
     exp.write_text("[model]\nmask_ratio = 0.3\n")
-    train_main(["--config", str(exp), "--print-config", "optim.epochs=5", "--stage", "finetune"])
+    train_main(["--config", str(exp), "--print-config", "optim.epochs=5", 'baseline.ratio.pair="Ca/Ti"',
+                "--stage", "finetune"])
     out = capsys.readouterr().out
+    assert re.search(r'^\[baseline\.ratio\]\npair = "Ca/Ti"\s+# command-line$', out, re.M)
     assert re.search(r"^epochs = 5\s+# command-line$", out, re.M)
     assert re.search(r"^mask_ratio = 0\.3\s+# experiment$", out, re.M)
     assert re.search(r'^stage = "finetune"\s+# command-line$', out, re.M)
     assert re.search(r"^patch_size = 16\s+# default-config$", out, re.M)
 
 
-def test_every_key_is_commented_and_documented():
-    text = configlib.DEFAULT_PATH.read_text()
-    readme = (ROOT / "README.md").read_text()
-    cfg = configlib.resolve(None, function_defaults=function_defaults())
-    for section, keys in cfg.values.items():
-        for key in keys:
-            line = re.search(rf"^{key} = .*$", text.split(f"[{section}]")[1].split("\n[")[0], re.M)
-            assert line and "#" in line.group(0), f"{section}.{key} has no comment in default-config.toml"
-    # The README's table is made from the default file: a key, default or comment that differs fails here.
-    assert configlib.reference_table() in readme, "the README's config table differs from default-config.toml; " \
-        "paste the output of python -c 'import coremax.config as c; print(c.reference_table())'"
-    # Every function default is also in the default file (the file documents the whole schema).
-    for section, keys in function_defaults().items():
-        for key in keys:
-            assert cfg.source(section, key) == "default-config", f"{section}.{key}"
+def test_the_default_file_and_the_reference_page_are_written_from_the_schema():
+    """One statement of each key: default-config.toml and docs/reference/config.md are the schema's text (a key,
+    default or meaning edited in either file, not in the schema, fails here), and every key is in both."""
+    fix = "; run python -m coremax.config.schema --write after editing src/coremax/config/schema/sections.py"
+    assert configlib.DEFAULT_PATH.read_text() == text.default_text(), "default-config.toml differs" + fix
+    page = (ROOT / "docs" / "reference" / "config.md").read_text()
+    assert page == text.reference_page(), "docs/reference/config.md differs" + fix
+    cfg = configlib.resolve(None)
+    for section in cfg.sections:
+        body = configlib.DEFAULT_PATH.read_text().split(f"[{section}]\n")[1].split("\n[")[0]
+        for key in cfg.leaves(section):
+            assert re.search(rf"^{key} = .* # \S", body, re.M), f"{section}.{key} has no comment"
+            assert f"| `{section}.{key}` |" in page and cfg.source(section, key) == "default-config"
 
 
 def test_print_config_output_is_valid_toml(capsys):
@@ -131,40 +135,105 @@ def test_print_config_output_is_valid_toml(capsys):
                                       "optim.layer_decay=0.0", "optim.blr=nan"])
 def test_out_of_range_values_are_refused_before_anything_runs(override):
     with pytest.raises(UserError, match=rf"{override.split('=')[0]} .*out of range"):
-        configlib.resolve(None, [override], function_defaults=function_defaults())
+        configlib.resolve(None, [override])
 
 
 def test_a_folder_as_config_and_an_overlong_name_are_one_sentence(tmp_path):
     with pytest.raises(UserError, match="is a folder"):
-        configlib.resolve(tmp_path, function_defaults=function_defaults())
+        configlib.resolve(tmp_path)
     from coremax.paths import check_name
 
     with pytest.raises(UserError, match="characters long"):
         check_name("x" * 300)
 
 
-def disagreements(defaults: dict, file_values: dict) -> list[str]:
-    return [f"{s}.{k}: function {v!r} vs default-config {file_values.get(s, {}).get(k)!r}"
-            for s, keys in defaults.items() for k, v in keys.items() if file_values.get(s, {}).get(k) != v]
+def test_the_consuming_functions_state_no_default(monkeypatch):
+    """[data] -> prepare_data, [model] -> build_model, [optim] -> fit, [runtime] -> setup: each names every key of
+    its section and states no default; what a caller leaves out comes from the schema, and a key the section
+    does not have is refused by name."""
+    from coremax.engine.data import prepare_data
+    from coremax.engine.runtime import setup
+    from coremax.engine.trainer import fit
+    from coremax.models import build_model
+
+    for section, func in {"data": prepare_data, "model": build_model, "optim": fit, "runtime": setup}.items():
+        named = {n for n, p in inspect.signature(func).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert named == set(schema.SECTIONS[section]) and configlib.signature_defaults(func) == {}, section
+    assert setup(device="cpu").log_interval_s == 30.0
+    monkeypatch.setitem(schema.SECTIONS["runtime"], "log_interval_s", schema.Key(7.0, "changed in the schema"))
+    assert setup(device="cpu").log_interval_s == 7.0
+    with pytest.raises(UserError, match=r"runtime\.thread \(given to setup\).*did you mean runtime\.threads\?"):
+        setup(device="cpu", thread=1)
 
 
-def test_each_default_is_stated_once_function_defaults_equal_the_file():
-    from coremax.io import read_toml
+def test_config_imports_nothing_above_it():
+    """The config package is low in the layers: registries register their words with it, never the other way."""
+    allowed = ("coremax.config", "coremax.errors", "coremax.io", "coremax.paths")
+    for path in (ROOT / "src" / "coremax" / "config").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            bad = [n for n in names if n.startswith("coremax") and not n.startswith(allowed)]
+            assert not bad, f"{path.name} imports {bad}"
 
-    file_values = read_toml(configlib.DEFAULT_PATH)
-    assert disagreements(function_defaults(), file_values) == []
-    # The check bites: a signature default that drifts from the file is reported.
-    drifted = function_defaults()
-    drifted["model"]["drop_path"] = 0.0
-    assert disagreements(drifted, file_values) == ["model.drop_path: function 0.0 vs default-config 0.1"]
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["frozen-finetune-config.toml", "frozen-baseline-config.toml"])
+def test_a_frozen_config_with_flat_baseline_keys_still_resolves(name):
+    """config.toml of experiments frozen before [baseline.<method>] (written by that version's resolve): read
+    with each moved key under its new name and a note, refused with the new name when it is not frozen."""
+    from coremax.baselines import make_baseline
+    from coremax.frozen import config_change
+
+    path, moved = FIXTURES / name, {k: v for k, v in configlib.RENAMED.items() if k.startswith("baseline.")}
+    frozen = read_toml(path)
+    cfg = configlib.resolve(path, frozen=True)
+    for old, new in moved.items():
+        assert cfg.get(new) == frozen["baseline"][old.split(".")[1]], new
+    assert len([n for n in cfg.notes if "(renamed)" in n]) == len(moved)
+    assert config_change(frozen, cfg.to_dict()) is None  # the same values, compared by their new names
+    with pytest.raises(UserError, match=r"baseline\.n_components .*is now called baseline\.nmf_svr\.n_components"):
+        configlib.resolve(path)
+    if cfg["experiment"]["stage"] == "baseline":
+        model = make_baseline(cfg["baseline"]["method"], cfg["baseline"])
+        assert (model.pair, model.terms, model.inputs) == (("Ca", "Ti"), 2, "elements")
+
+
+def test_sub_section_keys_are_three_part_names(tmp_path):
+    exp = tmp_path / "exp.toml"
+    exp.write_text('[baseline]\nmethod = "ratio"\n[baseline.ratio]\npair = "Ca/Ti"\n')
+    cfg = configlib.resolve(exp, ["baseline.ratio.terms=2"], values={"baseline.mlc.cv_folds": 3})
+    assert cfg["baseline"]["ratio"] == {"pair": "Ca/Ti", "terms": 2} and cfg["baseline"]["mlc"]["cv_folds"] == 3
+    assert cfg.source("baseline.ratio", "pair") == "experiment" and cfg.source("baseline", "method") == "experiment"
+    for override, message in [("baseline.ratio.terms=3", r"baseline\.ratio\.terms = 3 .*out of range.*1 or 2"),
+                              ('baseline.ratio.terms="two"', r"baseline\.ratio\.terms .*must be an integer"),
+                              ('baseline.ratio.pairs="Ca/Ti"', r"did you mean baseline\.ratio\.pair\?"),
+                              ('baseline.ratoi.pair="Ca/Ti"', r"\[baseline\.ratoi\].*did you mean baseline\.ratio\?"),
+                              ("baseline.ratio=2", r"baseline\.ratio .*is a section"),
+                              ('baseline.pair="Ca/Ti"', r"now called baseline\.ratio\.pair")]:
+        with pytest.raises(UserError, match=message):
+            configlib.resolve(None, [override])
+
+
+def test_the_keys_that_may_change_after_training_are_schema_names():
+    from coremax.frozen import RESUME_MAY_CHANGE, TEST_MAY_CHANGE, config_change
+
+    names = set(schema.SECTIONS) | {full for full, _ in schema.every_key()}
+    assert set(RESUME_MAY_CHANGE) | set(TEST_MAY_CHANGE) <= names
+    then, now = configlib.defaults(), configlib.defaults()
+    now["baseline"]["ratio"]["pair"] = "Ca/Ti"
+    assert config_change(then, now) == ("baseline.ratio.pair", "", "Ca/Ti")
+    assert config_change(then, now, ("baseline.ratio",)) is None
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_config_resolves(path):
-    """The recipes and studies the README runs are checked the way their commands check them: an experiment file
+    """The recipes and studies the docs run are checked the way their commands check them: an experiment file
     against the config hierarchy, a study file against the study defaults and each of its protocols' runs."""
     if "[study]" not in path.read_text():
-        assert configlib.resolve(path, function_defaults=function_defaults())["experiment"]["stage"]
+        assert configlib.resolve(path)["experiment"]["stage"]
         return
     study = configlib.resolve(path, default_file=STUDY_DEFAULTS)["study"]
     for protocol in protocols(study):

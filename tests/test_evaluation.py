@@ -70,7 +70,7 @@ def test_missing_experiment_is_one_sentence(data_root):
 @pytest.mark.parametrize("method", ["nmf_svr", "pls"])
 def test_baselines_share_the_neural_output_format(data_root, finetuned, method):
     name = f"base-{method}"
-    train(data_root, name, "baseline", f'baseline.method="{method}"', "baseline.n_components=4")
+    train(data_root, name, "baseline", f'baseline.method="{method}"', "baseline.nmf_svr.n_components=4")
     assert Experiment.open(data_root, name).provenance()["status"] == "completed"
     metrics = evaluate_experiment(data_root, name)
     neural = Experiment.open(data_root, finetuned)

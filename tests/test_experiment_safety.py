@@ -216,11 +216,9 @@ def test_resume_takes_the_frozen_config_and_never_rewrites_it(tmp_path, data_roo
 ])
 def test_stage_and_name_flags_contradicting_overrides_are_refused(argv, message):
     from coremax.cli.common import experiment_parser, resolve_args
-    from coremax.stages import function_defaults
 
     with pytest.raises(UserError, match=message):
-        resolve_args(experiment_parser("").parse_args(argv), function_defaults())
+        resolve_args(experiment_parser("").parse_args(argv))
     same = resolve_args(experiment_parser("").parse_args(["--stage", "finetune", "--name", "a",
-                                                          'experiment.stage="finetune"', 'experiment.name="a"']),
-                        function_defaults())
+                                                          'experiment.stage="finetune"', 'experiment.name="a"']))
     assert same["experiment"]["stage"] == "finetune" and same["experiment"]["name"] == "a"

@@ -136,13 +136,33 @@ def test_no_library_function_is_named_like_a_test():
     assert not named, f"library functions named like pytest tests: {named}"
 
 
-def test_the_readme_layout_names_every_module_and_script():
-    readme = (ROOT / "README.md").read_text()
-    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_the_architecture_page_names_every_module_and_script():
+    """docs/architecture.md: its layer table is coremax.LAYERS, and its layout names every file of the package
+    (each under its own folder) and every script, and no file that does not exist."""
+    from coremax import LAYERS
+
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    layers = page.split("## The layers", 1)[1].split("\n## ", 1)[0]
+    rows = [tuple(n.strip() for n in m.group(2).split(","))
+            for m in re.finditer(r"^\| (\d+) \| ([\w, ]+) \|", layers, re.M)]
+    assert rows == [tuple(layer) for layer in LAYERS], "docs/architecture.md's layer table differs from coremax.LAYERS"
+    layout = page.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    # An entry runs from its line to the next line that starts another: the package's folders are indented by two
+    # spaces ("  eval/   ..."), the repository's folders ("scripts/") are not.
+    entries = re.split(r"\n(?=\S|  \S)", layout)
+    packages = {m.group(1): e for e in entries if (m := re.match(r"  (\S+/)\s", e))}
+    top = {m.group(1): e for e in entries if (m := re.match(r"(\S+/)\s", e))}
     files = [p for p in (SRC / "coremax").rglob("*") if p.suffix in (".py", ".toml") and p.name != "__init__.py"]
-    files += sorted((ROOT / "scripts").glob("*.py"))
-    missing = [str(p.relative_to(ROOT)) for p in files if p.name not in layout]
-    assert not missing, f"the README's layout does not name {missing}"
+    missing = []
+    for p in files:
+        folder = p.parent.relative_to(SRC / "coremax").as_posix()
+        text = layout if folder == "." else packages.get(f"{folder}/", "")
+        if p.name not in text:
+            missing.append(str(p.relative_to(ROOT)))
+    missing += [str(p.relative_to(ROOT)) for p in sorted((ROOT / "scripts").glob("*.py"))
+                if p.name not in top.get("scripts/", "")]
+    assert not missing, f"docs/architecture.md's layout does not name {missing}"
     named = set(re.findall(r"[\w-]+\.(?:py|toml)", layout))
-    existing = {p.name for p in files} | {"__init__.py"} | {p.name for p in (ROOT / "tests").glob("test_*.py")}
-    assert named <= existing, f"the README's layout names files that do not exist: {sorted(named - existing)}"
+    existing = {p.name for p in files} | {"__init__.py"} | {p.name for p in (ROOT / "scripts").glob("*.py")} | \
+        {p.name for p in (ROOT / "docs").glob("*.py")} | {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    assert named <= existing, f"docs/architecture.md's layout names files that do not exist: {sorted(named - existing)}"

@@ -116,7 +116,7 @@ def lrce_data(n, seed):
 
 def test_lrce_recovers_the_equations_and_chooses_the_reference():
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = lrce_data(150, 0), lrce_data(60, 1), lrce_data(80, 2)
-    m = make_baseline("lrce", {"reference": ""}).fit(x_tr, y_tr, x_va, y_va, LRCE_TARGETS)
+    m = make_baseline("lrce", {"lrce": {"reference": ""}}).fit(x_tr, y_tr, x_va, y_va, LRCE_TARGETS)
     assert m.ref == "Ti" and m.selected_params()["Ca (wt%)"]["reference"] == "Ti"
     for el, ab in LRCE_TRUTH.items():
         np.testing.assert_allclose(m.equations[el], ab, atol=1e-8)
@@ -142,7 +142,7 @@ RATIO_TARGETS = ["CaCO3", "TOC", "Sr (wt%)"]
 
 def test_ratio_finds_the_constructed_pair_and_scale():
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = ratio_data(200, 0), ratio_data(80, 1), ratio_data(100, 2)
-    m = make_baseline("ratio", {"pair": "", "terms": 1}).fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS)
+    m = make_baseline("ratio", {"ratio": {"pair": "", "terms": 1}}).fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS)
     sel = m.selected_params()
     assert set(sel["CaCO3"]["pair"].split("/")) == {"Ca", "Ti"} and sel["CaCO3"]["scale"] == "wt%"
     assert abs(sel["CaCO3"]["slope"]) == pytest.approx(12, rel=0.02)
@@ -185,7 +185,7 @@ def test_bad_input_ends_in_one_user_error():
         Ratio(pair="Ca/Zr").fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS)
     with pytest.raises(UserError, match="two different parts"):
         Ratio(pair="CaTi")
-    with pytest.raises(UserError, match="baseline.terms"):
+    with pytest.raises(UserError, match=r"baseline\.ratio\.terms = 3 is out of range"):
         Ratio(terms=3)
     with pytest.raises(UserError, match="'d18O' is not one of the data set's contents"):
         Mlc().fit(x_tr, y_tr, x_va, y_va, ["CaCO3", "TOC", "d18O"])
@@ -195,7 +195,7 @@ def test_bad_input_ends_in_one_user_error():
     with pytest.raises(UserError, match="lrce calibrates element contents such as Ca"):
         Lrce().fit(x_tr, y_tr, x_va, y_va, RATIO_TARGETS)
     (lx, ly), (lxv, lyv) = lrce_data(60, 0), lrce_data(30, 1)
-    with pytest.raises(UserError, match="baseline.reference = 'Sr'"):
+    with pytest.raises(UserError, match="baseline.lrce.reference = 'Sr'"):
         Lrce(reference="Sr").fit(lx, ly, lxv, lyv, LRCE_TARGETS)
     with pytest.raises(UserError, match="no scatter part"):
         Lrce().fit(lx.drop(columns=["coh_area", "scatter_area"]), ly, lxv, lyv, LRCE_TARGETS)
@@ -259,9 +259,17 @@ def test_save_load_round_trip(mlc_fitted, tmp_path):
     np.testing.assert_array_equal(hi, again[1])
 
 
-def test_every_declared_key_is_in_the_default_config():
+def test_every_declared_key_is_its_methods_or_a_shared_one():
+    """A method's config_keys are its own [baseline.<method>] sub-section (all of it) and shared [baseline] keys;
+    the whole [baseline] section of the default file builds it, and so do the schema's defaults alone."""
     section = tomllib.loads(DEFAULT_PATH.read_text())["baseline"]
+    shared = {k for k, v in section.items() if not isinstance(v, dict)}
     for name in ("ratio", "mlc", "lrce", "nmf_svr", "pls"):
-        assert set(METHODS[name].config_keys) <= set(section), name
-        make_baseline(name, section)  # the defaults construct every method
+        own = set(section.get(name, {}))
+        assert own <= set(METHODS[name].config_keys) <= own | shared, name
+        assert make_baseline(name, section).method == METHODS[name]().method == name
+    assert make_baseline("ratio", {"ratio": {"pair": "Ca/Ti"}}).pair == ("Ca", "Ti")
+    assert Ratio().terms == 1 and Mlc().cv_folds == 5  # a constructor's config keys default to the schema's
+    with pytest.raises(UserError, match="baseline.pair .*now called baseline.ratio.pair"):
+        make_baseline("ratio", {"pair": "Ca/Ti"})
     assert set(CHOICES["baseline.features"]) == {"spectra", "elements"}

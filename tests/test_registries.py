@@ -2,6 +2,7 @@
 the one place where such things are defined, and then usable everywhere (config, stages, study, loaders)."""
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,34 @@ def test_renamed_key_is_refused_by_its_new_name_and_mapped_in_frozen_configs(tmp
     cfg = configlib.resolve(old, frozen=True)
     assert cfg["runtime"]["threads"] == 2 and "renamed" in cfg.notes[0]
     assert pd.notna(cfg.notes[0])
+
+
+def test_a_data_key_is_one_entry_in_the_schema(monkeypatch, tmp_path):
+    """A [data] key added in the schema alone: resolved at its default and from an override, type- and
+    range-checked, written into the default file and the reference page, and handed to prepare_data."""
+    from coremax.config import schema
+    from coremax.config.schema import text
+    from coremax.engine import data as engine_data
+    from coremax.errors import UserError
+
+    monkeypatch.setitem(schema.SECTIONS["data"], "toy_gain",
+                        schema.Key(0.5, "a toy key of tests/test_registries.py", range="[0, 1]"))
+    cfg = configlib.resolve(None)
+    assert cfg["data"]["toy_gain"] == 0.5 and cfg.source("data", "toy_gain") == "schema"
+    cfg = configlib.resolve(None, ["data.toy_gain=1"])
+    assert cfg["data"]["toy_gain"] == 1.0 and isinstance(cfg["data"]["toy_gain"], float)
+    with pytest.raises(UserError, match=r"data\.toy_gain .*must be a number"):
+        configlib.resolve(None, ['data.toy_gain="high"'])
+    with pytest.raises(UserError, match=r"data\.toy_gain = 2\.0 .*out of range.*0 <= x <= 1"):
+        configlib.resolve(None, ["data.toy_gain=2"])
+    assert re.search(r"^toy_gain = 0\.5 +# a toy key", text.default_text().split("[data]")[1], re.M)
+    assert "| `data.toy_gain` | `0.5` | number | 0 <= x <= 1 | a toy key" in text.reference_page()
+    written = tmp_path / "default-config.toml"
+    written.write_text(text.default_text())
+    assert configlib.resolve(None, default_file=written).source("data", "toy_gain") == "default-config"
+    got = {}  # what prepare_data's body is handed, given the resolved [data] section or nothing
+    monkeypatch.setattr(engine_data.prepare_data, "__wrapped__", lambda *args, **keys: got.update(keys))
+    engine_data.prepare_data(tmp_path, "finetune", 0, **cfg["data"])
+    assert got["toy_gain"] == 1.0
+    engine_data.prepare_data(tmp_path, "finetune", 0)
+    assert got["toy_gain"] == 0.5 and got["dataset"] == "synthetic"

@@ -158,3 +158,19 @@ def test_sweep_metrics_are_checked_before_any_run_and_n_counts_only_finite_runs(
                           "val_rmse_CaCO3": [1.0, np.nan, 3.0]})
     out = summarise(table, ["variant"], "val_rmse_CaCO3")
     assert out["n"].iloc[0] == 2 and out["val_rmse_CaCO3"].iloc[0] == 2.0
+
+
+def test_a_sweep_over_a_baseline_methods_key_names_it_in_three_parts():
+    """[baseline.<method>] keys are swept like any other (checked before any run: the old flat name is refused)."""
+    from coremax.sweep import runs
+
+    sweep = configlib.resolve(None, ['sweep.name="terms"', 'sweep.metrics=["val_rmse_CaCO3"]', "sweep.seeds=[0]",
+                                     'sweep.overrides=["experiment.stage=\\"baseline\\"", '
+                                     '"baseline.method=\\"ratio\\""]',
+                                     'sweep.grid={"baseline.ratio.terms" = [1, 2]}'],
+                              default_file=SWEEP_DEFAULTS)["sweep"]
+    planned = runs(sweep)
+    assert [r["config"]["baseline"]["ratio"]["terms"] for r in planned] == [1, 2]
+    assert configlib.parse_overrides(configlib.as_overrides(planned[1]["overrides"]))["baseline.ratio.terms"] == 2
+    with pytest.raises(UserError, match="now called baseline.ratio.terms"):
+        runs({**sweep, "grid": {"baseline.terms": [1, 2]}})

@@ -269,7 +269,7 @@ def test_square_root_targets_train_save_and_predict_in_wt_percent(data_root, pre
     are), the checkpoint says so, and test.py scores predictions squared back to wt%, by full fine-tuning and
     by the closed-form head alike."""
     from coremax import models
-    from coremax.data.dataset import load_split, spectra_array
+    from coremax.data.dataset import load_split
     from coremax.eval.predictor import load_predictor
     from coremax.eval.run import evaluate_experiment
 

@@ -22,7 +22,6 @@ from coremax.errors import UserError
 from coremax.experiment import Experiment
 from coremax.models import build_model, load, load_encoder
 from coremax.models.vsc import spike_slab_kl
-from coremax.stages import function_defaults
 
 L, P = 256, 16  # 16 patches: quick on a CPU
 
@@ -117,14 +116,14 @@ def test_eval_code_is_deterministic_and_the_posterior_mean():
                                         ("vsc_beta", float("nan"))])
 def test_bad_values_are_one_sentence_naming_the_key(key, value):
     with pytest.raises(UserError, match=rf"model\.{key} .*out of range"):
-        configlib.resolve(None, [f"model.{key}={value}"], function_defaults=function_defaults())
+        configlib.resolve(None, [f"model.{key}={value}"])
     with pytest.raises(UserError, match=rf"^model\.{key} = .*out of range: it must satisfy [^.]*\.$"):
         small(latent="vsc", **{key: value})
 
 
 def test_an_unknown_latent_is_refused():
     with pytest.raises(UserError, match=r"model\.latent.*plain, vsc"):
-        configlib.resolve(None, ['model.latent="sparse"'], function_defaults=function_defaults())
+        configlib.resolve(None, ['model.latent="sparse"'])
     with pytest.raises(UserError, match=r"model\.latent = 'sparse' is not known"):
         small(latent="sparse")
 

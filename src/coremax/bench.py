@@ -33,7 +33,6 @@ from coremax.engine.trainer import Schedule, train_epoch
 from coremax.engine.optim import build_optimizer
 from coremax.models import build_model, peft, train_flops_per_spectrum
 from coremax.modes import get_mode
-from coremax.stages import function_defaults
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -92,7 +91,7 @@ class _Quiet:
 
 def run_case(case: dict, steps: int) -> dict:
     """One case: a resolved config, its model and task on synthetic counts, one warm-up epoch, one timed."""
-    cfg = configlib.resolve(case["config"] or None, case["overrides"], function_defaults=function_defaults()).to_dict()
+    cfg = configlib.resolve(case["config"] or None, case["overrides"]).to_dict()
     stage, d, m, o = cfg["experiment"]["stage"], cfg["data"], cfg["model"], cfg["optim"]
     rt = setup(**{**cfg["runtime"], "log_interval_s": 1e9})
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ from coremax.data.dataset import EMBEDDED, build_dataset
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.paths import dataset_dir
-from coremax.stages import function_defaults, run_stage
+from coremax.stages import run_stage
 from coremax.study import STUDY_DEFAULTS, pretrain_name, run_study, summarise
 
 DEMO_DOC = """The whole chain on the embedded synthetic data (what `make demo` runs):
@@ -22,9 +22,8 @@ synthetic scanner -> preprocess (labelled set + unlabelled pool) -> tiny MSM pre
 Steps already done under the data root (a data set, a completed experiment) are reused, so the demo can be
 re-run; pass --fresh-names to train new experiments beside the old ones.
 """
-DEMO_PRETRAIN_EPOCHS = 6  # the shipped CPU recipe pretrains for 20; 6 (about 5 minutes on 2 cores) keep the demo
-# within 10 minutes (its cosine schedule still runs to the end: warm-up is at most a quarter of a run)
-
+DEMO_PRETRAIN_EPOCHS = 1  # the shipped CPU recipe pretrains for 20: one epoch (about 70 s in fp32 on 2 cores, its
+# cosine schedule still run to the end: warm-up is at most a quarter of a run) keeps the demo near 5 minutes
 
 def run_demo(root: Path, fresh_names: bool = False, skip_study: bool = False) -> None:
     suffix = datetime.now(timezone.utc).strftime("-%Y%m%d-%H%M%S") if fresh_names else ""
@@ -46,15 +45,15 @@ def run_demo(root: Path, fresh_names: bool = False, skip_study: bool = False) ->
         ("2/5 pretrain (the CPU recipe, shortened: MSM on the pool, the labelled train rows and the test cores'"
          " spectra, never their labels)", pre, "configs/cpu-pretrain.toml",
          ['experiment.stage="pretrain"', f"optim.epochs={DEMO_PRETRAIN_EPOCHS}", "data.test_spectra=true"]),
-        ("3/5 fine-tune (CaCO3, TOC; the CPU recipe's LP-FT: a ridge head on the frozen encoder, then full "
-         "fine-tuning; every labelled train row)", ft, "configs/cpu-lpft.toml",
+        ("3/5 fine-tune (CaCO3, TOC; the CPU recipe's probe: a ridge head on the frozen encoder, seconds; every "
+         "labelled train row)", ft, "configs/cpu-probe.toml",
          ['experiment.stage="finetune"', f'finetune.from="{pre}"']),
     ):
         print(f"== {step}: experiment {name!r}")
         if Experiment.state(root, name) == "completed":
             print(f"   reusing {root / 'experiments' / name}")
             continue
-        cfg = configlib.resolve(conf, extra + [f'experiment.name="{name}"'], function_defaults=function_defaults())
+        cfg = configlib.resolve(conf, extra + [f'experiment.name="{name}"'])
         print(f"   wrote {run_stage(cfg.to_dict(), root, command=sys.argv).path}")
 
     print(f"== 4/5 test {ft!r} on the held-out test cores")
@@ -71,7 +70,7 @@ def run_demo(root: Path, fresh_names: bool = False, skip_study: bool = False) ->
               f"protocol {protocol}")
         summary = run_study(root, study_cfg)
         print(summarise(summary).round(3).to_string(index=False))
-        print("   one seed and a shortened pretraining: the README's table (3 seeds, every budget) is the measure.")
+        print("   one seed and a shortened pretraining: docs/results/label-budget.md (3 seeds, every budget) is the measure.")
         print(f"   table and figure in {root / 'experiments' / study / 'results'}")
     print(f"done in {time.monotonic() - t0:.0f} s; experiments under {root / 'experiments'}")
 

@@ -8,6 +8,7 @@ are the only keys that may differ; docs/experiment-folder.md says the same to us
 from __future__ import annotations
 
 from coremax import checkpoint as ckpt
+from coremax.config import RENAMED
 from coremax.errors import UserError
 
 # How a run is executed (device, threads, precision, logging) and the folder's name: a resume may set these.
@@ -18,18 +19,28 @@ TEST_MAY_CHANGE = (*RESUME_MAY_CHANGE, "eval")
 STAGE_WORDS = {"pretrain": "a pretraining checkpoint", "finetune": "a fine-tuned model"}
 
 
+def _keys(config: dict, prefix: str = "") -> dict:
+    """{"section.key": value} of a config, sub-sections' keys three-part ("baseline.ratio.pair")."""
+    out = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            out.update(_keys(value, f"{prefix}{name}."))
+        elif prefix:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
 def config_change(frozen: dict, config: dict, may_change=()) -> tuple[str, object, object] | None:
     """The first key whose value differs between an experiment's frozen config and `config`, as (key, frozen
-    value, new value), or None. Not compared: keys that one side lacks (added after the run froze: their defaults
-    keep the old behaviour) and the sections or keys in `may_change`."""
-    for section, keys in config.items():
-        if not isinstance(keys, dict):
+    value, new value), or None. A key the frozen config holds under an old name is compared by its new one
+    (configlib.RENAMED). Not compared: keys that one side lacks (added after the run froze: their defaults keep
+    the old behaviour) and the sections (sub-sections) or keys in `may_change`."""
+    then = {RENAMED.get(k, k): v for k, v in _keys(frozen).items()}
+    for key, value in _keys(config).items():
+        if key not in then or any(key == m or key.startswith(f"{m}.") for m in may_change):
             continue
-        for key, value in keys.items():
-            if key not in frozen.get(section, {}) or section in may_change or f"{section}.{key}" in may_change:
-                continue
-            if frozen[section][key] != value:
-                return f"{section}.{key}", frozen[section][key], value
+        if then[key] != value:
+            return key, then[key], value
     return None
 
 

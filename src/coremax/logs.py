@@ -1,4 +1,5 @@
-"""structlog set-up, in one place: JSON lines to the experiment's log file, readable lines on the console."""
+"""structlog set-up, in one place: JSON lines to the experiment's log file (every event, every field), short
+readable lines on the console (one per event; `--quiet`: warnings only, `--verbose`: every field)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,62 @@ def _console_without_tracebacks(logger, method_name, event_dict):
     return event_dict
 
 
+# What the console shows, set once per command (--quiet, --verbose); the log file always gets every event whole.
+_console = {"quiet": False, "verbose": False}
+WIDTH = 150  # characters of a console line beyond which its fields are cut
+
+
+def set_console(quiet: bool = False, verbose: bool = False) -> None:
+    _console.update(quiet=quiet, verbose=verbose)
+    sink, level, _ = _stack[-1] if _stack else (None, "info", {})
+    _apply(sink, level)
+
+
+def console_quiet() -> bool:
+    return _console["quiet"]
+
+
+def _console_level(logger, method_name, event_dict):
+    if _console["quiet"] and event_dict.get("level") in ("debug", "info"):
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _short(value) -> str:
+    """A field's value as the console shows it: numbers to 4 significant digits, long lists and tables counted."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = json.dumps(_finite(value), default=str) if isinstance(value, (dict, list, tuple)) else str(value)
+    if len(text) > 40 and isinstance(value, (dict, list, tuple)):
+        return f"[{len(value)} {'keys' if isinstance(value, dict) else 'items'}]"
+    return text
+
+
+def _epoch_line(e: dict) -> str:
+    """One training epoch: loss, validation loss and RMSE per target, speed."""
+    parts = [f"epoch {e.get('epoch')}"]
+    for key, name in (("train_loss", "loss"), ("val_loss", "val loss")):
+        if isinstance(e.get(key), float) and math.isfinite(e[key]):
+            parts.append(f"{name} {e[key]:.4g}")
+    rmse = [f"{k[len('val_rmse_'):]} {v:.3g}" for k, v in e.items() if k.startswith("val_rmse_")
+            and isinstance(v, float)]
+    if rmse:
+        parts.append("val RMSE " + ", ".join(rmse))
+    if isinstance(e.get("spectra_per_s"), float) and math.isfinite(e["spectra_per_s"]):
+        parts.append(f"{e['spectra_per_s']:.0f} spectra/s")
+    return "  ".join(parts) + ("  (best)" if e.get("best") else "")
+
+
+def _compact(logger, method_name, event_dict) -> str:
+    """The console line of an event: its name and fields, the time stamp and the run's bound names left to the
+    log file; an epoch as one short line."""
+    e = {k: v for k, v in event_dict.items() if k not in ("timestamp", "experiment", "sweep", "study")}
+    event, level = e.pop("event", ""), e.pop("level", "info")
+    text = _epoch_line(e) if event == "epoch" else " ".join([event, *(f"{k}={_short(v)}" for k, v in e.items())])
+    text = text if len(text) <= WIDTH else text[:WIDTH - 3] + "..."
+    return text if level == "info" else f"{level}: {text}"
+
+
 # Runs nest (a study runs experiments inside its own run): each level has its own file and bound fields.
 _stack: list[tuple[_JsonLines | None, str, dict]] = []
 
@@ -66,7 +123,9 @@ def _apply(sink: _JsonLines | None, level: str, stream=None) -> None:
     ]
     if sink is not None:
         processors += [sink, _console_without_tracebacks]
-    processors.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
+    processors.append(_console_level)
+    processors.append(structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+                      if _console["verbose"] else _compact)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),

@@ -252,7 +252,7 @@ def _cell(r) -> str:
 
 
 def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
-    """The README table of one protocol: per target and label count (and, for new-cores-labels, way the k samples
+    """The results table of one protocol (docs/results/label-budget.md): per target and label count (and, for new-cores-labels, way the k samples
     were chosen), each method's mean test RMSE +- sd over seeds and mean R^2, the best in bold, and the floor on
     the same rows; then R^2 per test core at the largest label count (first selection of the study)."""
     s = summarise(summary)

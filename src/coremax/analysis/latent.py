@@ -22,7 +22,6 @@ from coremax.engine.runtime import setup
 from coremax.engine.tasks import PretrainTask
 from coremax.eval.predictor import load_network
 from coremax.experiment import Experiment
-from coremax.stages import function_defaults
 
 from coremax.analysis.spectra import emission_lines, label_lines
 from coremax.plotting import new_figure, save
@@ -257,7 +256,7 @@ def pretraining_scores(data_root, name: str, batch_size: int = 64) -> dict:
     validation and test cores) of the mean patch token and, for VSC, of the code gamma * mu, and the fraction of
     active code dimensions (gamma > 0.5) per validation spectrum."""
     exp = Experiment.open(data_root, name)
-    cfg = configlib.resolve(exp.config_file, [], frozen=True, function_defaults=function_defaults()).to_dict()
+    cfg = configlib.resolve(exp.config_file, [], frozen=True).to_dict()
     data = prepare_data(data_root, "pretrain", cfg["experiment"]["seed"], **cfg["data"])
     task = PretrainTask(data, setup(**{**cfg["runtime"], "device": "cpu"}))
     model, transform, _ = load_network(exp)

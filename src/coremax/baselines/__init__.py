@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from coremax.baselines.base import BASELINE_FILE, METHODS, Baseline, register, trusted_types
+from coremax.baselines.base import BASELINE_FILE, METHODS, Baseline, method_values, register, trusted_types
 from coremax.errors import UserError
 
 __all__ = ["BASELINE_FILE", "METHODS", "Baseline", "register", "trusted_types", "make_baseline", "load_baseline"]
@@ -25,11 +25,12 @@ for _method in [m for m, c in METHODS.items() if c.inputs != "spectra"]:
 
 
 def make_baseline(method: str, section: dict | None = None) -> Baseline:
-    """A fresh baseline by config name (`baseline.method`), built from the [baseline] keys it takes."""
+    """A fresh baseline by config name (`baseline.method`), built from the keys it takes of the [baseline]
+    section (`section`: the whole section, its sub-sections inside; what it lacks is at the schema's defaults)."""
     if method not in METHODS:
         raise UserError(f"The baseline.method {method!r} is not known; use one of {', '.join(METHODS)}.")
-    cls = METHODS[method]
-    return cls(**{k: (section or {})[k] for k in cls.config_keys if k in (section or {})})
+    cls, values = METHODS[method], method_values(method, section)
+    return cls(**{k: values[k] for k in cls.config_keys})
 
 
 def load_baseline(root, path) -> Baseline:

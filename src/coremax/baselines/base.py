@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coremax.config import register_choices, section_values, with_defaults
+from coremax.config.schema import SECTIONS
 from coremax.data.ratios import area_matrix, area_parts, element_table
 from coremax.errors import UserError
 from coremax.stats.epo import blind, setting_directions, versions
@@ -30,13 +32,23 @@ def _plain(v):
 
 
 METHODS: dict[str, type] = {}  # baseline.method -> class: filled by @register in each module of this package
+register_choices("baseline.method", METHODS)
+
+
+def method_values(method: str, section: dict | None = None) -> dict:
+    """The [baseline] keys a method reads: the shared ones, then its own [baseline.<method>] sub-section's, from
+    `section` (a resolved [baseline], or part of one) and else at the schema's defaults."""
+    values = section_values("baseline", section or {})
+    shared = {k: v for k, v in values.items() if f"baseline.{k}" not in SECTIONS}
+    return {**shared, **values.get(method, {})}
 
 
 def register(method: str):
     """Class decorator: make a Baseline subclass a `baseline.method` (config choice, stage, study method, and a
-    type its saved files may hold)."""
+    type its saved files may hold). Its constructor's config keys, when not given, are the schema's defaults."""
     def add(cls):
         cls.method = method
+        cls.__init__ = with_defaults(cls.__init__, lambda: method_values(method))
         METHODS[method] = cls
         return cls
     return add
@@ -44,7 +56,8 @@ def register(method: str):
 
 class Baseline:
     """Common fit/predict/save logic; subclasses supply the features and the per-target grid.
-    `config_keys`: the [baseline] keys the constructor takes (e.g. n_components)."""
+    `config_keys`: the config keys the constructor takes, without defaults (the schema's fill them): its own
+    [baseline.<method>] keys (nmf_svr: n_components) and the shared [baseline] ones it reads (features)."""
 
     method = ""
     config_keys: tuple[str, ...] = ()

@@ -8,7 +8,7 @@ radiation (the more of it, the more scatter per unit of fluorescence), so its in
 scatter part: `coh_area` (tube line scatter), else `scatter_area`. The back-transform W_ref = 100 / (1 + sum_j
 exp(y_j) + exp(y_R)), W_j = W_ref exp(y_j) gives closed, non-negative contents.
 
-The reference element (baseline.reference; "" = each element target tried) is the one whose equations give the
+The reference element (baseline.lrce.reference; "" = each element target tried) is the one whose equations give the
 lowest mean validation RMSE (wt%) over the targets. A missing content enters a row's remainder as its training
 median (as in mlc). The new cores' rows (new_rows) weigh like any row here: a shared reference ties the equations
 together, so a per-equation share (stats.weighting) would not give one model.
@@ -38,7 +38,7 @@ class Lrce(LogRatioBaseline):
 
     config_keys = ("reference",)
 
-    def __init__(self, reference: str = ""):
+    def __init__(self, reference: str):
         super().__init__()
         self.reference = str(reference).strip()
 
@@ -59,7 +59,7 @@ class Lrce(LogRatioBaseline):
                             "which lrce needs for the remainder of the composition; rebuild the data set with "
                             "scripts/preprocess.py or use mlc.")
         if self.reference and self.reference not in self.elements:
-            raise UserError(f"baseline.reference = {self.reference!r} is not one of the element targets "
+            raise UserError(f"baseline.lrce.reference = {self.reference!r} is not one of the element targets "
                             f"({', '.join(self.elements)}); name one of those, or leave it empty to choose.")
         for j, t in enumerate(self.targets):
             self._rows(t, int((~np.isnan(Y_train[:, j])).sum()), int((~np.isnan(Y_val[:, j])).sum()))

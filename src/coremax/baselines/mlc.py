@@ -5,13 +5,13 @@ The composition is the content targets (CaCO3, TOC, element contents such as `Ca
 100 wt%. Each part's additive log-ratio z_j = ln(x_j / r) is a linear model of the centred log-ratios of the
 intensity parts: ridge (its strength) or PLS (its component count), both offered and chosen per coordinate on the
 validation rows by the RMSE of its content in wt% (the coordinate closed with the other parts as measured there):
-in log-ratio units a coordinate that is good on average may blow up where exp() magnifies it. The back-transform x_j = 100 exp(z_j) / (1 + sum_k exp(z_k)) gives parts
-that are never negative and, with the remainder, sum to 100.
+in log-ratio units a coordinate that is good on average may blow up where exp() magnifies it. The back-transform
+x_j = 100 exp(z_j) / (1 + sum_k exp(z_k)) gives parts that are never negative and, with the remainder, sum to 100.
 
 Missing lab values (TOC is missing on ~15 % of samples): coordinate j is fitted on the rows where part j is
 measured; on such a row a missing other part k enters the remainder as part k's training median.
 
-Uncertainty: K-fold cross-validation (baseline.cv_folds) on the training rows, with the chosen hyperparameters,
+Uncertainty: K-fold cross-validation (baseline.mlc.cv_folds) on the training rows, with the chosen hyperparameters,
 gives the residuals of each coordinate; their covariance (pairwise over rows where both parts are measured) is
 carried to wt% by Monte Carlo: z is drawn around the prediction, closed, and the quantiles of the draws bound
 `predict_interval`. The residual sd per coordinate is in selected_params (`cv_sd_logratio`).
@@ -26,7 +26,7 @@ from sklearn.model_selection import KFold
 from coremax.baselines.base import _plain, register
 from coremax.baselines.logratio import LogRatioBaseline, closed
 from coremax.data.ratios import REPLACE
-from coremax.config.ranges import RANGES, in_range
+from coremax.config.ranges import check_range
 from coremax.errors import UserError
 from coremax.stats.metrics import rmse
 from coremax.stats.weighting import choose_share, share_weights
@@ -43,11 +43,9 @@ class Mlc(LogRatioBaseline):
 
     config_keys = ("cv_folds",)
 
-    def __init__(self, cv_folds: int = 5, alphas=RIDGE_ALPHAS, components=PLS_COMPONENTS):
+    def __init__(self, cv_folds: int, alphas=RIDGE_ALPHAS, components=PLS_COMPONENTS):
         super().__init__()
-        if not in_range("baseline.cv_folds", cv_folds):
-            raise UserError(f"baseline.cv_folds = {cv_folds!r} is out of range: it must satisfy "
-                            f"{RANGES['baseline.cv_folds'][0]}.")
+        check_range("baseline.mlc.cv_folds", cv_folds)
         self.cv_folds = int(cv_folds)
         self.alphas, self.components = tuple(float(a) for a in alphas), tuple(int(k) for k in components)
 

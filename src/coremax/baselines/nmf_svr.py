@@ -22,9 +22,9 @@ class NmfSvr(Baseline):
 
     config_keys = ("n_components", "features")
 
-    def __init__(self, n_components: int = 10, C=(1.0, 10.0, 100.0),
-                 gamma=(0.01, 0.03, 0.1, 0.3, 1.0), epsilon=(0.05, 0.2), max_iter: int = 1000,
-                 features: str = "spectra"):
+    def __init__(self, n_components: int, C=(1.0, 10.0, 100.0),
+                 gamma=(0.01, 0.03, 0.1, 0.3, 1.0), epsilon=(0.05, 0.2), max_iter: int = 1000, *,
+                 features: str):
         super().__init__()
         self.n_components = int(n_components)
         self.inputs = features_inputs(self.method, features)
@@ -39,7 +39,7 @@ class NmfSvr(Baseline):
         return x / np.maximum(x.sum(axis=1, keepdims=True), 1.0)
 
     def _fit_features(self, x, unlabelled=None):
-        # an element table may hold fewer parts than baseline.n_components: NMF cannot find more than there are
+        # an element table may hold fewer parts than baseline.nmf_svr.n_components: NMF cannot find more than there are
         k = min(self.n_components, x.shape[1]) if self.inputs == "elements" else self.n_components
         self.nmf = NMF(n_components=k, init="nndsvda", max_iter=self.max_iter, tol=1e-4,
                        random_state=0)

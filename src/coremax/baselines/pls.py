@@ -16,7 +16,7 @@ class Pls(Baseline):
 
     config_keys = ("features",)
 
-    def __init__(self, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20), features: str = "spectra"):
+    def __init__(self, components=(2, 3, 4, 5, 6, 8, 10, 12, 15, 20), *, features: str):
         super().__init__()
         self.components = tuple(int(k) for k in components)
         self.inputs = features_inputs(self.method, features)

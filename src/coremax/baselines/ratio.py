@@ -1,9 +1,9 @@
 """The calibration of countless papers: a target as a straight line of one log-ratio of intensities, e.g. CaCO3 =
 a + b ln(Ca/Ti), optionally with a second log-ratio term, fitted by (weighted) least squares.
 
-Per target the validation rows choose the pair (baseline.pair = "": every unordered pair of parts; the second term
-of baseline.terms = 2 greedily, given the first) and the scale the line is fitted on: wt% or the logit
-ln(y / (100 - y)) for contents (whose lines then bend to stay within 0-100), as measured for other targets. The
+Per target the validation rows choose the pair (baseline.ratio.pair = "": every unordered pair of parts; the
+second term of baseline.ratio.terms = 2 greedily, given the first) and the scale the line is fitted on: wt% or the
+logit ln(y / (100 - y)) for contents (whose lines then bend to stay within 0-100), as measured for other targets. The
 new cores' samples weigh what `stats.weighting` chooses, as in the other baselines.
 """
 
@@ -15,19 +15,19 @@ import numpy as np
 
 from coremax.baselines.base import _plain, register
 from coremax.baselines.logratio import LogRatioBaseline, default_contents, logit
-from coremax.config.ranges import RANGES, in_range
+from coremax.config.ranges import check_range
 from coremax.errors import UserError
 from coremax.stats.metrics import rmse
 from coremax.stats.weighting import choose_share
 
 
 def parse_pair(text: str) -> tuple[str, ...]:
-    """baseline.pair: "" -> () (search every pair), "Ca/Ti" -> ("Ca", "Ti")."""
+    """baseline.ratio.pair: "" -> () (search every pair), "Ca/Ti" -> ("Ca", "Ti")."""
     if not str(text).strip():
         return ()
     names = tuple(p.strip() for p in str(text).split("/"))
     if len(names) != 2 or not all(names) or names[0] == names[1]:
-        raise UserError(f"baseline.pair = {text!r} must name two different parts as 'Ca/Ti', or be empty to "
+        raise UserError(f"baseline.ratio.pair = {text!r} must name two different parts as 'Ca/Ti', or be empty to "
                         "try every pair.")
     return names
 
@@ -52,12 +52,10 @@ class Ratio(LogRatioBaseline):
 
     config_keys = ("pair", "terms")
 
-    def __init__(self, pair: str = "", terms: int = 1):
+    def __init__(self, pair: str, terms: int):
         super().__init__()
         self.pair = parse_pair(pair)
-        if not in_range("baseline.terms", terms):
-            raise UserError(f"baseline.terms = {terms!r} is out of range: it must satisfy "
-                            f"{RANGES['baseline.terms'][0]}.")
+        check_range("baseline.ratio.terms", terms)
         self.terms = int(terms)
 
     def fit(self, X_train, Y_train, X_val, Y_val, targets, X_unlabelled=None, new_rows=None, settings=None,
@@ -69,7 +67,7 @@ class Ratio(LogRatioBaseline):
             if p not in self.parts:
                 why = "has no positive area in the training rows" if p in self.unused else \
                     f"is not a part of the element table (parts: {', '.join(self.parts)})"
-                raise UserError(f"baseline.pair = {'/'.join(self.pair)!r} names {p!r}, which {why}; name two "
+                raise UserError(f"baseline.ratio.pair = {'/'.join(self.pair)!r} names {p!r}, which {why}; name two "
                                 "parts that are, or leave it empty to try every pair.")
         l_tr, l_va = self._logs(X_train), self._logs(X_val)
         new = np.zeros(len(l_tr), bool) if new_rows is None else np.asarray(new_rows, bool)
@@ -95,7 +93,7 @@ class Ratio(LogRatioBaseline):
 
     def _search(self, f, y, f_va, y_va, scale: str, w) -> dict:
         """The pair(s) with the lowest validation RMSE (wt%) on this scale: the first among every pair (or
-        baseline.pair), then the second given the first."""
+        baseline.ratio.pair), then the second given the first."""
         t = logit(y) if scale == "logit" else y
         index = {p: k for k, p in enumerate(self.parts)}
         every = list(itertools.combinations(range(len(self.parts)), 2))

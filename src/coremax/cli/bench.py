@@ -6,7 +6,7 @@ import argparse
 
 from coremax.errors import UserError
 
-from coremax.cli.common import guard
+from coremax.cli.common import guard, parse
 
 
 @guard
@@ -21,7 +21,7 @@ def bench_train_main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per case (after one warm-up epoch)")
     p.add_argument("--only", default="", help="run only the cases whose name contains this text")
     p.add_argument("--no-gpu", action="store_true", help="skip the GPU cases even when a GPU is present")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     cases = cpu_cases() + (gpu_cases() if torch.cuda.is_available() and not args.no_gpu else [])
     cases = [c for c in cases if args.only in c["name"]]
     if not cases:
@@ -50,7 +50,7 @@ def bench_data_main(argv=None) -> None:
     p.add_argument("--elements", action="store_true",
                    help="instead: the element fit against the simulator's truth on the embedded archive (per "
                         "element r, scale, repeated-measurement scatter over the reported sd) and its spectra/s")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.spectra < 1 or args.workers < 1:
         raise UserError("--spectra and --workers must be at least 1.")
     if args.elements:

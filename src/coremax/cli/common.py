@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from coremax import config as configlib
+from coremax import logs
 from coremax.errors import UserError
 from coremax.io import os_error_hint, os_error_reason
 from coremax.paths import experiment_dir
@@ -24,7 +25,7 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
                                 epilog="Overrides: section.key=value with TOML values, e.g. optim.epochs=5 "
                                        "model.mask_ratio=0.5 data.targets='[\"CaCO3\"]'.")
     p.add_argument("--config", help="experiment TOML file (overrides default-config.toml)")
-    p.add_argument("--stage", choices=configlib.CHOICES["experiment.stage"], help="sets experiment.stage")
+    p.add_argument("--stage", help="sets experiment.stage: pretrain, finetune or baseline")
     p.add_argument("--name", help="experiment name (folder under <data-root>/experiments/); sets experiment.name")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name from its last.pth, with its frozen config")
@@ -35,7 +36,7 @@ def experiment_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve_args(args: argparse.Namespace, function_defaults: dict | None = None) -> configlib.Config:
+def resolve_args(args: argparse.Namespace) -> configlib.Config:
     """Resolve the config of a run from parsed flags. With --resume the frozen config of the experiment
     stands at the experiment level (unless --config names another file); overrides still apply on top."""
     overrides = list(args.overrides)
@@ -57,8 +58,19 @@ def resolve_args(args: argparse.Namespace, function_defaults: dict | None = None
             raise UserError(f"Cannot resume {args.name!r}: there is no experiment at {frozen.parent}; "
                             "check --name and --data-root.")
         config_file = frozen
-    return configlib.resolve(config_file, overrides, function_defaults=function_defaults,
+    return configlib.resolve(config_file, overrides,
                              frozen=args.resume and not args.config)
+
+
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Every command's flags, with --quiet and --verbose added, parsed; the console set as they ask (the log
+    files under the data root always hold every event in full)."""
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="print warnings, errors and results only")
+    out.add_argument("--verbose", action="store_true", help="print every log event with all its fields")
+    args = p.parse_args(argv)
+    logs.set_console(quiet=args.quiet, verbose=args.verbose)
+    return args
 
 
 def guard(main):

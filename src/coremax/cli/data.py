@@ -9,7 +9,7 @@ from pathlib import Path
 from coremax.errors import UserError
 from coremax.paths import dataset_dir
 
-from coremax.cli.common import POOL, guard
+from coremax.cli.common import POOL, guard, parse
 
 @guard
 def preprocess_main(argv=None) -> None:
@@ -49,7 +49,7 @@ def preprocess_main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes reading files (default: 2)")
     p.add_argument("--shard-rows", type=int, default=65_536,
                    help="spectra per .npy shard file (default: 65536, 512 MiB of 2,048-channel counts)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     # Default name: synthetic, else the raw folder's name (its parent's when the folder is just called "raw").
     given = args.raw or args.table or (args.elements[0] if args.elements else None)
     raw = Path(given).resolve() if given else None
@@ -110,7 +110,7 @@ def simulate_main(argv=None) -> None:
     p.add_argument("--elements", action="store_true",
                    help="also fit every spectrum into element intensities (coremax.data.elements) and write "
                         "<out>/elements.csv beside bulk.csv, in the bAxil batch layout (docs/element-tables.md)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     try:
         kvs = [float(k) for k in args.kv.split(",")]
     except ValueError:
@@ -145,7 +145,7 @@ def archive_main(argv=None) -> None:
     u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
     u.add_argument("archive")
     u.add_argument("--data-root", default="data")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.cmd == "pack":
         print(f"wrote {archive.pack(args.data_root, args.kind, args.name, args.out)}")
     elif args.cmd == "check":

@@ -10,21 +10,24 @@ from pathlib import Path
 from coremax import config as configlib
 from coremax.paths import experiment_dir
 
-from coremax.cli.common import _jobs, _sweep_parser, experiment_parser, guard, new_cores_parser, resolve_args
+from coremax.cli.common import _jobs, _sweep_parser, experiment_parser, guard, new_cores_parser, parse, resolve_args
 
 @guard
 def train_main(argv=None) -> None:
-    from coremax.stages import function_defaults, run_stage  # deferred
+    from coremax.stages import run_stage  # deferred
 
     parser = experiment_parser("Train a CoreMAX experiment: MSM pretraining, fine-tuning or a baseline.")
-    args = parser.parse_args(argv)
-    cfg = resolve_args(args, function_defaults())
+    args = parse(parser, argv)
+    cfg = resolve_args(args)
     if args.print_config:
         print(cfg.describe())
         return
     exp = run_stage(cfg.to_dict(), args.data_root, resume=args.resume, command=sys.argv, notes=cfg.notes)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"experiment written to {exp.path}")
+
+
+METRIC_COLUMNS = ("target", "scope", "n", "rmse", "r2", "bias", "coverage", "half_width")  # what test.py prints
 
 
 @guard
@@ -41,10 +44,11 @@ def evaluate_main(argv=None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--allow-changed-data", action="store_true",
                    help="evaluate although the data set's split changed since training (recorded in the results)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     metrics = evaluate_experiment(args.data_root, args.experiment, args.split, args.device, args.allow_changed_data)
+    shown = metrics if args.verbose else metrics.loc[metrics["n"] > 0, [c for c in METRIC_COLUMNS if c in metrics]]
     with pd.option_context("display.width", 120, "display.max_columns", 20):
-        print(metrics.round(4).to_string(index=False))
+        print(shown.round(3).to_string(index=False))  # every column, unrounded: results/<split>-metrics.pkl
     exp = Experiment.open(args.data_root, args.experiment)
     if exp.has_result(f"{args.split}-cores"):  # another scanner or a shifted core among the tested ones
         from coremax.eval.shift import shift_warnings  # deferred
@@ -71,7 +75,7 @@ def predict_main(argv=None) -> None:
                                   "cores) and its intervals centred on its own residuals; see <out>-cores.csv")
     p.add_argument("--match-mm", type=float, default=5.0,
                    help="with --bulk: max depth distance of a lab sample from its spectrum (default: 5)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
                                   allow_changed_data=args.allow_changed_data, bulk=args.bulk,
                                   match_mm=args.match_mm)
@@ -95,7 +99,7 @@ def suggest_main(argv=None) -> None:
     p.add_argument("--exclude", help="CSV of core, depth_mm already sampled (skipped, and kept apart by the gap)")
     p.add_argument("--cores", help="comma-separated cores of --raw to suggest for (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clustering (default: 0)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     table, notes = suggest_raw(args.data_root, args.experiment, args.raw, args.out, args.n, args.method,
                                args.per_core, args.min_gap_mm, args.exclude,
                                [c.strip() for c in args.cores.split(",")] if args.cores else None, args.seed,
@@ -109,7 +113,7 @@ def _sweep_command(argv, description: str, what: str, defaults, run, table) -> N
     """A command that runs a [sweep] or [study] TOML: resolve it, run it, print its summary table."""
     import pandas as pd
 
-    args = _sweep_parser(description, what, defaults).parse_args(argv)
+    args = parse(_sweep_parser(description, what, defaults), argv)
     cfg = configlib.resolve(args.config, args.overrides, default_file=defaults)
     if args.print_config:
         print(cfg.describe())
@@ -144,6 +148,6 @@ def demo_main(argv=None) -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--fresh-names", action="store_true", help="suffix experiment names with the time")
     p.add_argument("--skip-study", action="store_true", help="stop after testing the fine-tuned model")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     run_demo(Path(args.data_root), args.fresh_names, args.skip_study)
 

@@ -1,20 +1,22 @@
 """The config hierarchy, and the only place its precedence rule lives.
 
-Lowest to highest: keyword defaults of the functions that consume a section -> default-config.toml ->
-the experiment file (--config) -> command-line overrides (`section.key=value`). Every value remembers the
-level it came from, so `--print-config` can say why a value is what it is.
+Lowest to highest: the schema's defaults (coremax.config.schema, the one place a key and its default are stated)
+-> default-config.toml (written from the schema) -> the experiment file (--config) -> command-line overrides
+(`section.key=value`; `baseline.ratio.pair=...` for a sub-section's key). Every value remembers the level it
+came from, so `--print-config` can say why a value is what it is.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
-import re
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from coremax.config.ranges import RANGES, in_range
+from coremax.config import schema
+from coremax.config.schema import (RENAMED, consumes, defaults, register_choices, section_values, suggest,
+                                   with_defaults)
+from coremax.config.schema.text import DEFAULT_FILE as DEFAULT_PATH, inline as _toml_value
 from coremax.errors import UserError
 from coremax.io import read_toml
 
@@ -23,77 +25,68 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib
 
-DEFAULT_PATH = Path(__file__).with_name("default-config.toml")
+__all__ = ["DEFAULT_PATH", "CHOICES", "RENAMED", "Config", "resolve", "parse_override", "parse_overrides",
+           "as_overrides", "register_choices", "registries", "defaults", "section_values", "consumes",
+           "with_defaults", "schema"]
 
-# Keys whose value is one of a few words: checked when the config is resolved, before anything runs. Transforms,
-# model sizes and baselines register where they are defined (registries() reads them).
-CHOICES = {
-    "experiment.stage": ("pretrain", "finetune", "baseline"),
-    "model.loss_on": ("masked", "all"),
-    "model.latent": ("plain", "vsc"),
-    "optim.lr_scaling": ("none", "linear"),
-    "runtime.amp": ("auto", "bf16", "fp16", "off"),
-    "data.target_transform": ("none", "sqrt"),
-    "baseline.features": ("spectra", "elements"),
-}
+# Keys whose value is one of a few words fixed by the schema (a registry's keys: registries()).
+CHOICES = {full: k.choices for full, k in schema.every_key() if k.choices}
 
-
-# Keys that were renamed: a frozen config of an older experiment is read with the new name (a note says so);
-# anywhere else the old name is refused with the new one.
-RENAMED = {"runtime.num_workers": "runtime.threads"}
 
 
 def registries() -> dict[str, tuple]:
-    """The keys whose words are a registry: each transform, model size and baseline registers itself."""
-    from coremax.baselines import METHODS  # deferred: registries import torch and scikit-learn, needed only here
-    from coremax.data.transforms import TRANSFORMS  # deferred: as above
-    from coremax.models import SIZES  # deferred: as above
-    from coremax.modes import MODES  # deferred: as above
+    """The keys whose words are a registry's, as registered so far (each registry registers at its import)."""
+    return schema.registered()
 
-    return {"data.transform": tuple(TRANSFORMS), "model.size": tuple(SIZES), "baseline.method": tuple(METHODS),
-            "finetune.mode": tuple(MODES)}
 
 def signature_defaults(func: Callable) -> dict[str, Any]:
-    """Defaults of the keyword-only parameters of `func`: the lowest level of the hierarchy for the section
-    it consumes (its other parameters are not config)."""
-    return {
-        name: p.default
-        for name, p in inspect.signature(func).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty
-    }
+    """Defaults of the keyword-only parameters of `func` (none, for a function the schema fills: `consumes`)."""
+    return {name: p.default for name, p in inspect.signature(func).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
 
 
 class Config:
-    """Resolved values by section and key, with the level each value came from."""
+    """Resolved values by section and key, with the level each value came from. A sub-section ([baseline.ratio])
+    sits inside its section as TOML nests it; `sections` lists every section by its dotted name."""
 
     def __init__(self) -> None:
-        self.values: dict[str, dict[str, Any]] = {}
-        self.sources: dict[str, dict[str, str]] = {}
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, Any] = {}  # the same tree as `values`, holding each value's level
+        self.sections: list[str] = []
         self.notes: list[str] = []  # what was mapped on the way (renamed keys of a frozen config)
 
     def __getitem__(self, section: str) -> dict[str, Any]:
-        return self.values[section]
+        return _table(self.values, section)
 
     def __contains__(self, section: str) -> bool:
-        return section in self.values
+        return section in self.sections
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
+    def to_dict(self) -> dict[str, Any]:
         return copy.deepcopy(self.values)
 
     def source(self, section: str, key: str) -> str:
-        return self.sources[section][key]
+        return _table(self.sources, section)[key]
+
+    def leaves(self, section: str) -> dict[str, Any]:
+        """The keys of one section without its sub-sections."""
+        return {k: v for k, v in self[section].items() if f"{section}.{k}" not in self.sections}
+
+    def get(self, full: str) -> Any:
+        section, key = schema.split(full)
+        return self.leaves(section).get(key) if section in self.sections else None
 
     def describe(self) -> str:
         """The resolved config as TOML, each value followed by the level it came from."""
         import tomli_w
 
         lines = []
-        for section, keys in self.values.items():
+        for section in self.sections:
+            keys = self.leaves(section)
             lines.append(f"[{section}]")
             width = max((len(f"{k} = {_toml_value(v)}") for k, v in keys.items()), default=0)
             for key, value in keys.items():
                 text = f"{key} = {_toml_value(value)}"
-                lines.append(f"{text:<{width}}  # {self.sources[section][key]}")
+                lines.append(f"{text:<{width}}  # {self.source(section, key)}")
             lines.append("")
         # Fail loudly if a value could not be written back as TOML (the frozen config must round-trip).
         tomli_w.dumps(self.values)
@@ -101,32 +94,44 @@ class Config:
 
     # -- merging -------------------------------------------------------------------------------------
     def _define(self, section: str, key: str, value: Any, level: str) -> None:
-        self.values.setdefault(section, {})[key] = value
-        self.sources.setdefault(section, {})[key] = level
+        if section not in self.sections:
+            self.sections.append(section)
+        _table(self.values, section, create=True)[key] = value
+        _table(self.sources, section, create=True)[key] = level
 
     def _set(self, section: str, key: str, value: Any, level: str, where: str, frozen: bool = False) -> None:
         section, key = self._renamed(section, key, where, frozen)  # every way a value is set: file, text, dict
-        if section not in self.values:
-            raise UserError(f"Unknown config section [{section}] in {where}{_suggest(section, self.values)}")
-        if key not in self.values[section]:
-            full = f"{section}.{key}"
-            names = [f"{s}.{k}" for s, keys in self.values.items() for k in keys]
-            raise UserError(f"Unknown config key {full} in {where}{_suggest(full, names)}")
-        value = _check_type(value, self.values[section][key], f"{section}.{key}", where)
-        self.values[section][key] = value
-        self.sources[section][key] = level
+        full = f"{section}.{key}"
+        if section not in self.sections:
+            raise UserError(f"Unknown config section [{section}] in {where}{suggest(section, self.sections)}")
+        if full in self.sections:
+            raise UserError(f"{full} in {where} is a section, [{full}]; set its keys, e.g. {full}."
+                            f"{next(iter(self.leaves(full)), 'key')} = ...")
+        leaves = self.leaves(section)
+        if isinstance(value, dict) and key not in leaves:  # a [section.key] table the schema does not have
+            raise UserError(f"Unknown config section [{full}] in {where}{suggest(full, self.sections)}")
+        if key not in leaves:
+            names = [f"{s}.{k}" for s in self.sections for k in self.leaves(s)]
+            raise UserError(f"Unknown config key {full} in {where}{suggest(full, names)}")
+        _table(self.values, section)[key] = _check_type(value, leaves[key], full, where)
+        _table(self.sources, section)[key] = level
 
     def merge(self, data: dict, level: str, where: str, define: bool = False, frozen: bool = False) -> None:
         for section, keys in data.items():
             if not isinstance(keys, dict):
                 raise UserError(f"{where}: {section!r} must be a [section] table of keys; "
                                 "write `section.key = value` pairs under a [section] header.")
-            for key, value in keys.items():
-                known = key in self.values.get(section, {})
-                if define and not known:
-                    self._define(section, key, value, level)
-                else:
-                    self._set(section, key, value, level, where, frozen)
+            self._merge_section(section, keys, level, where, define, frozen)
+
+    def _merge_section(self, section: str, keys: dict, level, where, define, frozen) -> None:
+        known = self.leaves(section) if section in self.sections else {}
+        for key, value in keys.items():
+            if isinstance(value, dict) and f"{section}.{key}" in self.sections:  # a sub-section: [baseline.ratio]
+                self._merge_section(f"{section}.{key}", value, level, where, define, frozen)
+            elif define and key not in known:
+                self._define(section, key, value, level)
+            else:
+                self._set(section, key, value, level, where, frozen)
 
     def _renamed(self, section: str, key: str, where: str, frozen: bool) -> tuple[str, str]:
         new = RENAMED.get(f"{section}.{key}")
@@ -135,29 +140,29 @@ class Config:
         if not frozen:
             raise UserError(f"Config key {section}.{key} in {where} is now called {new}; rename it.")
         self.notes.append(f"{where}: {section}.{key} read as {new} (renamed)")
-        return tuple(new.split("."))
+        return schema.split(new)
 
     def check_values(self) -> None:
-        """Words against their choices, numbers against RANGES."""
-        for full, allowed in {**CHOICES, **registries()}.items():
-            section, key = full.split(".")
-            value = self.values.get(section, {}).get(key)
-            if value is not None and value not in allowed:
-                where = self.sources[section][key]
+        """Words against their choices (a registry's once it registered, else the schema's), numbers against the
+        schema's ranges."""
+        for full, k in schema.every_key():
+            value, allowed = self.get(full), schema.choices(full)
+            if value is None:
+                continue
+            where = self.source(*schema.split(full))
+            if allowed and value not in allowed:
                 raise UserError(f"Config key {full} = {value!r} (from {where}) is not one of "
                                 f"{', '.join(allowed)}; pick one of those.")
-        for full, (rule, ok) in RANGES.items():
-            section, key = full.split(".")
-            value = self.values.get(section, {}).get(key)
-            if value is not None and not in_range(full, value):
-                raise UserError(f"Config key {full} = {value!r} (from {self.sources[section][key]}) is out of range: "
-                                f"it must satisfy {rule}.")
+            if k.range and not k.bounds(value):
+                raise UserError(f"Config key {full} = {value!r} (from {where}) is out of range: it must satisfy "
+                                f"{k.bounds.rule}.")
 
 
-def _toml_value(value: Any) -> str:
-    import tomli_w
-
-    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
+def _table(tree: dict, section: str, create: bool = False) -> dict:
+    """The table of a dotted section name inside a nested tree."""
+    for part in section.split("."):
+        tree = tree.setdefault(part, {}) if create else tree[part]
+    return tree
 
 
 def as_overrides(values: dict[str, Any]) -> list[str]:
@@ -173,27 +178,6 @@ def parse_overrides(texts: Iterable[str]) -> dict[str, Any]:
         section, key, value = parse_override(text)
         out[f"{section}.{key}"] = value
     return out
-
-
-def reference_table(default_file: str | Path = DEFAULT_PATH) -> str:
-    """The README's table of every key, made from default-config.toml (its value as written and its comment), so
-    a key is written once with its comment: `python -c "import coremax.config as c; print(c.reference_table())"`
-    prints it, and tests/test_config.py fails when the README's copy differs."""
-    rows, section = ["| key | default | meaning |", "|---|---|---|"], ""
-    for line in Path(default_file).read_text().splitlines():
-        head = re.match(r"^\[(\w+)\]", line)
-        entry = re.match(r"^(\w+) = (.*?)\s+# (.*)$", line)
-        if head:
-            section = head.group(1)
-        elif entry:
-            key, value, comment = entry.groups()
-            rows.append(f"| `{section}.{key}` | `{value}` | {comment.replace('|', '/')} |")
-    return "\n".join(rows)
-
-
-def _suggest(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else "; check the spelling against default-config.toml."
 
 
 def _type_name(value: Any) -> str:
@@ -231,12 +215,13 @@ def _check_type(value: Any, default: Any, full: str, where: str) -> Any:
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
-    """`section.key=value` with TOML value syntax; a bare word that is not TOML is taken as a string."""
+    """`section.key=value` with TOML value syntax (the last dotted part is the key: `baseline.ratio.pair=...`);
+    a bare word that is not TOML is taken as a string."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise UserError(f"Cannot read the override {text!r}; write it as section.key=value "
                         "(e.g. optim.epochs=5).")
     name, raw = text.split("=", 1)
-    section, _, key = name.strip().partition(".")
+    section, key = schema.split(name.strip())
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -253,22 +238,27 @@ def resolve(
     default_file: str | Path = DEFAULT_PATH,
     frozen: bool = False,
 ) -> Config:
-    """Merge the four levels (function defaults, the default file, the experiment file, command-line
-    overrides: `section.key=value` texts, then `values` {"section.key": value}) into one checked Config.
+    """Merge the levels (the schema's defaults, the default file, the experiment file, command-line overrides:
+    `section.key=value` texts, then `values` {"section.key": value}) into one checked Config. The schema is the
+    lowest level of the package's default file, and the keys it states are all there are; another default file
+    (a sweep's, a study's) states its own keys. `function_defaults`: values below the default file (for another
+    default file; callers that still pass coremax.stages.function_defaults() pass empty sections).
     `frozen`: the config file is an experiment's frozen config.toml, whose renamed keys are mapped."""
     cfg = Config()
-    for section, keys in (function_defaults or {}).items():
-        for key, value in keys.items():
-            cfg._define(section, key, value, "function")
-    # The default file defines the schema: it may add keys no function declares, never drop any.
-    cfg.merge(read_toml(default_file), "default-config", str(default_file), define=True)
+    package = Path(default_file).resolve() == DEFAULT_PATH.resolve()
+    if package:
+        for section, keys in schema.SECTIONS.items():
+            for key, k in keys.items():
+                cfg._define(section, key, copy.deepcopy(k.default), "schema")
+    cfg.merge(function_defaults or {}, "function", "the function defaults", define=True)
+    cfg.merge(read_toml(default_file), "default-config", str(default_file), define=not package)
     if config_file is not None:
         cfg.merge(read_toml(config_file), "experiment", str(config_file), frozen=frozen)
     for text in overrides:
         section, key, value = parse_override(text)
         cfg._set(section, key, value, "command-line", f"the command-line override {text!r}")
     for full, value in (values or {}).items():
-        section, _, key = full.partition(".")
+        section, key = schema.split(full)
         cfg._set(section, key, value, "command-line", f"the override {full} = {value!r}")
     cfg.check_values()
     return cfg

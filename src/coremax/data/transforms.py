@@ -8,11 +8,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from coremax.config import register_choices
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
 
 
 TRANSFORMS: dict[str, Callable] = {}  # data.transform -> function of raw counts: filled by @register below
+register_choices("data.transform", TRANSFORMS)  # the live table: what registers later is a word too
 
 
 def register(name: str):

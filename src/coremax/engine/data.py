@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from coremax.config import consumes
 from coremax.data.bulk import TARGETS
 from coremax.data.dataset import element_only_message, has_spectra, load_arrays, load_info
 from coremax.data.shards import Shards
@@ -191,13 +192,12 @@ def setting_spectra(data_root, seed: int, data_config: dict, per_setting: int) -
     return to_arrays((meta, x[keep]), [], None)
 
 
-def prepare_data(data_root, stage: str, seed: int, *, dataset: str = "synthetic",
-              targets: tuple = ("CaCO3", "TOC"), transform: str = "instance_normalize",
-              spectrum_length: int = 2048, channels: tuple = (0, 2048), pool: tuple = (), max_labels: int = 0,
-              augment: bool = False, augment_min_fraction: float = 0.5, jitter_gain: float = 0.0,
-              jitter_offset: float = 0.0, jitter_width: float = 0.0, jitter_absorption: float = 0.0,
-              max_memory_gb: float = 4.0, test_spectra: bool = False, test_labels: int = 0,
-              test_label_rows: str = "", target_transform: str = "none") -> Prepared:
+@consumes("data")  # the keys a caller leaves out come at the schema's defaults
+def prepare_data(data_root, stage: str, seed: int, *, dataset: str, targets: list, transform: str,
+                 spectrum_length: int, channels: list, pool: list, max_labels: int, augment: bool,
+                 augment_min_fraction: float, jitter_gain: float, jitter_offset: float, jitter_width: float,
+                 jitter_absorption: float, max_memory_gb: float, test_spectra: bool, test_labels: int,
+                 test_label_rows: str, target_transform: str) -> Prepared:
     """Consumes the [data] section. Pretraining keeps every train row (and the rows of the `pool` data sets)
     and needs no labels; fine-tuning and baselines keep train rows with at least one target, optionally a
     seeded random `max_labels` of them. Every stage sees only the energy window `channels`.

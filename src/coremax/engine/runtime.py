@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from coremax.config import consumes
 from coremax.errors import UserError
 
 
@@ -48,10 +49,9 @@ class Runtime:
         return f"{self.device} amp={amp} world_size={self.world_size}"
 
 
-def setup(*, device: str = "auto", threads: int = 0, data_on_device: bool = True, pin_mem: bool = False,
-          amp: str = "auto",
-          compile: bool = False, save_every: int = 0, tensorboard: bool = False,
-          log_interval_s: float = 30.0) -> Runtime:
+@consumes("runtime")  # the keys a caller leaves out come at the schema's defaults
+def setup(*, device: str, threads: int, data_on_device: bool, pin_mem: bool, amp: str, compile: bool,
+          save_every: int, tensorboard: bool, log_interval_s: float) -> Runtime:
     """Consumes the [runtime] section. Under torchrun (RANK/WORLD_SIZE set) it joins the process group:
     gloo on the CPU, nccl on GPUs, one GPU per local rank."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

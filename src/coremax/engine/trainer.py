@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from coremax import checkpoint as ckpt
+from coremax.config import consumes
 from coremax.engine.data import Prepared
 from coremax.engine.optim import build_optimizer
 from coremax.engine.runtime import Runtime, all_reduce_sum, peak_flops
@@ -21,6 +22,7 @@ from coremax.engine.tasks import Task
 from coremax.errors import UserError
 from coremax.models import train_flops_per_spectrum
 from coremax.models.peft import load_weights, saved_weights
+from coremax import logs
 from coremax.logs import Scalars
 from coremax.progress import Progress
 
@@ -44,11 +46,11 @@ class Schedule:
     steps_per_epoch: int
 
 
+@consumes("optim")  # the keys a caller leaves out come at the schema's defaults
 def fit(task: Task, model: torch.nn.Module, exp, rt: Runtime, log, config: dict, seed: int,
-        resume: bool = False, extra_state: dict | None = None, *, batch_size: int = 64, epochs: int = 20,
-        blr: float = 1.5e-4, lr_scaling: str = "none", min_lr: float = 1e-6, warmup_epochs: float = 2.0,
-        weight_decay: float = 0.05, clip_grad: float = 1.0, layer_decay: float = 0.75,
-        accum_iter: int = 1) -> pd.DataFrame:
+        resume: bool = False, extra_state: dict | None = None, *, batch_size: int, epochs: int, blr: float,
+        lr_scaling: str, min_lr: float, warmup_epochs: float, weight_decay: float, clip_grad: float,
+        layer_decay: float, accum_iter: int) -> pd.DataFrame:
     """Consumes the [optim] section; returns the history (one row per epoch)."""
     if batch_size < 1 or epochs < 1 or accum_iter < 1:
         raise UserError("optim.batch_size, optim.epochs and optim.accum_iter must all be at least 1.")
@@ -157,7 +159,8 @@ def train_epoch(task: Task, net, model, optimizer, rt: Runtime, sched: Schedule,
     loss_sum = torch.zeros((), dtype=torch.float32, device=rt.device)
     seen, checked, check = 0, step + 1, 1 if rt.device.type == "cpu" else CHECK_EVERY
     n = sched.steps_per_epoch
-    with Progress(n, f"epoch {epoch + 1}/{sched.epochs}", log, rt.log_interval_s, enabled=rt.main) as bar:
+    with Progress(n, f"epoch {epoch + 1}/{sched.epochs}", log, rt.log_interval_s,
+                  enabled=rt.main and not logs.console_quiet()) as bar:
         for i, idx in enumerate(data.train.batches(sched.batch_size, order, rt.rank, rt.world_size)):
             if i % sched.accum_iter == 0:
                 set_lr(optimizer, lr_at(epoch + i / n, sched.lr, sched.min_lr, sched.warmup_epochs, sched.epochs))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from coremax import checkpoint as ckpt
+from coremax.config import consumes, register_choices
 from coremax.data.transforms import TargetScaler, make_transform, window
 from coremax.errors import UserError
 from coremax.models import peft
@@ -27,6 +28,7 @@ SIZES = {
     "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16, "decoder_dim": 512, "decoder_depth": 8,
               "decoder_heads": 16},
 }
+register_choices("model.size", SIZES)  # the words of model.size are these, whatever is added later
 ENCODER_KEYS = ("embed_dim", "depth", "num_heads")
 
 
@@ -36,11 +38,11 @@ def _size(size: str) -> dict:
     return SIZES[size]
 
 
-def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str = "tiny",
-                patch_size: int = 16, mask_ratio: float = 0.4, loss_on: str = "masked",
-                norm_pix_loss: bool = False, global_pool: bool = True, drop_path: float = 0.1,
-                head_layers: int = 1, latent: str = "plain", vsc_dim: int = 32, vsc_beta: float = 1e-5,
-                vsc_alpha: float = 0.1, aux_elements: float = 0.0) -> nn.Module:
+@consumes("model")  # the keys a caller leaves out come at the schema's defaults
+def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str, patch_size: int,
+                mask_ratio: float, loss_on: str, norm_pix_loss: bool, global_pool: bool, drop_path: float,
+                head_layers: int, latent: str, vsc_dim: int, vsc_beta: float, vsc_alpha: float,
+                aux_elements: float) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining (with a spike-and-slab code when
     latent = "vsc"; with `aux_elements` > 0 its mean visible token also predicts `num_targets` element
     log-ratios), the regressor otherwise."""

@@ -49,7 +49,7 @@ class Attention(nn.Module):
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         # The explicit softmax on the CPU: SDPA's CPU kernel is slow backwards at these short sequences (a CPU
-        # recipe fine-tuning step 28 % faster on one thread without it: README, Scaling up); GPUs keep SDPA.
+        # recipe fine-tuning step 28 % faster on one thread without it: docs/results/benchmarks.md); GPUs keep SDPA.
         if self.keep_weights or x.device.type == "cpu":
             weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
             self.weights = weights if self.keep_weights else None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from coremax.config import register_choices
 from coremax.errors import UserError
 from coremax.modes.base import OPTIONS, Mode
 from coremax.registry import registrar
 
 MODES: dict[str, type[Mode]] = {}
 register = registrar(MODES)
+register_choices("finetune.mode", MODES)  # the config's choices are this table, as it fills
 
 
 def get_mode(name: str) -> Mode:

@@ -1,41 +1,25 @@
 """The stages behind scripts/train.py: pretrain (MSM), finetune (regressor), baseline (classical), each a Stage
 (coremax.stages.base) registered by its module; `run_stage` is the one path every run takes through them.
 
-Each config section is consumed by one function whose keyword defaults are the lowest level of the
-config hierarchy: [data] -> prepare_data, [model] -> build_model, [optim] -> fit, [runtime] -> setup.
+Each config section is consumed by one function ([data] -> prepare_data, [model] -> build_model, [optim] -> fit,
+[runtime] -> setup), which takes its keys' defaults from coremax.config.schema, the one place they are stated.
 """
 
 from __future__ import annotations
 
-from coremax import config as configlib
 from coremax.checks import check_resumable
 from coremax.engine.data import prepare_data, setting_spectra
 from coremax.engine.runtime import cleanup, seed_everything, setup
-from coremax.engine.trainer import fit
 from coremax.experiment import Experiment
-from coremax.models import build_model
 from coremax.provenance import device_info
 from coremax.stages.base import STAGES, Run, Stage, held_out_reads, register
-from coremax.stages.baseline import BaselineStage
+from coremax.stages.pretrain import Pretrain  # the registration order is the order of choices and messages
 from coremax.stages.finetune import Finetune
-from coremax.stages.pretrain import Pretrain
+from coremax.stages.baseline import BaselineStage
 from coremax.stats.epo import EPO_SPECTRA
 
-__all__ = ["STAGES", "Stage", "register", "run_stage", "history_metrics", "function_defaults", "Interrupted",
+__all__ = ["STAGES", "Stage", "register", "run_stage", "history_metrics", "Interrupted",
            "Pretrain", "Finetune", "BaselineStage"]
-
-# [experiment], [finetune], [baseline] and [eval] are read directly, so their lowest level is the default file.
-SECTION_FUNCTIONS = {"data": prepare_data, "model": build_model, "optim": fit, "runtime": setup}
-
-
-def function_defaults() -> dict:
-    out = {}
-    for section, func in SECTION_FUNCTIONS.items():
-        # TOML has no tuples.
-        out[section] = {k: list(v) if isinstance(v, tuple) else v
-                        for k, v in configlib.signature_defaults(func).items()}
-    return out
-
 
 def history_metrics(stage: str, targets) -> set[str]:
     """The validation metrics a run's history holds (what sweep.metrics may name)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from coremax.config import register_choices
 from coremax.engine.data import Prepared
 from coremax.engine.runtime import Runtime
 from coremax.experiment import Experiment
@@ -57,6 +58,7 @@ class Stage:
 
 STAGES: dict[str, type[Stage]] = {}
 register = registrar(STAGES)
+register_choices("experiment.stage", STAGES)
 
 
 def held_out_reads(stage: Stage, data: Prepared) -> dict:

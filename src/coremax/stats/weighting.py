@@ -6,7 +6,7 @@ A few samples of a new core next to hundreds from other cores can be drowned (we
 its own samples can tell. So each target takes the candidate (hyperparameters x share) with the lowest sum of two
 mean squared errors: of the validation rows, and of the new rows each left out of the fit (each group counts
 alike however many rows it has): the validation cores speak for cores like them, the new rows for the new cores
-(chosen with the protocol simulated on the validation cores: see the README). The ridge head offers every
+(chosen with the protocol simulated on the validation cores: docs/design-notes.md). The ridge head offers every
 strength (one SVD gives them all); a baseline, whose grid would cost minutes of refits, offers per share the grid
 point the validation rows choose.
 """

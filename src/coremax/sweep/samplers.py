@@ -14,7 +14,7 @@ import numpy as np
 from coremax import config as configlib
 from coremax.errors import UserError
 from coremax.paths import check_name
-from coremax.stages import function_defaults, history_metrics
+from coremax.stages import history_metrics
 from coremax.sweep.runner import best_row, train_all
 
 
@@ -85,8 +85,7 @@ def point_runs(sweep: dict, point: dict) -> list[dict]:
         name = f"{sweep['name']}-{point['variant'].replace('_', '') + '-' if point['variant'] else ''}" \
                f"p{point['point']:02d}-s{seed}"
         run_values = {**shared, "experiment.seed": seed}
-        cfg = configlib.resolve(config_file or None, values={**run_values, "experiment.name": name},
-                                function_defaults=function_defaults())
+        cfg = configlib.resolve(config_file or None, values={**run_values, "experiment.name": name})
         known = history_metrics(cfg["experiment"]["stage"], cfg["data"]["targets"])
         unknown = [m for m in sweep["metrics"] if m not in known]
         if unknown:  # every run would score NaN, and an Optuna search would turn into a random one
@@ -112,8 +111,7 @@ def parent_run(sweep: dict) -> dict | None:
         raise UserError(f"sweep.parent needs a name (and may have config and overrides); it has {sorted(parent)}.")
     check_name(parent["name"], "sweep.parent.name")
     run_values = {**values(sweep["overrides"]), **values(parent.get("overrides", []))}
-    cfg = configlib.resolve(parent.get("config") or None, values={**run_values, "experiment.name": parent["name"]},
-                            function_defaults=function_defaults())
+    cfg = configlib.resolve(parent.get("config") or None, values={**run_values, "experiment.name": parent["name"]})
     return {"name": parent["name"], "config_file": parent.get("config", ""), "overrides": run_values,
             "config": cfg.to_dict()}
 
