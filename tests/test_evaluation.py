@@ -162,8 +162,13 @@ methods = ["msm", "pls"]
 overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "runtime.log_interval_s=0.0"]
 """)
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "label_budget.py"), "--config", str(study),
-                          "--data-root", str(data_root), "--jobs", "2"], capture_output=True, text=True, timeout=600)
+                          "--data-root", str(data_root), "--jobs", "2", "--docs", str(tmp_path / "docs" / "study.md")],
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    page = (tmp_path / "docs" / "study.md").read_text()  # the study writes its own docs page, dated, with its command
+    assert page.startswith("# Label-budget study\n\nMade on ") and f"--config {study}" in page and "at commit " in page
+    assert "![label-budget-new-cores](study-new-cores.png)" in page
+    assert (tmp_path / "docs" / "study-new-cores.png").is_file()
     assert Experiment.open(data_root, "study-pre").provenance()["status"] == "completed"
     assert Experiment.open(data_root, "study-msm-p00-s0").provenance()["parent"]["experiment"] == "study-pre"
     results = data_root / "experiments" / "study" / "results"
@@ -175,6 +180,7 @@ overrides = ["optim.epochs=1", "model.patch_size=64", "optim.batch_size=32", "ru
     assert sorted(overall["n_labels"].unique()) == [20, n_all]
     assert (results / "label-budget-new-cores.png").is_file() and (results / "label-budget.pkl").is_file()
     markdown = (results / "label-budget.md").read_text()
+    assert markdown in page
     assert "Protocol `new-cores`" in markdown and "| TOC | 20 |" in markdown and "| msm | pls | floor |" in markdown
     floor = table[(table["method"] == "floor") & (table["scope"] == "all")]
     assert set(floor["target"]) == {"CaCO3", "TOC"} and floor["rmse"].notna().all()

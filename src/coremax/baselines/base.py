@@ -15,6 +15,7 @@ from coremax.config import register_choices, section_values, with_defaults
 from coremax.config.schema import SECTIONS
 from coremax.data.ratios import area_matrix, area_parts, element_table
 from coremax.errors import UserError
+from coremax.registry import registrar
 from coremax.stats.epo import blind, setting_directions, versions
 from coremax.stats.metrics import rmse
 from coremax.stats.weighting import choose_share
@@ -47,10 +48,8 @@ def register(method: str):
     """Class decorator: make a Baseline subclass a `baseline.method` (config choice, stage, study method, and a
     type its saved files may hold). Its constructor's config keys, when not given, are the schema's defaults."""
     def add(cls):
-        cls.method = method
         cls.__init__ = with_defaults(cls.__init__, lambda: method_values(method))
-        METHODS[method] = cls
-        return cls
+        return registrar(METHODS, "method")(method)(cls)
     return add
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+from datetime import date
 from pathlib import Path
 
 from coremax import config as configlib
+from coremax.io import atomic_path
+from coremax.provenance import code_version
 from coremax.paths import experiment_dir
 
 from coremax.cli.common import _jobs, _sweep_parser, experiment_parser, guard, new_cores_parser, parse, resolve_args
@@ -109,11 +113,16 @@ def suggest_main(argv=None) -> None:
     print(f"wrote {len(table)} depths to sample of {table['core'].nunique()} cores to {args.out}")
 
 
-def _sweep_command(argv, description: str, what: str, defaults, run, table) -> None:
-    """A command that runs a [sweep] or [study] TOML: resolve it, run it, print its summary table."""
+def _sweep_command(argv, description: str, what: str, defaults, run, table, docs: bool = False) -> None:
+    """A command that runs a [sweep] or [study] TOML: resolve it, run it, print its summary table; `docs`: it
+    may also write its tables into a docs page (--docs)."""
     import pandas as pd
 
-    args = parse(_sweep_parser(description, what, defaults), argv)
+    p = _sweep_parser(description, what, defaults)
+    if docs:
+        p.add_argument("--docs", metavar="PAGE.md", help="also write the study's tables and figure into this page "
+                       "(e.g. docs/results/my-study.md), dated, with the command and the commit that made them")
+    args = parse(p, argv)
     cfg = configlib.resolve(args.config, args.overrides, default_file=defaults)
     if args.print_config:
         print(cfg.describe())
@@ -121,7 +130,28 @@ def _sweep_command(argv, description: str, what: str, defaults, run, table) -> N
     summary = run(args.data_root, cfg[what], _jobs(args.jobs))
     with pd.option_context("display.width", 160, "display.max_columns", 30):
         print(table(summary).to_string(index=False))
-    print(f"summary written to {experiment_dir(args.data_root, cfg[what]['name']) / 'results'}")
+    results = experiment_dir(args.data_root, cfg[what]["name"]) / "results"
+    print(f"summary written to {results}")
+    if docs and args.docs:
+        print(f"docs page written to {_docs_page(results, Path(args.docs), argv)}")
+
+
+def _docs_page(results: Path, page: Path, argv) -> Path:
+    """The study's label-budget.md tables and its figures (one per protocol, copied beside the page) as a docs
+    page, dated once with the command and the commit that made them."""
+    version = code_version()[0]
+    commit = version["commit"][:7] + (" with uncommitted changes" if version["dirty"] else "")
+    command = " ".join(["python scripts/label_budget.py", *(argv if argv is not None else sys.argv[1:])])
+    page.parent.mkdir(parents=True, exist_ok=True)
+    shown = []
+    for figure in sorted(results.glob("label-budget-*.png")):
+        copy = page.with_name(f"{page.stem}-{figure.stem.removeprefix('label-budget-')}.png")
+        shutil.copyfile(figure, copy)
+        shown.append(f"![{figure.stem}]({copy.name})\n")
+    with atomic_path(page) as tmp:
+        tmp.write_text(f"# Label-budget study\n\nMade on {date.today().isoformat()} by `{command}` at commit {commit}."
+                       "\n\n" + "\n".join(shown) + "\n" + (results / "label-budget.md").read_text())
+    return page
 
 
 @guard
@@ -137,7 +167,7 @@ def label_budget_main(argv=None) -> None:
     from coremax.study import STUDY_DEFAULTS, run_study, summarise  # deferred
 
     _sweep_command(argv, "Label-budget study: fine-tuning vs from scratch vs baselines (a sweep).", "study",
-                   STUDY_DEFAULTS, run_study, lambda summary: summarise(summary).round(3))
+                   STUDY_DEFAULTS, run_study, lambda summary: summarise(summary).round(3), docs=True)
 
 
 @guard

@@ -11,19 +11,16 @@ import torch
 from coremax.config import register_choices
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
+from coremax.registry import registrar
 
 
 TRANSFORMS: dict[str, Callable] = {}  # data.transform -> function of raw counts: filled by @register below
 register_choices("data.transform", TRANSFORMS)  # the live table: what registers later is a word too
 
 
-def register(name: str):
-    """Make a function of a batch of raw counts a `data.transform` (config choice and checkpoints); one that
-    takes `mean` and `std` is given the training split's channel statistics."""
-    def add(fn):
-        TRANSFORMS[name] = fn
-        return fn
-    return add
+# `@register("<name>")` makes a function of a batch of raw counts a `data.transform` (config choice and
+# checkpoints); one that takes `mean` and `std` is given the training split's channel statistics.
+register = registrar(TRANSFORMS)
 
 
 @register("instance_normalize")
