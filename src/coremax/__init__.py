@@ -13,7 +13,7 @@ LAYERS = (
     ("data", "experiment", "checkpoint", "frozen", "archive", "plotting"),  # data sets, experiment folders
     ("models",),                                            # the vitx encoder, MSM, the regressor, PEFT weights
     ("engine", "baselines", "bench_elements"),              # training loop and inference; classical calibrations
-    ("eval", "modes", "checks"),                            # prediction path, tests, shift checks; fine-tuning modes
+    ("eval", "modes", "checks", "bundle"),                  # prediction path, tests, shift checks; modes; bundles
     ("stages", "suggest", "study_methods"),                 # pretrain / finetune / baseline; sample suggestion
     ("bench", "sweep", "analysis"),                         # benchmarks, sweeps, notebook helpers
     ("study",),                                             # the label-budget study

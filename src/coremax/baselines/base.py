@@ -204,22 +204,27 @@ class Baseline:
             hint = (f"; {old.name} is the old pickle format, which can run code when read: refit the baseline with "
                     "scripts/train.py --stage baseline") if old.is_file() else "; run the baseline stage first"
             raise UserError(f"The baseline file {str(path)!r} does not exist{hint}.")
+        return cls.from_bytes(path.read_bytes(), f"The baseline file {str(path)!r}")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> "Baseline":
+        """A baseline of a skops file's bytes (`where` names them in a refusal), with the trusted types only."""
         import skops.io  # see save()
         try:
             trusted = trusted_types()
-            content = _renamed_types(path.read_bytes())
+            content = _renamed_types(data)
             foreign = sorted(set(skops.io.get_untrusted_types(data=content)) - set(trusted))
             if foreign:
-                raise UserError(f"The baseline file {str(path)!r} holds the type {foreign[0]!r}, which CoreMAX never "
-                                "writes; it is refused (it could run code).")
+                raise UserError(f"{where} holds the type {foreign[0]!r}, which CoreMAX never writes; it is refused "
+                                "(it could run code).")
             obj = skops.io.loads(content, trusted=trusted)
         except UserError:
             raise
         except Exception as e:  # damaged or foreign files all end here
-            raise UserError(f"The baseline file {str(path)!r} cannot be read ({type(e).__name__}); refit the "
-                            "baseline with scripts/train.py --stage baseline.") from None
+            raise UserError(f"{where} cannot be read ({type(e).__name__}); refit the baseline with "
+                            "scripts/train.py --stage baseline.") from None
         if not isinstance(obj, cls):
-            raise UserError(f"The file {str(path)!r} does not hold a {cls.__name__} baseline; check the path.")
+            raise UserError(f"{where} does not hold a {cls.__name__} baseline; check the path.")
         return obj
 
 

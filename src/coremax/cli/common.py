@@ -93,10 +93,15 @@ def guard(main):
 
 
 
-def new_cores_parser(description: str, experiment: str) -> argparse.ArgumentParser:
-    """The flags of the commands that apply an experiment to newly scanned cores (predict, suggest)."""
+def new_cores_parser(description: str, experiment: str, bundles: bool = False) -> argparse.ArgumentParser:
+    """The flags of the commands that apply an experiment (or, with `bundles`, a model bundle: --model) to newly
+    scanned cores (predict, suggest)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--experiment", required=True, help=f"{experiment} experiment name")
+    which = p.add_mutually_exclusive_group(required=True) if bundles else p
+    which.add_argument("--experiment", required=not bundles, help=f"{experiment} experiment name")
+    if bundles:
+        which.add_argument("--model", help="a model bundle (.coremax, scripts/archive.py bundle) instead of an "
+                                           "experiment: needs neither the data set nor the experiment")
     p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe, or one core's folder")
     p.add_argument("--out", required=True, help="CSV to write (figures go beside it)")
     p.add_argument("--data-root", default="data")

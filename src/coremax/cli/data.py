@@ -130,7 +130,8 @@ def simulate_main(argv=None) -> None:
 def archive_main(argv=None) -> None:
     from coremax import archive  # deferred
 
-    p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes.")
+    p = argparse.ArgumentParser(description="Archive data sets and experiments with a manifest of hashes; bundle a "
+                                            "trained model.")
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pack", help="pack a data set or experiment into a .tar.gz")
     a.add_argument("kind", choices=list(archive.KINDS))
@@ -145,8 +146,17 @@ def archive_main(argv=None) -> None:
     u = sub.add_parser("unpack", help="unpack an archive into a data root and check it")
     u.add_argument("archive")
     u.add_argument("--data-root", default="data")
+    b = sub.add_parser("bundle", help="write a completed finetune or baseline experiment as one model bundle "
+                                       "(weights, calibration, metrics, model card) for predict.py --model")
+    b.add_argument("--experiment", required=True)
+    b.add_argument("--out", required=True, help="the bundle to write (NAME.coremax); never overwritten")
+    b.add_argument("--data-root", default="data")
     args = parse(p, argv)
-    if args.cmd == "pack":
+    if args.cmd == "bundle":
+        from coremax.bundle import write_bundle  # deferred: it loads the model stack
+
+        print(f"wrote {write_bundle(args.data_root, args.experiment, args.out)}")
+    elif args.cmd == "pack":
         print(f"wrote {archive.pack(args.data_root, args.kind, args.name, args.out)}")
     elif args.cmd == "check":
         problems = archive.check(args.folder)

@@ -70,8 +70,8 @@ def evaluate_main(argv=None) -> None:
 def predict_main(argv=None) -> None:
     from coremax.eval.predict import predict_raw  # deferred
 
-    p = new_cores_parser("Predict down-core profiles of newly scanned cores with an experiment.",
-                         "fine-tuned or baseline")
+    p = new_cores_parser("Predict down-core profiles of newly scanned cores with an experiment or a model bundle.",
+                         "fine-tuned or baseline", bundles=True)
     p.add_argument("--allow-changed-data", action="store_true",
                    help="predict although the data set changed since training (said in the warnings)")
     p.add_argument("--bulk", help="CSV of lab values of the predicted cores (core, depth_mm, CaCO3, TOC, ...): each "
@@ -82,7 +82,7 @@ def predict_main(argv=None) -> None:
     args = parse(p, argv)
     table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
                                   allow_changed_data=args.allow_changed_data, bulk=args.bulk,
-                                  match_mm=args.match_mm)
+                                  match_mm=args.match_mm, model=args.model)
     for w in warnings:
         print(w, file=sys.stderr)
     print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")

@@ -111,15 +111,24 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     # Data sets built before they listed their contents: the default targets are the contents.
     contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
     if stage == "baseline":
-        model = load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE)
-        inputs = baseline_inputs(model, channels)
-        own = lambda rows: model.feature_space(inputs(rows))  # noqa: E731
-        embed = own if getattr(model, "inputs", "spectra") == "elements" \
-            else (lambda rows: _log_total_features(window(spectra_array(rows), channels)))
-        return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents, own)
-    loaded = models.load(exp.checkpoints / "best-model.pth", device)
+        return baseline_predictor(load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE), channels, contents)
+    return network_predictor(models.load(exp.checkpoints / "best-model.pth", device), contents)
+
+
+def baseline_predictor(model, channels, contents: tuple = TARGETS) -> Predictor:
+    """The Predictor of a fitted baseline that reads the energy window `channels` (of an experiment or a bundle)."""
+    inputs = baseline_inputs(model, channels)
+    own = lambda rows: model.feature_space(inputs(rows))  # noqa: E731
+    embed = own if getattr(model, "inputs", "spectra") == "elements" \
+        else (lambda rows: _log_total_features(window(spectra_array(rows), channels)))
+    return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents, own)
+
+
+def network_predictor(loaded: models.Loaded, contents: tuple = TARGETS) -> Predictor:
+    """The Predictor of a rebuilt network (coremax.models.load or from_tensors): a pretraining's gives features
+    only."""
     model, transform, scaler = loaded.model, loaded.transform, loaded.scaler
-    if stage == "pretrain":
+    if loaded.stage == "pretrain":
         def encode(rows: pd.DataFrame) -> np.ndarray:
             return predict_rows(model, spectra_array(rows), lambda xb: model.encoder(xb)[:, 1:].mean(1), transform,
                                 model.encoder.embed_dim)

@@ -112,3 +112,14 @@ def recalibrate(table: pd.DataFrame, bulk: pd.DataFrame, targets, half: np.ndarr
     done = table[[f"{t}_recalibrated" for t in targets if f"{t}_recalibrated" in table.columns]].all(axis=1)
     table.loc[done & (len(usable) == len(targets)), "interval_calibrated"] = True
     return table, pd.DataFrame(report), unmatched
+
+
+RECAL_SAMPLES = 5  # lab samples per core the correction is chosen for on the validation cores
+
+
+def correction_methods(pred, val: pd.DataFrame) -> dict[str, float]:
+    """Per target, the shrinkage of the recalibration chosen on the validation cores (choose_correction), for
+    predict.py --bulk."""
+    p = pred.bounded(val)
+    return {t: choose_correction(p[:, j], val[t].to_numpy(np.float64), val["core"].astype(str).to_numpy(),
+                                 RECAL_SAMPLES)[0] for j, t in enumerate(pred.targets) if t in val.columns}

@@ -98,18 +98,38 @@ def load(path, device: str = "cpu") -> Loaded:
     window, transform and its statistics) and target scaler; used by fine-tuning, test.py, predict.py and the
     notebooks. Needs nothing but the file."""
     state = ckpt.load(path, map_location=device)
+
+    def weights(model):
+        if state.get("peft"):  # adapter weights only: the base checkpoint's encoder under them
+            peft.rebuild(model, state, Path(path))
+        else:
+            model.load_state_dict(state["model"])
+    return rebuild(state, weights, f"The checkpoint {Path(path)}", device)
+
+
+def from_tensors(state: dict, tensors: dict, where: str, device: str = "cpu") -> Loaded:
+    """The network of a checkpoint's non-tensor `state` and all its weights `tensors` (a model bundle's: a PEFT
+    model's adapters are attached empty first, then every weight, its base's included, is loaded)."""
+    def weights(model):
+        if state.get("peft"):
+            fine = state["config"]["finetune"]
+            peft.attach(model, fine["mode"], fine["lora_rank"], fine["lora_alpha"], fine["adapter_dim"])
+        model.load_state_dict(tensors)
+    return rebuild(state, weights, where, device)
+
+
+def rebuild(state: dict, weights: Callable[[nn.Module], None], where: str, device: str = "cpu") -> Loaded:
+    """The ready network of a checkpoint's `state`, its weights filled by `weights(model)`; `where` names the
+    source in the refusal."""
     cfg = state.get("config", {})
     try:
         stage, data = state["stage"], cfg["data"]
         length = state.get("input_length", data["channels"][1] - data["channels"][0])
         aux = state.get("aux_elements")  # a pretraining taught the element log-ratios: their parts
         model = build_model(stage, len(aux["parts"] if aux else state.get("targets", [])), length, **cfg["model"])
-        if state.get("peft"):  # adapter weights only: the base checkpoint's encoder under them
-            peft.rebuild(model, state, Path(path))
-        else:
-            model.load_state_dict(state["model"])
+        weights(model)
     except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"The checkpoint {Path(path)} does not describe its model ({type(e).__name__}: "
+        raise UserError(f"{where} does not describe its model ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:80]}); it was not written by this version of CoreMAX.") from None
     model.to(device).eval()
     stats = [torch.tensor(s, device=device) for s in state["channel_stats"]] if state.get("channel_stats") else ()
@@ -120,4 +140,4 @@ def load(path, device: str = "cpu") -> Loaded:
 
 
 __all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_model", "train_flops_per_spectrum",
-           "load", "load_encoder", "masked_mse"]
+           "from_tensors", "load", "load_encoder", "rebuild", "masked_mse"]
