@@ -22,6 +22,19 @@ def script(name, *args, cwd=None):
                           capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
+def in_process(name, *args, capsys):
+    """A script's entry point run in this process (no interpreter start-up): (exit status, stderr)."""
+    from coremax import cli
+
+    capsys.readouterr()
+    try:
+        getattr(cli, f"{name}_main")(list(map(str, args)))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    return subprocess.CompletedProcess(name, code, "", capsys.readouterr().err)
+
+
 def refused(res) -> str:
     """The one-sentence refusal of a script run: exit status 2, one line, no traceback."""
     assert res.returncode == 2, res.stdout + res.stderr
@@ -111,7 +124,8 @@ def test_the_model_card_names_the_targets_and_the_test_rmse(which, request, data
     assert not any(m.endswith((".pkl", ".pth", ".pt")) for m in members)  # nothing that unpickles
 
 
-def test_a_changed_or_truncated_bundle_is_refused_and_nothing_is_written(tmp_path, bundles, finetuned, new_cores):
+def test_a_changed_or_truncated_bundle_is_refused_and_nothing_is_written(tmp_path, bundles, finetuned, new_cores,
+                                                                         capsys):
     data = bundles[finetuned].read_bytes()
     changed = bytearray(data)
     changed[len(data) // 2] ^= 0x01  # one bit of the weights
@@ -119,7 +133,8 @@ def test_a_changed_or_truncated_bundle_is_refused_and_nothing_is_written(tmp_pat
                           ("foreign", b"not a bundle at all")):
         path = tmp_path / f"{kind}.coremax"
         path.write_bytes(content)
-        err = refused(script("predict", "--model", path, "--raw", new_cores, "--out", tmp_path / f"{kind}.csv"))
+        err = refused(in_process("predict", "--model", path, "--raw", new_cores, "--out", tmp_path / f"{kind}.csv",
+                                 capsys=capsys))
         assert str(path) in err
         assert not list(tmp_path.glob(f"{kind}*.csv")) and not list(tmp_path.glob(f"{kind}*.png"))
 
@@ -142,20 +157,21 @@ def test_a_rewritten_member_or_one_outside_the_top_level_is_refused(tmp_path, bu
     assert load_bundle(bundles[baseline]).predictor.targets == calib["targets"]
 
 
-def test_bundle_refuses_a_pretraining_and_an_existing_out(tmp_path, data_root, pretrained, bundles, finetuned):
+def test_bundle_refuses_a_pretraining_and_an_existing_out(tmp_path, data_root, pretrained, bundles, finetuned, capsys):
     out = tmp_path / "pre.coremax"
-    err = refused(script("archive", "bundle", "--experiment", pretrained, "--out", out, "--data-root", data_root))
+    err = refused(in_process("archive", "bundle", "--experiment", pretrained, "--out", out, "--data-root", data_root,
+                             capsys=capsys))
     assert "pretrain" in err and not out.exists()
     existing = bundles[finetuned]
     before = existing.read_bytes()
-    err = refused(script("archive", "bundle", "--experiment", finetuned, "--out", existing, "--data-root",
-                         data_root))
+    err = refused(in_process("archive", "bundle", "--experiment", finetuned, "--out", existing, "--data-root",
+                             data_root, capsys=capsys))
     assert "exists" in err and existing.read_bytes() == before
 
 
-def test_predict_takes_either_an_experiment_or_a_model(tmp_path, new_cores):
-    res = script("predict", "--raw", new_cores, "--out", tmp_path / "p.csv")
+def test_predict_takes_either_an_experiment_or_a_model(tmp_path, new_cores, capsys):
+    res = in_process("predict", "--raw", new_cores, "--out", tmp_path / "p.csv", capsys=capsys)
     assert res.returncode == 2 and "--model" in res.stderr
-    res = script("predict", "--experiment", "ft", "--model", "x.coremax", "--raw", new_cores, "--out",
-                 tmp_path / "p.csv")
+    res = in_process("predict", "--experiment", "ft", "--model", "x.coremax", "--raw", new_cores, "--out",
+                     tmp_path / "p.csv", capsys=capsys)
     assert res.returncode == 2 and "not allowed with" in res.stderr
