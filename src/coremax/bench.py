@@ -26,7 +26,8 @@ from coremax.bench_elements import element_fit_seconds
 from coremax.data.dataset import build_dataset, load_arrays
 from coremax.data.raw import read_folder
 from coremax.data.simulate import simulate_archive
-from coremax.engine.data import ArrayData, Prepared, input_length
+from coremax.data.window import data_window
+from coremax.engine.data import ArrayData, Prepared
 from coremax.engine.runtime import peak_flops, setup
 from coremax.engine.tasks import TASKS
 from coremax.engine.trainer import Schedule, train_epoch
@@ -95,7 +96,8 @@ def run_case(case: dict, steps: int) -> dict:
     stage, d, m, o = cfg["experiment"]["stage"], cfg["data"], cfg["model"], cfg["optim"]
     rt = setup(**{**cfg["runtime"], "log_interval_s": 1e9})
     torch.manual_seed(0)
-    width, batch = input_length(d), o["batch_size"]
+    window = data_window(d, {})  # one run, as the timed cases read
+    width, batch = window.width, o["batch_size"]
     rows = batch * steps
     # Counts of the size a 10 kV scan has (a few hundred per channel at the low-energy end).
     x = torch.poisson(torch.full((rows, width), 50.0) * torch.linspace(4, 0.2, width))
@@ -105,7 +107,7 @@ def run_case(case: dict, steps: int) -> dict:
                     transform_name=d["transform"], channel_stats=None, augment=d["augment"] and stage == "finetune",
                     augment_min_fraction=d["augment_min_fraction"],
                     jitter=(d["jitter_gain"], d["jitter_offset"], d["jitter_width"]), absorption=d["jitter_absorption"],
-                    channels=tuple(d["channels"]), info={})
+                    channels=window, info={})
     model = build_model(stage, len(d["targets"]), width, **m)
     mode = cfg["finetune"]["mode"] if stage == "finetune" else "full"
     get_mode(mode).adapt(model, cfg["finetune"])  # on a random encoder: the cost does not depend on the weights

@@ -62,35 +62,20 @@ def raw_counts(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def window(x, channels):
-    """The energy window [first, end) of channels every stage feeds its model (arrays or tensors, (n, L))."""
-    first, end = channels
-    return x[..., first:end]
-
-
-def check_window(channels, spectrum_length: int) -> tuple[int, int]:
-    """data.channels as a checked (first, end) pair within the spectrum."""
-    if len(channels) != 2 or not all(isinstance(c, int) for c in channels):
-        raise UserError(f"data.channels = {list(channels)} must be two integers [first, end], e.g. [0, 512].")
-    first, end = channels
-    if not 0 <= first < end <= spectrum_length:
-        raise UserError(f"data.channels = {list(channels)} must satisfy 0 <= first < end <= data.spectrum_length "
-                        f"({spectrum_length}); e.g. [0, 512] keeps the channels a 10 kV spectrum fills.")
-    return int(first), int(end)
-
-
 def needs_statistics(name: str) -> bool:
     """Whether the transform reads the training split's channel statistics (they come with the data set)."""
     return name in TRANSFORMS and "mean" in inspect.signature(TRANSFORMS[name]).parameters
 
 
-def make_transform(name: str, channel_mean: torch.Tensor | None = None,
-                   channel_std: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+def make_transform(name: str, channel_mean: torch.Tensor | None = None, channel_std: torch.Tensor | None = None,
+                   window=None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The transform of windowed counts; with the `window` (coremax.data.window) of several runs, a
+    per-spectrum transform is applied to each run apart (a 30 kV spectrum has its own scale)."""
     if name not in TRANSFORMS:
         raise UserError(f"data.transform = {name!r} is not known; use one of {', '.join(TRANSFORMS)}.")
     fn = TRANSFORMS[name]
-    if not needs_statistics(name):
-        return fn
+    if not needs_statistics(name):  # per channel with statistics: no run is mixed anyway
+        return fn if window is None else window.per_run(fn)
     if channel_mean is None or channel_std is None:
         raise UserError(f"data.transform = {name!r} needs the training split's channel statistics; "
                         "re-run scripts/preprocess.py to store them in info.toml.")

@@ -15,7 +15,8 @@ from coremax.config import consumes
 from coremax.data.bulk import TARGETS
 from coremax.data.dataset import element_only_message, has_spectra, load_arrays, load_info
 from coremax.data.shards import Shards
-from coremax.data.transforms import TargetScaler, check_window, make_transform, needs_statistics, window
+from coremax.data.transforms import TargetScaler, make_transform, needs_statistics
+from coremax.data.window import Window, data_window
 from coremax.engine.labels import check_targets, chosen_test_rows, core_label_mask, labelled_rows
 from coremax.errors import UserError
 
@@ -89,13 +90,13 @@ class Prepared:
     augment_min_fraction: float
     jitter: tuple[float, float, float]   # calibration jitter: gain, offset, peak width (0 = off)
     absorption: float                    # low-energy absorption jitter (0 = off)
-    channels: tuple[int, int]            # the energy window the arrays hold
+    channels: Window                     # the energy window (of each run) the arrays hold
     info: dict
     unlabelled: ArrayData | None = None  # baselines: the test cores' spectra (no labels) with data.test_spectra
 
     def transform(self, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
         stats = [s.to(device) for s in self.channel_stats] if self.channel_stats else (None, None)
-        return make_transform(self.transform_name, *stats)
+        return make_transform(self.transform_name, *stats, window=self.channels)
 
     def new_core_rows(self) -> np.ndarray:
         """Which training rows are of the test cores: their lab samples that joined training (data.test_labels)."""
@@ -105,13 +106,14 @@ class Prepared:
 Rows = tuple  # (metadata and targets DataFrame, counts (rows, window) memory-mapped or in memory)
 
 
-def read_rows(data_root, name: str, split: str, spectrum_length: int, channels) -> Rows:
+def read_rows(data_root, name: str, split: str, spectrum_length: int, channels: Window) -> Rows:
     """One split's metadata and the energy window of its counts (still memory-mapped: nothing copied yet)."""
     meta, x = load_arrays(data_root, name, split)
-    if x.shape[1] != spectrum_length:
-        raise UserError(f"The data set {name!r} has {x.shape[1]} channels but data.spectrum_length = "
+    if x.shape[1] != spectrum_length * channels.runs:
+        runs = f" ({channels.runs} runs per spot)" if channels.runs > 1 else ""
+        raise UserError(f"The data set {name!r} has {x.shape[1]} channels{runs} but data.spectrum_length = "
                         f"{spectrum_length}; set data.spectrum_length to match or re-run preprocess.")
-    return meta, window(x, channels)
+    return meta, channels(x)
 
 
 def to_arrays(rows: Rows, targets: list[str], scaler: TargetScaler | None, max_bytes: float = math.inf) -> ArrayData:
@@ -131,12 +133,6 @@ def unlabelled(rows: Rows, info: dict) -> Rows:
     that nothing downstream can read a test label."""
     meta, x = rows
     return meta.drop(columns=[c for c in info.get("targets", {}) if c in meta.columns]), x
-
-
-def input_length(data_config: dict) -> int:
-    """Channels the model reads: the width of the energy window data.channels."""
-    first, end = check_window(data_config["channels"], data_config["spectrum_length"])
-    return end - first
 
 
 def pool_rows(data_root, dataset: str, info: dict, pool, train: Rows, val: Rows, spectrum_length: int,
@@ -174,9 +170,9 @@ def setting_spectra(data_root, seed: int, data_config: dict, per_setting: int) -
     the data set's train and validation cores, the data sets of data.pool and, with data.test_spectra, the test
     cores (every target column dropped)."""
     spectrum_length = data_config["spectrum_length"]
-    channels = check_window(data_config["channels"], spectrum_length)
     dataset = data_config["dataset"]
     info = load_info(data_root, dataset)
+    channels = data_window(data_config, info)
     parts = pool_rows(data_root, dataset, info, list(data_config["pool"]),
                       *(read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val")),
                       spectrum_length, channels)
@@ -194,7 +190,7 @@ def setting_spectra(data_root, seed: int, data_config: dict, per_setting: int) -
 
 @consumes("data")  # the keys a caller leaves out come at the schema's defaults
 def prepare_data(data_root, stage: str, seed: int, *, dataset: str, targets: list, transform: str,
-                 spectrum_length: int, channels: list, pool: list, max_labels: int, augment: bool,
+                 spectrum_length: int, channels: list, run_channels: list, pool: list, max_labels: int, augment: bool,
                  augment_min_fraction: float, jitter_gain: float, jitter_offset: float, jitter_width: float,
                  jitter_absorption: float, max_memory_gb: float, test_spectra: bool, test_labels: int,
                  test_label_rows: str, target_transform: str) -> Prepared:
@@ -209,11 +205,12 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str, targets: lis
     targets = list(targets)
     info = load_info(data_root, dataset)
     if has_spectra(info):
-        channels = check_window(channels, spectrum_length)
+        channels = data_window({"channels": channels, "spectrum_length": spectrum_length,
+                                "run_channels": run_channels}, info)
     elif stage != "baseline":
         raise UserError(element_only_message(dataset, f"the {stage} stage"))
     else:  # a lab's element tables: no counts to window
-        spectrum_length, channels = 0, (0, 0)
+        spectrum_length, channels = 0, Window(((0, 0),), 0)
     train, val = (read_rows(data_root, dataset, s, spectrum_length, channels) for s in ("train", "val"))
     scaler, spectra_only = None, None
     # the test split, read once, and only by the protocols that may read it
@@ -253,8 +250,8 @@ def prepare_data(data_root, stage: str, seed: int, *, dataset: str, targets: lis
         if "channel_mean" not in info or "channel_std" not in info:
             raise UserError(f"data.transform = {transform!r} needs channel statistics in the info.toml of "
                             f"{dataset!r}; re-run scripts/preprocess.py.")
-        stats = (window(torch.tensor(info["channel_mean"], dtype=torch.float32), channels),
-                 window(torch.tensor(info["channel_std"], dtype=torch.float32), channels))
+        stats = (channels(torch.tensor(info["channel_mean"], dtype=torch.float32)),
+                 channels(torch.tensor(info["channel_std"], dtype=torch.float32)))
     return Prepared(
         train=to_arrays(train, targets, scaler, max_memory_gb * 2**30),
         val=to_arrays(val, targets, scaler, max_memory_gb * 2**30),

@@ -30,9 +30,11 @@ class Task:
 
     def inputs(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
         if train and self.data.absorption:
-            x = jitter_absorption(x, self.data.absorption, self.data.channels[0], generator=generator)
-        if train and any(self.data.jitter):
-            x = jitter_calibration(x, *self.data.jitter, generator=generator)
+            x = self.data.channels.map_runs(x, lambda part, first: jitter_absorption(
+                part, self.data.absorption, first, generator=generator))
+        if train and any(self.data.jitter):  # each run's spectrum drifts on its own axis
+            x = self.data.channels.per_run(lambda part: jitter_calibration(part, *self.data.jitter,
+                                                                           generator=generator))(x)
         if train and self.data.augment:  # counting noise last, on the jittered expected spectrum
             x = poisson_resample(x, self.data.augment_min_fraction, generator=generator)
         return self.transform(x)

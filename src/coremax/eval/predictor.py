@@ -14,7 +14,7 @@ from coremax import models
 from coremax.baselines import BASELINE_FILE, load_baseline
 from coremax.data.bulk import TARGETS
 from coremax.data.dataset import load_info, spectra_array
-from coremax.data.transforms import window
+from coremax.data.window import as_window, data_window
 from coremax.engine.inference import predict_rows
 from coremax.engine.probe import element_head
 from coremax.errors import UserError
@@ -107,9 +107,10 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     check_trained(exp)
     cfg = exp.config()
     stage = cfg["experiment"]["stage"]
-    channels = cfg["data"]["channels"]
+    info = load_info(exp.data_root, cfg["data"]["dataset"])
     # Data sets built before they listed their contents: the default targets are the contents.
-    contents = tuple(load_info(exp.data_root, cfg["data"]["dataset"]).get("contents", TARGETS))
+    contents = tuple(info.get("contents", TARGETS))
+    channels = data_window(cfg["data"], info) if info.get("spectrum_length") else cfg["data"]["channels"]
     if stage == "baseline":
         return baseline_predictor(load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE), channels, contents)
     return network_predictor(models.load(exp.checkpoints / "best-model.pth", device), contents)
@@ -117,10 +118,11 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
 
 def baseline_predictor(model, channels, contents: tuple = TARGETS) -> Predictor:
     """The Predictor of a fitted baseline that reads the energy window `channels` (of an experiment or a bundle)."""
+    channels = as_window(channels)
     inputs = baseline_inputs(model, channels)
     own = lambda rows: model.feature_space(inputs(rows))  # noqa: E731
     embed = own if getattr(model, "inputs", "spectra") == "elements" \
-        else (lambda rows: _log_total_features(window(spectra_array(rows), channels)))
+        else (lambda rows: _log_total_features(channels(spectra_array(rows))))
     return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents, own)
 
 
@@ -149,7 +151,7 @@ def baseline_inputs(model, channels) -> Callable[[pd.DataFrame], object]:
     baselines; a data set of element tables alone has no counts)."""
     if getattr(model, "inputs", "spectra") == "elements":  # files saved before element baselines: spectra
         return lambda rows: model.inputs_of(rows, None)
-    return lambda rows: window(spectra_array(rows), channels)
+    return lambda rows: as_window(channels)(spectra_array(rows))
 
 
 def load_network(exp: Experiment, device: str = "cpu"):

@@ -11,7 +11,8 @@ from torch import nn
 
 from coremax import checkpoint as ckpt
 from coremax.config import consumes, register_choices
-from coremax.data.transforms import TargetScaler, make_transform, window
+from coremax.data.transforms import TargetScaler, make_transform
+from coremax.data.window import Window
 from coremax.errors import UserError
 from coremax.models import peft
 from coremax.models.max import MaX
@@ -124,19 +125,19 @@ def rebuild(state: dict, weights: Callable[[nn.Module], None], where: str, devic
     cfg = state.get("config", {})
     try:
         stage, data = state["stage"], cfg["data"]
-        length = state.get("input_length", data["channels"][1] - data["channels"][0])
+        window = Window.from_state(state.get("window"), data)  # several runs per spot, or data.channels
+        widths = window.widths if window.runs > 1 else state.get("input_length", window.width)
         aux = state.get("aux_elements")  # a pretraining taught the element log-ratios: their parts
-        model = build_model(stage, len(aux["parts"] if aux else state.get("targets", [])), length, **cfg["model"])
+        model = build_model(stage, len(aux["parts"] if aux else state.get("targets", [])), widths, **cfg["model"])
         weights(model)
     except (KeyError, TypeError, RuntimeError) as e:
         raise UserError(f"{where} does not describe its model ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:80]}); it was not written by this version of CoreMAX.") from None
     model.to(device).eval()
     stats = [torch.tensor(s, device=device) for s in state["channel_stats"]] if state.get("channel_stats") else ()
-    base = make_transform(data["transform"], *stats)
-    channels = data["channels"]
+    base = make_transform(data["transform"], *stats, window=window)
     scaler = TargetScaler.from_state(state["target_scaler"]) if state.get("target_scaler") else None
-    return Loaded(model, lambda x: base(window(x, channels)), list(state.get("targets", [])), scaler, stage, state)
+    return Loaded(model, lambda x: base(window(x)), list(state.get("targets", [])), scaler, stage, state)
 
 
 __all__ = ["SIZES", "Loaded", "MaX", "Regressor", "VitX", "build_model", "train_flops_per_spectrum",

@@ -13,7 +13,7 @@ from torch import nn
 
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
-from coremax.models.vitx import Block, VitX, init_weights, sincos_positions
+from coremax.models.vitx import Block, RunEmbedding, VitX, init_weights, run_positions
 from coremax.models.vsc import SpikeSlab
 
 
@@ -37,10 +37,10 @@ class MaX(nn.Module):
         check_ratio(mask_ratio)
         self.mask_ratio, self.loss_on, self.norm_pix_loss = mask_ratio, loss_on, norm_pix_loss
         self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
-        n = self.encoder.num_patches
+        runs = self.encoder.run_patches
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_positions(n, decoder_dim)[None], persistent=True)
+        self.register_buffer("decoder_pos_embed", run_positions(runs, decoder_dim)[None], persistent=True)
         self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, mlp_ratio) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, patch_size)
@@ -56,6 +56,8 @@ class MaX(nn.Module):
         self.aux_weight = float(aux_weight)
         if self.aux is not None:
             self.aux.apply(init_weights)
+        # several runs: the decoder's mask tokens say which run they stand in for (built last, as above)
+        self.decoder_run_embed = RunEmbedding(runs, decoder_dim) if len(runs) > 1 else None
 
     def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
         """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""
@@ -116,6 +118,8 @@ class MaX(nn.Module):
         fill = self.mask_token.expand(b, n + 1 - y.shape[1], -1)
         patches = torch.cat([y[:, 1:], fill], dim=1)
         patches = torch.gather(patches, 1, ids_restore[..., None].expand(-1, -1, y.shape[-1]))
+        if self.decoder_run_embed is not None:
+            patches = self.decoder_run_embed(patches)
         y = torch.cat([y[:, :1], patches], dim=1) + self.decoder_pos_embed
         if code is not None:
             y = torch.cat([code.to(y.dtype), y], dim=1)

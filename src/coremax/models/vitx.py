@@ -20,6 +20,28 @@ def sincos_positions(num: int, dim: int, cls_token: bool = True) -> torch.Tensor
     return torch.cat([torch.zeros(1, dim), emb]) if cls_token else emb
 
 
+def run_positions(run_patches: tuple[int, ...], dim: int) -> torch.Tensor:
+    """Positions of the tokens of several runs joined, (1 + sum, dim): each run's patches counted from 0 (a
+    position says where in its own window a patch lies; the run embedding says which run). One run:
+    sincos_positions."""
+    return torch.cat([torch.zeros(1, dim)] + [sincos_positions(n, dim, cls_token=False) for n in run_patches])
+
+
+class RunEmbedding(nn.Module):
+    """A learned vector per run added to its tokens, so attention can tell a 10 kV patch from a 30 kV one at
+    the same position. Built only for models of several runs: a one-run model has no such weights."""
+
+    def __init__(self, run_patches: tuple[int, ...], dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(len(run_patches), dim))
+        nn.init.normal_(self.weight, std=0.02)
+        index = torch.cat([torch.full((n,), r) for r, n in enumerate(run_patches)])
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.weight[self.index]
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop a residual branch for whole samples during training."""
 
@@ -90,23 +112,29 @@ def init_weights(module: nn.Module) -> None:
 class VitX(nn.Module):
     """Patch embedding of a (B, L) spectrum, class token, fixed positions, transformer blocks, final norm."""
 
-    def __init__(self, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192, depth: int = 6,
-                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, input_channels: int | tuple[int, ...] = 2048, patch_size: int = 16, embed_dim: int = 192,
+                 depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        """`input_channels`: the window's width, or the widths of the runs of a spot (their windows joined)."""
         super().__init__()
-        if patch_size < 1 or input_channels % patch_size:
-            raise UserError(f"The model input of {input_channels} channels (the data.channels window) is not "
-                            f"divisible by model.patch_size = {patch_size}; choose a patch size that divides it.")
-        self.input_channels, self.patch_size = input_channels, patch_size
-        self.num_patches = input_channels // patch_size
+        widths = (input_channels,) if isinstance(input_channels, int) else tuple(int(w) for w in input_channels)
+        for w in widths:
+            if patch_size < 1 or w % patch_size:
+                raise UserError(f"The model input of {w} channels (the data.channels window) is not divisible "
+                                f"by model.patch_size = {patch_size}; choose a patch size that divides it.")
+        self.input_channels, self.patch_size = sum(widths), patch_size
+        self.run_patches = tuple(w // patch_size for w in widths)
+        self.num_patches = sum(self.run_patches)
         self.embed_dim, self.depth = embed_dim, depth
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", sincos_positions(self.num_patches, embed_dim)[None], persistent=True)
+        self.register_buffer("pos_embed", run_positions(self.run_patches, embed_dim)[None], persistent=True)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
+        # last: a one-run model keeps its parameters, state_dict keys and random draws
+        self.run_embed = RunEmbedding(self.run_patches, embed_dim) if len(widths) > 1 else nn.Identity()
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, N, P)."""
@@ -118,7 +146,7 @@ class VitX(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens with their positions, (B, N, D)."""
-        return self.patch_embed(self.patchify(x)) + self.pos_embed[:, 1:]
+        return self.run_embed(self.patch_embed(self.patchify(x)) + self.pos_embed[:, 1:])
 
     def encode(self, tokens: torch.Tensor, last: int = 0) -> torch.Tensor | list[torch.Tensor]:
         """Prepend the class token, run the blocks, normalise: (B, N', D) -> (B, 1 + N', D). With `last` = k > 0,

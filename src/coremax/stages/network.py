@@ -3,7 +3,6 @@ carries to be used without the experiment folder, the task of the stage, and the
 
 from __future__ import annotations
 
-from coremax.engine.data import input_length
 from coremax.engine.tasks import TASKS
 from coremax.engine.trainer import fit
 from coremax.errors import UserError
@@ -13,11 +12,11 @@ from coremax.stages.base import Run, Stage
 
 class NetworkStage(Stage):
     def check(self, data):
-        cfg = self.config
-        width, patch = input_length(cfg["data"]), cfg["model"]["patch_size"]
-        if patch < 1 or width % patch:
-            raise UserError(f"The energy window data.channels = {cfg['data']['channels']} is {width} channels "
-                            f"wide, which model.patch_size = {patch} does not divide; change either.")
+        patch = self.config["model"]["patch_size"]
+        for span, width in zip(data.channels.spans, data.channels.widths):
+            if patch < 1 or width % patch:
+                raise UserError(f"The energy window {list(span)} (data.channels or data.run_channels) is {width} "
+                                f"channels wide, which model.patch_size = {patch} does not divide; change either.")
 
     def outputs(self, run: Run, extra: dict) -> int:
         """How many values the network predicts per spectrum (what else it needs goes into `extra`)."""
@@ -33,8 +32,11 @@ class NetworkStage(Stage):
     def run(self, run: Run) -> None:
         cfg, data = run.config, run.data
         # Everything needed to use the checkpoint without the experiment folder or the data set.
-        extra = {"input_length": input_length(cfg["data"]), "targets": data.targets}
-        model = build_model(self.name, self.outputs(run, extra), input_length(cfg["data"]), **cfg["model"])
+        window = data.channels
+        extra = {"input_length": window.width, "targets": data.targets,
+                 **({"window": window.state(), "runs_kv": data.info["runs"]} if window.runs > 1 else {})}
+        widths = window.widths if window.runs > 1 else window.width
+        model = build_model(self.name, self.outputs(run, extra), widths, **cfg["model"])
         if data.scaler is not None:
             extra["target_scaler"] = data.scaler.state_dict()
         if data.channel_stats is not None:

@@ -29,6 +29,8 @@ DATA = {
                            range="[1, inf)"),
     "channels": Key([0, 2048], "energy window [first, end) fed to the model in every stage; its width must divide by "
                     "model.patch_size"),
+    "run_channels": Key([], "data sets of several runs per spot (tube voltages): the window [first, end) of each "
+                        "run, in ascending kV, e.g. [[0, 512], [0, 1536]]; empty: data.channels for every run"),
     "pool": Key([], "pretraining: more data sets (unlabelled pools) whose train/val rows join; finetune.epo and "
                 "baseline.epo: their spectra join the scanner settings' means; never one holding a test core"),
     "max_labels": Key(0, "fine-tuning: keep a seeded random N labelled train rows (0 = all), for label-budget "
