@@ -8,12 +8,14 @@ from coremax.analysis.latent import (active_fraction, code_channel_correlation, 
                                      linear_probe, pca, plot_code_activity, plot_code_channels, plot_embeddings,
                                      pretraining_scores, sparse_codes)
 from coremax.analysis.overview import plot_downcore, plot_target_histograms
-from coremax.analysis.saliency import attention_relevance, plot_saliency, reference_baseline, saliency
+from coremax.analysis.saliency import (attention_relevance, plot_run_saliency, plot_saliency, reference_baseline,
+                                       saliency)
 from coremax.analysis.spectra import (MAIN_ELEMENTS, emission_lines, energy_axis, label_lines, peak_areas,
                                       plot_spectra)
 
 __all__ = ["active_fraction", "attention_relevance", "code_channel_correlation", "dimension_elements", "MAIN_ELEMENTS",
            "emission_lines", "embeddings", "energy_axis", "gather_experiments", "label_lines", "linear_probe",
            "load_histories", "pca", "peak_areas", "plot_code_activity", "plot_code_channels", "plot_downcore",
-           "plot_embeddings", "plot_metric_vs", "plot_saliency", "pretraining_scores", "plot_spectra", "plot_target_histograms",
+           "plot_embeddings", "plot_metric_vs", "plot_run_saliency", "plot_saliency", "pretraining_scores",
+           "plot_spectra", "plot_target_histograms",
            "reference_baseline", "saliency", "sparse_codes", "training_curves"]

@@ -91,14 +91,28 @@ def _describe_dataset(data_root, name: str, path: Path) -> None:
 
 @guard
 def simulate_main(argv=None) -> None:
-    from coremax.data.simulate import simulate_archive  # deferred
+    from coremax.data.simulate import BENCHMARKS, simulate_archive  # deferred
 
     p = argparse.ArgumentParser(description="Write a synthetic Avaatech XRF core-scanner archive.")
-    p.add_argument("--out", default="data/datasets/external/synthetic")
+    p.add_argument("--out", help="the archive to write (default: data/datasets/external/synthetic, or "
+                   "data/datasets/external/<name> with --benchmark)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cores", type=int, default=12)
     p.add_argument("--spacing-mm", type=float, default=10.0)
-    p.add_argument("--kv", default="10", help="comma-separated tube voltages, one run folder each")
+    p.add_argument("--kv", help="comma-separated tube voltages, one run folder each (default: 10)")
+    p.add_argument("--benchmark", choices=list(BENCHMARKS),
+                   help="a named benchmark beside the default archive: synthetic-2kv = --kv 10,30 --lab-runs "
+                        "--marine-bromine --trace-ppm (the default archive's cores, lab samples and test cores)")
+    p.add_argument("--lab-runs", action="store_true",
+                   help="scan the 30 and 50 kV runs as labs do: a tube filter (Pd-thick, Cu), more current, a "
+                        "longer live time, written in each file's header and name (default: the head's 10 kV "
+                        "settings for every run)")
+    p.add_argument("--marine-bromine", action="store_true",
+                   help="add Br bound to marine organic carbon (about 70 ppm per wt%% marine TOC, lognormal "
+                        "scatter) to the sea-salt Br; truth.csv gains TOC_marine and Br_organic_ppm")
+    p.add_argument("--trace-ppm", action="store_true",
+                   help="Rb and Zr at their regional ppm (100-220 ppm of the clay); the default archive keeps its "
+                        "historic contents, 100 times as much, so that its files stay as they are")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--overwrite", action="store_true", help="replace an existing archive at --out")
     p.add_argument("--unlabelled", action="store_true",
@@ -111,12 +125,20 @@ def simulate_main(argv=None) -> None:
                    help="also fit every spectrum into element intensities (coremax.data.elements) and write "
                         "<out>/elements.csv beside bulk.csv, in the bAxil batch layout (docs/element-tables.md)")
     args = parse(p, argv)
+    if args.benchmark and (args.kv or args.lab_runs or args.marine_bromine or args.trace_ppm):
+        raise UserError(f"--benchmark {args.benchmark} sets --kv, --lab-runs, --marine-bromine and --trace-ppm "
+                        "itself; leave them out, or leave out --benchmark.")
     try:
-        kvs = [float(k) for k in args.kv.split(",")]
+        kvs = [float(k) for k in (args.kv or "10").split(",")]
     except ValueError:
         raise UserError(f"--kv {args.kv!r} must be comma-separated numbers, e.g. 10,30.") from None
+    if args.benchmark:
+        kvs = list(BENCHMARKS[args.benchmark]["kvs"])  # for --elements, which fits every run
+    args.out = args.out or f"data/datasets/external/{args.benchmark or 'synthetic'}"
     m = simulate_archive(args.out, args.seed, args.cores, args.spacing_mm, kvs, args.workers,
-                         overwrite=args.overwrite, labelled=not args.unlabelled, dense_lab=args.dense_lab)
+                         overwrite=args.overwrite, labelled=not args.unlabelled, dense_lab=args.dense_lab,
+                         lab_runs=args.lab_runs, marine_bromine=args.marine_bromine, trace_ppm=args.trace_ppm,
+                         benchmark=args.benchmark)
     print(f"wrote {m['spectra']} spectra of {m['cores']} cores and {m['bulk_samples']} bulk samples to "
           f"{args.out} (test cores: {', '.join(m['test_cores']) or 'none'})")
     if args.elements:

@@ -19,6 +19,7 @@ group's fitted `offset_kev`, `gain_kev`, `noise_kev`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -274,7 +275,12 @@ def spectra_rows(meta: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
                       fit_elements(counts, meta, kv=None)], axis=1)
 
 
+RUN_EXTRA = ("chi2", "throughput_cps", "offset_kev", "gain_kev", "noise_kev")  # per run, beside the areas
+_RUN_TAG = re.compile(r"_\d+(?:\.\d+)?kV$")  # data sets of several runs name each run's columns: chi2_30kV
+
+
 def element_columns(frame: pd.DataFrame) -> list[str]:
-    """The element-table columns of a frame (areas, sds, chi2, throughput, the run's calibration)."""
-    extra = {"chi2", "throughput_cps", "offset_kev", "gain_kev", "noise_kev"}
-    return [c for c in frame.columns if isinstance(c, str) and (c.endswith(("_area", "_sd")) or c in extra)]
+    """The element-table columns of a frame (areas, sds, chi2, throughput, the run's calibration; each run's
+    in a data set of several runs: coremax.data.runs)."""
+    return [c for c in frame.columns if isinstance(c, str) and (c.endswith(("_area", "_sd")) or
+                                                                 _RUN_TAG.sub("", c) in RUN_EXTRA)]

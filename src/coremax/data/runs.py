@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from coremax.data.elements import fit_elements
 from coremax.data.raw import run_kv
 from coremax.errors import UserError
 
@@ -92,3 +93,41 @@ def _incomplete(meta: pd.DataFrame, dropped: list) -> pd.DataFrame:
     out = meta.loc[[i for i, _ in dropped], cols].reset_index(drop=True) if dropped else pd.DataFrame(columns=cols)
     out["lacks"] = [x for _, x in dropped]
     return out
+
+
+def tag_columns(table: pd.DataFrame, kv: float) -> pd.DataFrame:
+    """One run's element table named for its run: `Ca_area` -> `Ca_30kV_area`, `chi2` -> `chi2_30kV`, so
+    that every run's intensities are parts of the log-ratio calibrations side by side."""
+    tag = kv_tag(kv)
+
+    def name(c: str) -> str:
+        for suffix in ("_area", "_sd"):
+            if c.endswith(suffix):
+                return f"{c[:-len(suffix)]}_{tag}{suffix}"
+        return f"{c}_{tag}"
+    return table.rename(columns=name)
+
+
+def join_runs(meta: pd.DataFrame, counts, rows: np.ndarray, kvs) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """The spots of `rows` (pair_runs) as one row each: (metadata: the first run's, with each later run's file,
+    live time and current beside it; counts (spots, runs x channels), run after run; the element table, each
+    run fitted at its own voltage and its columns tagged)."""
+    first = meta.iloc[rows[:, 0]].reset_index(drop=True)
+    tables = []
+    for r, kv in enumerate(kvs):
+        run_meta = meta.iloc[rows[:, r]].reset_index(drop=True)
+        if r:
+            for col in ("source_file", "live_time_s", "current_ma"):
+                first[f"{col}_{kv_tag(kv)}"] = run_meta[col].to_numpy()
+        tables.append(tag_columns(fit_elements(counts[rows[:, r]], run_meta, float(kv)), kv))
+    joined = np.concatenate([counts[rows[:, r]] for r in range(len(kvs))], axis=1)
+    return first, joined, pd.concat(tables, axis=1)
+
+
+def spot_rows(meta: pd.DataFrame, counts, kvs, tolerance_mm: float = PAIR_MM) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Newly read spectra of several runs as the rows a Predictor of those runs takes (the counts as integer
+    columns, run after run, and every run's element table), and the spectra dropped for lack of a run."""
+    check_run_folders(meta)
+    rows, dropped = pair_runs(meta, kvs, tolerance_mm)
+    first, joined, table = join_runs(meta, counts, rows, kvs)
+    return pd.concat([first, pd.DataFrame(joined, columns=list(range(joined.shape[1]))), table], axis=1), dropped
