@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from coremax.data.runs import check_run_folders, pair_runs
+from coremax.data.elements import element_columns
+from coremax.data.raw import read_folder
+from coremax.data.runs import check_run_folders, pair_runs, spot_rows
+from coremax.data.simulate import simulate_archive
 from coremax.data.transforms import make_transform
 from coremax.data.window import Window, data_window, make_window
 from coremax.errors import UserError
@@ -108,3 +111,15 @@ def test_a_run_folder_and_header_that_disagree_are_refused():
         check_run_folders(meta)
     with pytest.raises(UserError, match="No spectrum of a 50 kV run"):
         pair_runs(_runs_meta({10.0: [0]}), [10, 50])
+
+
+def test_a_simulated_two_run_archive_joins_into_spots_with_each_runs_elements(tmp_path):
+    simulate_archive(tmp_path / "a", seed=0, cores=1, spacing_mm=100.0, workers=1, benchmark="synthetic-2kv")
+    meta, counts, _ = read_folder(tmp_path / "a" / "raw", kv=None, workers=1)
+    rows, dropped = spot_rows(meta, counts, [10, 30])
+    assert len(dropped) == 0 and len(rows) == len(meta) // 2
+    assert np.array_equal(rows[list(range(2048, 4096))].to_numpy(), counts[meta["kv"].to_numpy() == 30])
+    assert {"Ca_10kV_area", "Sr_30kV_area", "Br_30kV_area", "chi2_30kV"} <= set(element_columns(rows))
+    assert (rows["live_time_s_30kV"] == 20).all() and (rows["kv"] == 10).all()
+    # the 30 kV run sees Sr far better than the 10 kV run sees anything of it
+    assert rows["Sr_30kV_area"].median() > 10 * max(rows.get("Sr_10kV_area", pd.Series([1.0])).median(), 1.0)

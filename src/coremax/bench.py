@@ -4,7 +4,7 @@ Training: spectra/s of the real training loop (`trainer.train_epoch`: augmentati
 loss check, optimizer step) on synthetic Poisson counts held in memory, per case = an experiment config
 (size, stage, energy window, mask, batch, AMP, compile); peak memory; achieved TFLOP/s from the model's
 shapes and, on a GPU with a known peak, the MFU. Each case runs in its own process so its peak memory is
-its own. Data: files/s of reading .spe files, preprocessing time, data set size, load time and peak RSS.
+its own. The data path's benchmark: coremax.bench_data.
 """
 
 from __future__ import annotations
@@ -13,25 +13,22 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from coremax import config as configlib
-from coremax.bench_elements import element_fit_seconds
-from coremax.data.dataset import build_dataset, load_arrays
-from coremax.data.raw import read_folder
-from coremax.data.simulate import simulate_archive
+from coremax.data.transforms import make_transform
 from coremax.data.window import data_window
 from coremax.engine.data import ArrayData, Prepared
+from coremax.engine.inference import PRED_BATCH, predict_rows
 from coremax.engine.runtime import peak_flops, setup
 from coremax.engine.tasks import TASKS
 from coremax.engine.trainer import Schedule, train_epoch
 from coremax.engine.optim import build_optimizer
+from coremax.io import atomic_path
 from coremax.models import build_model, peft, train_flops_per_spectrum
 from coremax.modes import get_mode
 
@@ -161,37 +158,77 @@ def bench_train(cases: list[dict], steps: int, show=print) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_data(spectra: int, workers: int, show=print) -> dict:
-    """Simulate an unlabelled pool of about `spectra` spectra (.spe files), preprocess it, load it."""
-    spacing = 10.0
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        # A simulated core scanned at 1 cm holds ~300 spectra on average (measured: 39,623 in 133 cores).
-        cores = max(1, round(spectra / 300))
-        t0 = time.perf_counter()
-        m = simulate_archive(root / "datasets" / "external" / "pool", seed=3, cores=cores, spacing_mm=spacing,
-                             workers=workers, labelled=False)
-        simulate_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        meta, counts, _ = read_folder(root / "datasets" / "external" / "pool" / "raw", 10.0, 2048, "fail", workers)
-        read_s = time.perf_counter() - t0
-        fit_s, runs = element_fit_seconds(meta, counts)
-        del counts
-        t0 = time.perf_counter()
-        build_dataset(root, "pool", raw=root / "datasets" / "external" / "pool" / "raw", workers=workers)
-        preprocess_s = time.perf_counter() - t0
-        size = sum(f.stat().st_size for f in (root / "datasets" / "pool").iterdir())
-        rss_before = peak_rss_mib()
-        t0 = time.perf_counter()
-        _, x = load_arrays(root, "pool", "train")
-        total = float(np.asarray(x[:, :512], dtype=np.float32).sum())  # touch the energy window of every row
-        load_s = time.perf_counter() - t0
-    out = {"spectra": m["spectra"], "cores": cores, "simulate_s": round(simulate_s, 1),
-           "files_per_s": round(len(meta) / read_s), "element_fit_spectra_per_s": round(len(meta) / fit_s),
-           "element_fit_runs": runs, "preprocess_s": round(preprocess_s, 1),
-           "dataset_mib": round(size / 2**20, 1), "load_window_s": round(load_s, 2),
-           "peak_rss_mib": round(max(rss_before, peak_rss_mib()), 1), "checksum": total > 0}
-    show(" ".join(f"{k}={v}" for k, v in out.items()))
-    return out
+# -- the GPU report (scripts/bench_train.py --gpu-report) -------------------------------------------------------
+REPORT_BEGIN, REPORT_END = "<!-- gpu-report:begin -->", "<!-- gpu-report:end -->"  # the section --docs replaces
+REPORT_BATCH = {"tiny": 512, "base": 256}
 
 
+def report_cases(device: str = "cuda") -> list[dict]:
+    """tiny and base, pretraining and fine-tuning on full spectra, bf16 autocast eager and compiled."""
+    return [{"name": f"{size} {stage} bf16{' + compile' if compile_ else ''}", "config": "", "overrides": [
+        f'model.size="{size}"', f'experiment.stage="{stage}"', "data.channels=[0, 2048]",
+        f"optim.batch_size={batch}", 'runtime.amp="bf16"', f"runtime.compile={str(compile_).lower()}",
+        f'runtime.device="{device}"']}
+        for size, batch in REPORT_BATCH.items() for stage in ("pretrain", "finetune") for compile_ in (False, True)]
+
+
+def predict_throughput(spectra: int, device: str = "cuda", size: str = "tiny") -> dict:
+    """Spectra/s of the prediction path (engine.inference.predict_rows, as predict.py runs it: fp32, batches of
+    PRED_BATCH, outputs back on the CPU) of a `size` regressor over `spectra` synthetic count spectra in host
+    memory; one warm-up pass over the first batches first."""
+    cfg = configlib.resolve(None, ['experiment.stage="finetune"', f'model.size="{size}"',
+                                   "data.channels=[0, 2048]"]).to_dict()
+    torch.manual_seed(0)
+    width = data_window(cfg["data"], {}).width
+    model = build_model("finetune", len(cfg["data"]["targets"]), width, **cfg["model"]).to(device)
+    transform = make_transform(cfg["data"]["transform"])
+    x = torch.poisson(torch.full((spectra, width), 50.0) * torch.linspace(4, 0.2, width)).numpy()
+    predict_rows(model, x[: 4 * PRED_BATCH], transform=transform)  # warm-up: kernels chosen, memory pooled
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = predict_rows(model, x, transform=transform)
+    seconds = time.perf_counter() - t0
+    return {"size": size, "device": device, "spectra": len(out), "batch": PRED_BATCH,
+            "spectra_per_s": round(len(out) / seconds, 1)}
+
+
+def cuda_tests(root: Path) -> tuple[int, str]:
+    """tests/test_cuda.py in a process of its own: (exit status, pytest's summary line)."""
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+                          str(root / "tests" / "test_cuda.py")], capture_output=True, text=True, cwd=root)
+    lines = [line for line in out.stdout.strip().splitlines() if line.strip()]
+    return out.returncode, (lines[-1].strip("= ") if lines else "no output")
+
+
+def report_markdown(when: str, command: str, commit: str, device: str, tests: tuple[int, str],
+                    train: pd.DataFrame, predict: dict) -> str:
+    """The dated section of the docs' benchmarks page: the CUDA tests' result, training spectra/s, TFLOP/s, MFU
+    and peak memory per case, and the prediction throughput."""
+    lines = [REPORT_BEGIN, f"### GPU report, {when}", "",
+             f"Made by `{command}` at commit {commit} on {device}.", "",
+             f"CUDA tests (`tests/test_cuda.py`): {tests[1]}" + ("" if tests[0] == 0 else " (FAILED)") + ".", "",
+             "| case | batch | spectra/s | TFLOP/s | MFU | peak memory (MiB) |", "|---|---|---|---|---|---|"]
+    for r in train.to_dict("records"):
+        mfu = r.get("mfu")
+        lines.append(f"| {r['case']} | {r['batch']} | {r['spectra_per_s']} | {r['tflops']} | "
+                     f"{'n/a' if mfu is None or mfu != mfu else f'{mfu:.1%}'} | {r['peak_mem_mib']} |")
+    if train.empty:
+        lines.append("| every case failed (see the command's output) | | | | | |")
+    lines += ["", f"Prediction (`engine.inference.predict_rows`, fp32, batch {predict['batch']}): a {predict['size']} "
+              f"regressor over {predict['spectra']:,} spectra in host memory, {predict['spectra_per_s']:,} spectra/s.",
+              REPORT_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(page: Path, section: str) -> Path:
+    """Replace the marked section of `page` (or add it at the end), atomically."""
+    text = page.read_text() if page.is_file() else "# Results: benchmarks\n"
+    if REPORT_BEGIN in text and REPORT_END in text:
+        head, rest = text.split(REPORT_BEGIN, 1)
+        text = head + section.rstrip("\n") + rest.split(REPORT_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with atomic_path(page) as tmp:
+        tmp.write_text(text)
+    return page

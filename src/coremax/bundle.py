@@ -27,16 +27,18 @@ from coremax.eval.card import model_card
 from coremax.eval.recalibrate import correction_methods
 from coremax.eval.predictor import Predictor, baseline_predictor, check_trained, load_predictor, network_predictor
 from coremax.eval.run import calibrate
+from coremax.eval.widths import WidthCalibration
 from coremax.experiment import Experiment
 from coremax.io import atomic_path, parse_toml, utc_now
 
 FORMAT = "coremax-bundle/1"
 MANIFEST = "MANIFEST.json"
 WEIGHTS = "weights.safetensors"
+WIDTHS = "widths.json"  # suggest.py's normalised conformal widths (coremax.eval.widths)
 # What models.load needs besides the tensors: everything else of a checkpoint (optimizer, EPO start, the PEFT
 # base's path) belongs to training, not to using the model.
 STATE_KEYS = ("stage", "config", "input_length", "targets", "target_scaler", "channel_stats", "element_head",
-              "aux_elements", "peft")
+              "aux_elements", "peft", "window", "runs_kv")
 MAX_MEMBER = 8 << 30  # a member claiming more is refused before it is read (a zip bomb, not a model)
 
 
@@ -51,6 +53,7 @@ class Bundle:
     dataset: dict
     corrections: dict
     path: Path
+    widths: WidthCalibration | None = None  # suggest.py's per-spectrum interval widths (None: a pretraining's)
 
 
 def _plain(v):
@@ -65,21 +68,20 @@ def _json(data) -> bytes:
 
 
 def write_bundle(data_root, name: str, out) -> Path:
-    """Bundle the completed fine-tune or baseline experiment `name` into the new file `out`."""
+    """Bundle the completed fine-tune, baseline or pretrain experiment `name` into the new file `out` (a
+    pretraining's bundle carries its encoder: it predicts nothing, it features suggest.py and finetune.from)."""
     out = Path(out)
     if out.exists():
         raise UserError(f"{out} exists already; choose another --out (a bundle is never overwritten).")
     exp = Experiment.open(data_root, name)
     cfg = exp.config()
-    if cfg["experiment"]["stage"] == "pretrain":
-        raise UserError(f"The experiment {name!r} is a pretrain experiment; it predicts nothing, so only finetune "
-                        "and baseline experiments are bundled.")
     check_trained(exp, "val")  # completed, its model files and the validation rows of the intervals unchanged
     dataset = cfg["data"]["dataset"]
     info, prov = load_info(data_root, dataset), exp.provenance()
     pred = load_predictor(exp)
     val = load_split(data_root, dataset, "val")
-    q = calibrate(pred, val, cfg["eval"]["interval"])
+    predicts = pred.predict is not None
+    q = calibrate(pred, val, cfg["eval"]["interval"]) if predicts else np.zeros(0)
     members = {"config.toml": exp.config_file.read_bytes(), "provenance.toml": exp.provenance_file.read_bytes()}
     if cfg["experiment"]["stage"] == "baseline":
         members[BASELINE_FILE] = (exp.checkpoints / BASELINE_FILE).read_bytes()
@@ -90,6 +92,7 @@ def write_bundle(data_root, name: str, out) -> Path:
         members[WEIGHTS] = save({k: v.detach().contiguous() for k, v in loaded.model.state_dict().items()})
         members["state.json"] = _json({k: loaded.state[k] for k in STATE_KEYS if k in loaded.state})
     record = {"name": dataset, "kv": info["kv"], "spectrum_length": info["spectrum_length"],
+              "original_lengths": info.get("original_lengths", [info["spectrum_length"]]),
               "contents": list(info.get("contents", TARGETS)), "scanners": info.get("scanners", []),
               "cores": info.get("cores", {}), "files_sha256": prov.get("dataset", {}).get("files", {})}
     members["dataset.json"] = _json(record)
@@ -97,7 +100,10 @@ def write_bundle(data_root, name: str, out) -> Path:
                                          "half_widths": [float(v) for v in q],
                                          # an infinite shrinkage (an offset) as "inf": JSON has no infinity
                                          "corrections": {t: v if np.isfinite(v) else "inf" for t, v in
-                                                         correction_methods(pred, val).items()}})
+                                                         (correction_methods(pred, val) if predicts else {}).items()}})
+    if predicts:
+        members[WIDTHS] = _json(WidthCalibration.fit(pred, load_split(data_root, dataset, "train"), val,
+                                                     cfg["eval"]["interval"]).to_json())
     tables = {}
     for split in ("test", "val"):
         for kind in ("metrics", "floor"):
@@ -158,8 +164,9 @@ def read_members(path) -> dict[str, bytes]:
     return members
 
 
-def load_bundle(path, device: str = "cpu") -> Bundle:
-    """The predictor and calibration of a bundle, checked; nothing of it is unpickled or runs code."""
+def load_bundle(path, device: str = "cpu", features_only: bool = False) -> Bundle:
+    """The predictor and calibration of a bundle, checked; nothing of it is unpickled or runs code. A
+    pretraining's bundle predicts nothing: refused unless `features_only` (suggest.py's features)."""
     members = read_members(path)
     where = f"The bundle {Path(path)}"
     try:
@@ -174,15 +181,47 @@ def load_bundle(path, device: str = "cpu") -> Bundle:
             from safetensors.torch import load
             state = json.loads(members["state.json"])
             pred = network_predictor(models.from_tensors(state, load(members[WEIGHTS]), where, device), contents)
+        if pred.predict is None and not features_only:
+            raise UserError(f"{where} holds a pretrain experiment's encoder, which predicts nothing; predict with a "
+                            "bundle of a finetune or baseline experiment (or fine-tune this one: finetune.from).")
         q = np.asarray(calib["half_widths"], dtype=np.float64)
         if list(calib["targets"]) != list(pred.targets):
             raise UserError(f"{where} calibrates other targets than its model predicts; it was not written by "
                             "scripts/archive.py bundle.")
         corrections = {t: float(v) for t, v in calib["corrections"].items()}
+        widths = WidthCalibration.from_json(json.loads(members[WIDTHS])) if WIDTHS in members else None
     except UserError:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:  # hashes match, contents do not: foreign
         raise UserError(f"{where} lacks what a bundle holds ({type(e).__name__}: {str(e)[:60]}); write it again "
                         "with scripts/archive.py bundle.") from None
-    return Bundle(pred, q, config, dataset, corrections, Path(path))
+    return Bundle(pred, q, config, dataset, corrections, Path(path), widths)
 
+
+def network_state(path) -> tuple[dict, dict]:
+    """(checkpoint-like state with all the weights under "model", record for provenance) of a network bundle,
+    checked: what finetune.from = "<file>.coremax" continues from. A baseline's bundle has no encoder, and a
+    PEFT model's weights sit on a base encoder that a fine-tune would have to merge: both refused."""
+    where = f"finetune.from = {str(path)!r}"
+    if not Path(path).is_file():
+        raise UserError(f"{where} names no file (a bundle's path is taken as given, or relative to the working "
+                        "directory); check the path.")
+    members = read_members(path)
+    if WEIGHTS not in members:
+        raise UserError(f"{where} is a bundle of a classical baseline, which has no encoder to fine-tune; name a "
+                        "bundle of a pretrain or finetune experiment.")
+    try:
+        from safetensors.torch import load
+        state = json.loads(members["state.json"])
+        tensors = load(members[WEIGHTS])
+    except (KeyError, ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{where} lacks what a bundle holds ({type(e).__name__}); write it again with "
+                        "scripts/archive.py bundle.") from None
+    if state.get("peft"):
+        raise UserError(f"{where} is a {state['config']['finetune']['mode']} model; continue from the pretrain "
+                        "(or full fine-tune) it was made from, or bundle that.")
+    state["model"] = tensors
+    record = {"bundle": str(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+              "experiment": state.get("config", {}).get("experiment", {}).get("name", ""),
+              "stage": state.get("stage", "")}
+    return state, record

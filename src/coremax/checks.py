@@ -45,16 +45,22 @@ def check_parent(path: Path, config: dict) -> dict:
     if state.get("peft"):
         raise UserError(f"finetune.from points at {path}, which holds only {state['config']['finetune']['mode']} "
                         "weights; start from the pretrain experiment it adapts.")
+    return check_parent_state(state, config, f"The parent checkpoint {Path(path).name} of finetune.from")
+
+
+def check_parent_state(state: dict, config: dict, what: str) -> dict:
+    """The energy window and encoder shapes of a parent's `state` (a checkpoint's, or a bundle's) against this
+    run's; `what` names the parent in the refusal."""
     parent = state.get("config", {})
     parent_data = parent.get("data", {})
     theirs = list(parent_data.get("channels", [0, parent_data.get("spectrum_length", 2048)]))
     ours = list(config["data"]["channels"])
     if theirs != ours:
-        raise UserError(f"The parent checkpoint {Path(path).name} of finetune.from was pretrained on the energy window "
-                        f"data.channels = {theirs}, this run asks for {ours}; set data.channels = {theirs}.")
+        raise UserError(f"{what} was pretrained on the energy window data.channels = {theirs}, this run asks for "
+                        f"{ours}; set data.channels = {theirs}.")
     for key in ("size", "patch_size"):  # the encoder's shapes: checked here, before any folder exists
         if key in parent.get("model", {}) and parent["model"][key] != config["model"][key]:
-            raise UserError(f"The parent of finetune.from has model.{key} = {parent['model'][key]!r}, this run asks "
+            raise UserError(f"{what} has model.{key} = {parent['model'][key]!r}, this run asks "
                             f"for {config['model'][key]!r}; the encoder's shapes must match: set model.{key} = "
                             f"{parent['model'][key]!r}.")
     return state

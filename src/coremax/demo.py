@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from coremax import config as configlib
-from coremax.data.dataset import EMBEDDED, build_dataset
+from coremax.data.dataset import build_dataset
 from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.paths import dataset_dir
@@ -36,7 +36,7 @@ def run_demo(root: Path, fresh_names: bool = False, skip_study: bool = False) ->
     t0 = time.monotonic()
 
     print("== 1/5 data: synthetic scanner -> data sets 'synthetic' (labelled) and 'synthetic-pool' (unlabelled)")
-    for name in EMBEDDED:
+    for name in ("synthetic", "synthetic-pool"):  # the one-voltage benchmark and its pool
         if (dataset_dir(root, name) / "info.toml").is_file():
             print(f"   reusing {root / 'datasets' / name}")
         else:

@@ -109,6 +109,21 @@ def save_npy(path, array: np.ndarray) -> None:
         f.write(array.reshape(-1).view(np.uint8))
 
 
+def save_npy_blocks(path, shape: tuple, dtype, blocks) -> None:
+    """The bytes save_npy writes for an array of `shape` and `dtype` that arrives as `blocks` of rows, one after
+    another (so the whole array is never in memory); the blocks must hold exactly `shape[0]` rows."""
+    dtype, written = np.dtype(dtype), 0
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                                                 "shape": tuple(shape)})
+        for block in blocks:
+            block = np.ascontiguousarray(block, dtype)
+            f.write(block.reshape(-1).view(np.uint8))
+            written += len(block)
+    if written != shape[0]:
+        raise ValueError(f"{path}: {written} rows written for a shape of {shape}")
+
+
 def write_text(path, text: str, in_place_when_full: bool = False) -> None:
     """Write atomically; with `in_place_when_full`, a disk too full for the temporary copy gets the text over
     the old file's own blocks instead (not atomic: only for a record that must be written, a run's status)."""

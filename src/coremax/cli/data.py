@@ -14,6 +14,8 @@ from coremax.cli.common import POOL, guard, parse
 @guard
 def preprocess_main(argv=None) -> None:
     from coremax.data.dataset import build_dataset  # deferred
+    from coremax.data.embedded import default_kv  # deferred
+    from coremax.data.runs import PAIR_MM  # deferred
 
     p = argparse.ArgumentParser(
         description="Raw Avaatech .spe files + bulk CSV -> a prepared data set (train/val/test Parquet tables + "
@@ -34,7 +36,10 @@ def preprocess_main(argv=None) -> None:
                    "target (default: bulk.csv beside --raw or beside the first --elements file)")
     p.add_argument("--name", help=f"data set name (default: synthetic, which also builds the unlabelled pool "
                    f"{POOL} when missing; with --raw the raw folder's name, or its parent's when it is called raw)")
-    p.add_argument("--kv", type=float, default=10.0, help="tube voltage of the run to read (default: 10)")
+    p.add_argument("--kv", help="tube voltage of the run to read, or several (e.g. 10,30): each spot's runs paired "
+                   "by depth, side by side (default: 10; 10,30 for the embedded synthetic-2kv)")
+    p.add_argument("--pair-mm", type=float, default=PAIR_MM,
+                   help=f"with several --kv: max depth distance of one spot's runs (default: {PAIR_MM:g})")
     p.add_argument("--match-mm", type=float, default=5.0, help="max depth distance of a bulk sample (default: 5)")
     p.add_argument("--split", type=float, default=0.8, help="train fraction of the non-test rows (default: 0.8)")
     p.add_argument("--split-by", default="auto", choices=("auto", "core", "section", "row"),
@@ -62,7 +67,8 @@ def preprocess_main(argv=None) -> None:
     for name in names:
         path = build_dataset(args.data_root, name, raw=args.raw, bulk=args.bulk, split=args.split,
                              split_by=args.split_by, test_cores=args.test_cores.split(",") if args.test_cores else None,
-                             kv=args.kv, match_mm=args.match_mm, on_error=args.on_error, overwrite=args.overwrite,
+                             kv=args.kv or default_kv(name), pair_mm=args.pair_mm, match_mm=args.match_mm,
+                             on_error=args.on_error, overwrite=args.overwrite,
                              seed=args.seed, spectrum_length=args.spectrum_length, workers=args.workers,
                              shard_rows=args.shard_rows, command=sys.argv, table=args.table, info_table=args.info,
                              elements=args.elements)

@@ -92,8 +92,9 @@ def predict_main(argv=None) -> None:
 def suggest_main(argv=None) -> None:
     from coremax.suggest import METHODS, MIN_GAP_MM, suggest_raw  # deferred
 
-    p = new_cores_parser("Suggest which depths of newly scanned cores to send to the lab.",
-                         "pretrain, fine-tuned or baseline")
+    p = new_cores_parser("Suggest which depths of newly scanned cores to send to the lab, with an experiment or a "
+                         "model bundle (every method works with either).", "pretrain, fine-tuned or baseline",
+                         bundles=True)
     p.add_argument("--n", type=int, default=10, help="depths to suggest (per core with --per-core; default: 10)")
     p.add_argument("--per-core", action="store_true", help="n depths of each core instead of n in all")
     p.add_argument("--method", default="typical", choices=METHODS,
@@ -107,7 +108,7 @@ def suggest_main(argv=None) -> None:
     table, notes = suggest_raw(args.data_root, args.experiment, args.raw, args.out, args.n, args.method,
                                args.per_core, args.min_gap_mm, args.exclude,
                                [c.strip() for c in args.cores.split(",")] if args.cores else None, args.seed,
-                               args.device, args.on_error)
+                               args.device, args.on_error, model=args.model)
     for note in notes:
         print(note, file=sys.stderr)
     print(f"wrote {len(table)} depths to sample of {table['core'].nunique()} cores to {args.out}")

@@ -11,35 +11,28 @@ notebooks and evaluation read; training reads the arrays directly (`load_arrays`
 
 from __future__ import annotations
 
-import hashlib
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from coremax.data.bulk import bulk_targets, labelled_mask
-from coremax.data.shards import SHARD_ROWS, Shards, channel_stats
+from coremax.data.embedded import default_synthetic
+from coremax.data.dataset_write import data_set_folder, elements_of, table_of, write_splits
+from coremax.data.shards import COUNT_DTYPE, SHARD_ROWS, Shards, channel_stats
+from coremax.data.runs import PAIR_MM
+from coremax.data.spots import fit_runs, join_source, runs_record, voltages
+from coremax.data.staging import META_COLUMNS, fit_staged, in_memory, stage_folder
 from coremax.data.table import read_table
 from coremax.data.splits import SPLIT_BY, choose_test_cores, resolve_split_by, split_rows
-from coremax.data.raw import read_folder
 from coremax.data.rows import check_rows
 from coremax.errors import UserError
-from coremax.io import (file_sha256, folder_in_place, os_error_hint, os_error_reason, read_toml, save_npy,
-                        utc_now, write_toml)
+from coremax.io import read_toml, utc_now
 from coremax.paths import check_name, dataset_dir, inside
 
 SPLITS = ("train", "val", "test")
-COUNT_DTYPE = np.int32  # counts are whole numbers below 2**31 (the .spe reader refuses anything else)
-META_COLUMNS = ["core", "depth_mm", "section", "section_start_mm", "position_mm", "kv", "current_ma",
-                "live_time_s", "real_time_s", "filter", "scanner", "total_cps", "spectrum_length", "slit_dc_mm",
-                "slit_cc_mm", "date", "source_file"]
-SYNTHETIC = Path("datasets") / "external" / "synthetic"
-# The embedded data sets built when preprocess gets no --raw: the labelled archive (seed 0, 12 cores) and
-# the unlabelled pool of forgotten spectra that pretraining reads beside it (another seed, every head).
-EMBEDDED = {"synthetic": {}, "synthetic-pool": {"seed": 1, "cores": 52, "labelled": False}}
-
-
+STAGING = ".staging"  # inside the temporary folder: what the data set is built from (coremax.data.staging)
 def spectrum_columns(df: pd.DataFrame) -> list:
     return [c for c in df.columns if isinstance(c, (int, np.integer))]
 
@@ -115,25 +108,6 @@ def element_only_message(dataset: str, what: str) -> str:
             "\"elements\"), or build a data set from the spectra.")
 
 
-def default_synthetic(data_root, name: str = "synthetic", **simulator) -> Path:
-    """An embedded archive (`name` in EMBEDDED): generate the synthetic raw archive under the data root if it
-    is not there (`simulator` overrides simulate_archive's settings, e.g. a small archive in tests)."""
-    from coremax.data.simulate import simulate_archive  # deferred: the physics (xraylib, scipy), only to generate
-
-    if name not in EMBEDDED:
-        raise UserError(f"Without --raw the data set name must be one of the embedded ones ({', '.join(EMBEDDED)}); "
-                        f"got {name!r}. Pass --raw for your own spectra.")
-    simulator = {**EMBEDDED[name], **simulator}
-    source = Path(data_root) / SYNTHETIC.parent / name
-    if not (source / "manifest.toml").is_file():
-        if source.exists():
-            raise UserError(f"The folder {source} exists but has no manifest.toml, so it is not a complete synthetic "
-                            "archive; remove it (or pass --raw) and run again.")
-        print(f"generating the synthetic XRF archive in {source} ...", file=sys.stderr)
-        simulate_archive(source, **simulator)
-    return source
-
-
 def _stats(values: pd.Series) -> dict:
     v = values.dropna()
     if v.empty:
@@ -159,10 +133,10 @@ def _check_options(name: str, split: float, split_by: str, on_error: str, match_
 
 
 def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split: float = 0.8,
-                  split_by: str = "auto", test_cores=None, kv: float = 10.0, match_mm: float = 5.0,
+                  split_by: str = "auto", test_cores=None, kv=10.0, match_mm: float = 5.0,
                   on_error: str = "fail", overwrite: bool = False, seed: int = 0, spectrum_length: int = 2048,
                   workers: int = 2, shard_rows: int = SHARD_ROWS, command=None, table=None, info_table=None,
-                  elements=None) -> Path:
+                  elements=None, pair_mm: float = PAIR_MM) -> Path:
     """Read raw spectra and bulk targets, hold out test cores, split the rest, write the data set atomically.
     `table` and `info_table` (a compiled spectra table and its info table, CSV or Parquet) replace `raw`: the
     same data set, the same checks (coremax.data.table). Every spectrum is fitted into element intensities
@@ -170,11 +144,22 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     element tables, coremax.data.element_tables) replaces the spectra altogether: a data set of element
     intensities only, for the classical calibrations.
 
+    `kv` = several voltages (e.g. "10,30"): each spot's runs paired by depth within `pair_mm`
+    (coremax.data.spots), its spectra side by side and every run's element table, spots missing a run dropped.
+
+    A folder of .spe files streams (coremax.data.staging): read, checked and staged on disk batch by batch, so
+    memory does not grow with the archive's counts; the files are those of a build in memory, byte for byte.
+
     With `raw=None` the synthetic archive under `<data_root>/datasets/external/synthetic/` is used (and
     generated if missing). `bulk` defaults to `bulk.csv` beside the raw folder, test cores to the archive's
     manifest.toml. Returns the data set folder."""
     data_root = Path(data_root)
     _check_options(name, split, split_by, on_error, match_mm)
+    kvs = voltages(kv)
+    if len(kvs) > 1 and (table is not None or elements is not None):
+        raise UserError("Several --kv runs per spot are read from a folder of .spe files (--raw) only; give one "
+                        "--kv with --table or --elements.")
+    kv, runs = kvs[0], None
     if shard_rows < 1:
         raise UserError(f"--shard-rows {shard_rows} must be at least 1 (rows per .npy shard file).")
     target = dataset_dir(data_root, name)
@@ -191,104 +176,98 @@ def build_dataset(data_root, name: str = "synthetic", raw=None, bulk=None, split
     manifest = read_toml(raw.parent / "manifest.toml") if (raw.parent / "manifest.toml").is_file() else {}
     if bulk is None and (raw.parent / "bulk.csv").is_file():
         bulk = raw.parent / "bulk.csv"
-    if element_files:
-        from coremax.data.element_tables import read_element_tables  # deferred: only for lab tables
-        meta, fitted, skipped = read_element_tables(element_files, kv)
-        # here, not in the reader: a data set's cores name the folders and figures of later stages
-        check_rows(meta, lambda i: "The element table {}, row {}".format(*meta["source_file"][i].rsplit("#", 1)))
-        counts, spectrum_length = np.zeros((len(meta), 0), COUNT_DTYPE), 0
-    else:
-        meta, counts, skipped = read_table(table, info_table, kv, spectrum_length)[:3] if table is not None \
-            else read_folder(raw, kv, spectrum_length, on_error, workers)
-    if bulk is not None:
-        targets, unmatched, clipped, contents = bulk_targets(meta, bulk, match_mm, META_COLUMNS)
-    else:  # an unlabelled pool: no targets at all
-        targets, unmatched, clipped, contents = pd.DataFrame(index=meta.index), pd.DataFrame(), 0, []
-    test_cores = choose_test_cores(test_cores, manifest, meta, targets, seed, raw)
-    if not element_files:  # after the checks of the bulk file and the test cores: the fit takes a while
-        from coremax.data.elements import fit_elements  # deferred: xraylib and scipy, only to build a data set
-        fitted = fit_elements(counts, meta, kv)
-    for col in META_COLUMNS:
-        if col not in meta.columns:
-            meta[col] = np.nan
-    # The counts stay one array, indexed per split when written: never copied into the table or per split.
-    table = pd.concat([meta[META_COLUMNS].reset_index(drop=True), targets.reset_index(drop=True)], axis=1)
-    fitted = fitted.reset_index(drop=True)
-    is_test = table["core"].isin(test_cores).to_numpy()
+    with data_set_folder(target) as (tmp, where):
+        stage, where[0] = tmp / STAGING, target / STAGING  # removed before the folder is renamed into place
+        fitted = None
+        if element_files:
+            from coremax.data.element_tables import read_element_tables  # deferred: only for lab tables
+            meta, fitted, skipped = read_element_tables(element_files, kv)
+            # here, not in the reader: a data set's cores name the folders and figures of later stages
+            check_rows(meta, lambda i: "The element table {}, row {}".format(*meta["source_file"][i].rsplit("#", 1)))
+            source = in_memory(meta, np.zeros((len(meta), 0), COUNT_DTYPE), skipped, 0)
+        elif table is not None:
+            meta, counts, skipped = read_table(table, info_table, kv, spectrum_length)[:3]
+            source = in_memory(meta, counts, skipped, spectrum_length)
+        else:
+            source = stage_folder(raw, kv if len(kvs) == 1 else None, spectrum_length, on_error, workers, stage)
+            if len(kvs) > 1:
+                staged, (source, pairs, dropped) = source, join_source(source, kvs, pair_mm)
+                runs = (staged, pairs, runs_record(kvs, dropped, pair_mm, len(staged.index)))
+        index = source.index
+        if bulk is not None:
+            targets, unmatched, clipped, contents = bulk_targets(index, bulk, match_mm, META_COLUMNS)
+        else:  # an unlabelled pool: no targets at all
+            targets, unmatched, clipped, contents = pd.DataFrame(index=index.index), pd.DataFrame(), 0, []
+        test_cores = choose_test_cores(test_cores, manifest, index, targets, seed, raw)
+        if fitted is None:  # after the checks of the bulk file and the test cores: the fit takes a while
+            stage.mkdir(exist_ok=True)
+            if runs is None:
+                fitted, columns = fit_staged(source.counts, index, kv, stage / "elements.f64")
+                elements = elements_of(fitted, columns)
+            else:
+                elements, columns = fit_runs(*runs[:2], kvs, stage)
+        else:
+            columns, elements = list(fitted.columns), elements_of(fitted.reset_index(drop=True))
+        targets = targets.reset_index(drop=True)
+        rows, split_by = _split(index, targets, test_cores, split, split_by, seed)
+        info = _info(name, command, data_root, raw, bulk, element_files, manifest, source, columns, kv, split,
+                     split_by, seed, rows, index, targets, unmatched, clipped, contents, test_cores)
+        info.update(runs[2] if runs is not None else {})
+        info["channel_mean"], info["channel_std"] = channel_stats(source.counts, rows["train"])
+        write_splits(tmp, target, where, rows, {".parquet": table_of(source.meta, targets),
+                                                "-elements.parquet": elements}, source.counts, info, shard_rows)
+        shutil.rmtree(stage, ignore_errors=True)
+    return target
+
+
+def _split(index: pd.DataFrame, targets: pd.DataFrame, test_cores: list, split: float, split_by: str,
+           seed: int) -> tuple[dict, str]:
+    """(ascending rows of train, val and test; the resolved split_by) from the small per-row table alone."""
+    is_test = index["core"].isin(test_cores).to_numpy()
     rest_rows = np.flatnonzero(~is_test)
-    rest = table.iloc[rest_rows].reset_index(drop=True)
+    rest = pd.concat([index.iloc[rest_rows].reset_index(drop=True), targets.iloc[rest_rows].reset_index(drop=True)],
+                     axis=1)
     split_by = resolve_split_by(split_by, rest["core"].nunique())
     labelled = labelled_mask(rest, targets.columns) if len(targets.columns) else None
     is_train = split_rows(rest, split, split_by, seed, labelled)
-    rows = {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}
-    parts = {k: table.iloc[v].reset_index(drop=True) for k, v in rows.items()}
-    element_parts = {k: fitted.iloc[v].reset_index(drop=True) for k, v in rows.items()}
+    return {"train": rest_rows[is_train], "val": rest_rows[~is_train], "test": np.flatnonzero(is_test)}, split_by
 
+
+def _info(name, command, data_root: Path, raw, bulk, element_files, manifest, source, columns, kv, split, split_by,
+          seed, rows, index, targets, unmatched, clipped, contents, test_cores) -> dict:
     def shown(path) -> str:  # relative to the data root when inside it
         try:
             return Path(path).resolve().relative_to(data_root.resolve()).as_posix()
         except ValueError:
             return str(Path(path).resolve())
 
-    files_sha256 = hashlib.sha256("\n".join(f"{f} {h}" for f, h in
-                                            sorted(zip(meta["source_file"], meta["sha256"]))).encode()).hexdigest()
-    channel_mean, channel_std = channel_stats(counts, rows["train"])
-    info = {
+    n = len(index)
+    part = {k: targets.iloc[v] for k, v in rows.items()}
+    return {
         "name": name, "created_utc": utc_now(),
         "command": " ".join(command) if command else "",
-        "source": {"raw": shown(raw), "bulk": shown(bulk) if bulk is not None else "", "files_sha256": files_sha256,
-                   "files": int(len(meta)), "synthetic": manifest.get("generator") == "coremax.data.simulate",
+        "source": {"raw": shown(raw), "bulk": shown(bulk) if bulk is not None else "",
+                   "files_sha256": source.files_sha256(), "files": n,
+                   "synthetic": manifest.get("generator") == "coremax.data.simulate",
                    **({"element_tables": [shown(f) for f in element_files]} if element_files else {})},
-        "elements": {"columns": [c for c in fitted.columns], "spectra": not element_files,
+        "elements": {"columns": list(columns), "spectra": not element_files,
                      "fitted": "" if element_files else "coremax.data.elements"},
-        "kv": float(kv), "spectrum_length": int(spectrum_length),
-        "original_lengths": sorted(int(v) for v in meta["spectrum_length"].unique()),
+        "kv": float(kv), "spectrum_length": int(source.spectrum_length),
+        "original_lengths": source.original_lengths,
         "split": {"fraction": split, "by": split_by, "seed": seed},
-        "counts": {"files_read": int(len(meta)), "files_skipped": len(skipped), "bulk_unmatched": int(len(unmatched)),
+        "counts": {"files_read": n, "files_skipped": len(source.skipped), "bulk_unmatched": int(len(unmatched)),
                    "bulk_negative_clipped": clipped,
-                   **{f"rows_{k}": int(len(v)) for k, v in parts.items()},
-                   **{f"labelled_{k}": int(labelled_mask(v, targets.columns).sum()) for k, v in parts.items()}},
-        "cores": {k: sorted(v["core"].unique().tolist()) for k, v in parts.items()},
+                   **{f"rows_{k}": int(len(v)) for k, v in rows.items()},
+                   **{f"labelled_{k}": int(labelled_mask(v, targets.columns).sum()) for k, v in part.items()}},
+        "cores": {k: sorted(index["core"].iloc[v].unique().tolist()) for k, v in rows.items()},
         "test_cores": test_cores,
-        "targets": {t: {k: _stats(v[t]) for k, v in parts.items()} for t in targets.columns},
+        "targets": {t: {k: _stats(v[t]) for k, v in part.items()} for t in targets.columns},
         # the targets that are contents in wt% (bounded to 0-100 when predicted); others (ratios) are not
         "contents": contents,
-        "live_time_s": _stats(meta["live_time_s"]),
-        "scanners": sorted(meta["scanner"].unique().tolist()),
-        "skipped": skipped,
+        "live_time_s": _stats(index["live_time_s"]),
+        "scanners": sorted(index["scanner"].unique().tolist()),
+        "skipped": source.skipped,
         # TOML has no null: a target that was not measured is simply left out of the record.
         "unmatched": [{k: v for k, v in r.items() if not (isinstance(v, float) and np.isnan(v))}
                       for r in unmatched.to_dict("records")],
-        "channel_mean": channel_mean,
-        "channel_std": channel_std,
     }
-    _write_atomically(target, parts, counts, rows, info, shard_rows, element_parts)
-    return target
-
-
-def _write_atomically(target: Path, parts: dict, counts: np.ndarray, rows: dict, info: dict,
-                      shard_rows: int, element_parts: dict) -> None:
-    """Every file into a temporary folder renamed into place (folder_in_place): a failed write leaves nothing.
-    The system's refusal (a full disk, a file-size limit) is said with the file it stopped at."""
-    current = target
-    try:
-        with folder_in_place(target) as tmp:
-            files, shards = {}, {}
-            for split, df in parts.items():
-                for file, frame in ((f"{split}.parquet", df), (f"{split}-elements.parquet", element_parts[split])):
-                    current = target / file
-                    frame.to_parquet(tmp / file, index=False)
-                    files[file] = file_sha256(tmp / file)
-                idx = rows[split]
-                shards[split] = []
-                for k, start in enumerate(range(0, max(len(idx), 1), shard_rows)):  # an empty split: one empty shard
-                    name = f"{split}-{k:05d}.npy"
-                    current = target / name
-                    save_npy(tmp / name, counts[idx[start:start + shard_rows]].astype(COUNT_DTYPE))
-                    files[name] = file_sha256(tmp / name)
-                    shards[split].append(name)
-            current = target / "info.toml"
-            write_toml(tmp / "info.toml", {**info, "shard_rows": shard_rows, "shards": shards, "files": files})
-    except OSError as e:
-        raise UserError(f"Writing the data set stopped at {current} ({os_error_reason(e)}), so none of it was kept; "
-                        f"{os_error_hint(e)}.") from None

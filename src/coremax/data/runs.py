@@ -88,9 +88,11 @@ def _nearest(x: np.ndarray, sorted_y: np.ndarray) -> np.ndarray:
 
 
 def _incomplete(meta: pd.DataFrame, dropped: list) -> pd.DataFrame:
-    """The dropped spectra (core, depth_mm, kv, source_file) with the runs their spot lacks."""
-    cols = ["core", "depth_mm", "kv", "source_file"]
+    """The dropped spectra (their `row` label in meta, core, depth_mm, kv, source_file where known) with the runs
+    their spot lacks."""
+    cols = [c for c in ("core", "depth_mm", "kv", "source_file") if c in meta.columns]
     out = meta.loc[[i for i, _ in dropped], cols].reset_index(drop=True) if dropped else pd.DataFrame(columns=cols)
+    out.insert(0, "row", [i for i, _ in dropped])
     out["lacks"] = [x for _, x in dropped]
     return out
 

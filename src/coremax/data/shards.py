@@ -8,20 +8,28 @@ import numpy as np
 import torch
 
 SHARD_ROWS = 65_536  # rows per shard file: 512 MiB of int32 counts at 2,048 channels
+BLOCK_ROWS = 4_096   # rows read or written at once when preprocessing streams: 32 MiB of int32 counts
+COUNT_DTYPE = np.int32  # counts are whole numbers below 2**31 (the .spe reader refuses anything else)
 
 
 class Shards:
     """Row-wise concatenation of memory-mapped 2-D arrays with an optional column window. Indexing by rows
     (an index array, a boolean mask or a slice) returns an in-memory array of just those rows; `x[..., a:b]`
-    narrows the window without reading anything."""
+    narrows the window without reading anything. The window is a slice, or the column indices of several runs'
+    windows side by side (`pick`, coremax.data.window)."""
 
-    def __init__(self, arrays: list, columns: slice = slice(None)):
+    def __init__(self, arrays: list, columns: slice | np.ndarray = slice(None)):
         if not arrays:
             raise ValueError("Shards needs at least one array")
         self.arrays, self.columns = list(arrays), columns
         self.offsets = np.cumsum([0] + [len(a) for a in self.arrays])
         self.dtype = self.arrays[0].dtype
-        self.width = len(range(*columns.indices(self.arrays[0].shape[1])))
+        self.width = len(range(*columns.indices(self.arrays[0].shape[1]))) if isinstance(columns, slice) \
+            else len(columns)
+
+    def pick(self, columns: np.ndarray) -> "Shards":
+        """The window's columns at the given positions, in their order, without reading anything."""
+        return Shards(self.arrays, np.arange(self.arrays[0].shape[1])[self.columns][np.asarray(columns)])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -41,8 +49,10 @@ class Shards:
         if rows is Ellipsis or (isinstance(rows, slice) and rows == slice(None)):
             if not isinstance(cols, slice) or cols.step not in (None, 1):
                 raise IndexError("Shards take a contiguous column window")
-            start, stop, _ = self.columns.indices(self.arrays[0].shape[1])
             a, b, _ = cols.indices(self.width)
+            if not isinstance(self.columns, slice):
+                return Shards(self.arrays, self.columns[a:b])
+            start, stop, _ = self.columns.indices(self.arrays[0].shape[1])
             return Shards(self.arrays, slice(start + a, start + b))
         if cols != slice(None):
             return self[rows][:, cols]
@@ -73,20 +83,42 @@ class Shards:
     @staticmethod
     def concat(parts: list) -> "Shards":
         """Several Shards (each already windowed alike) as one."""
+        if not isinstance(parts[0].columns, slice):  # the windows of several runs: the same columns of each
+            return Shards([a for p in parts for a in p.arrays], parts[0].columns)
         arrays = []
         for p in parts:
             arrays += [a[:, p.columns] for a in p.arrays]  # a memmap sliced by columns stays a memmap view
         return Shards(arrays)
 
 
-def channel_stats(counts: np.ndarray, rows: np.ndarray, chunk: int = SHARD_ROWS) -> tuple[list, list]:
-    """Per-channel mean and standard deviation of the given rows, accumulated chunk by chunk in float64."""
+def channel_stats(counts, rows: np.ndarray, chunk: int = SHARD_ROWS, block: int | None = None) -> tuple[list, list]:
+    """Per-channel mean and standard deviation of the given rows of `counts` (an array or anything indexed by
+    rows alike, e.g. a staged file), in float64: sums of `chunk` rows added up, each read `block` (BLOCK_ROWS)
+    rows at a time into one buffer. A chunk's running sum rides along as the buffer's first row, so every float
+    is added in the order one sum over the whole chunk adds it (numpy sums the rows of axis 0 one after
+    another): the figures do not depend on `block`, which only bounds the memory."""
     if not len(rows):
         return [], []
+    block = min(block or BLOCK_ROWS, chunk, len(rows))
     total, squares = np.zeros(counts.shape[1]), np.zeros(counts.shape[1])
+    buf = np.empty((block + 1, counts.shape[1]))
     for start in range(0, len(rows), chunk):
-        c = counts[rows[start:start + chunk]].astype(np.float64)
-        total += c.sum(axis=0)
-        squares += (c * c).sum(axis=0)
+        part_sum = part_squares = None
+        for at in range(start, min(start + chunk, len(rows)), block):
+            part = rows[at:min(at + block, start + chunk, len(rows))]
+            buf[1:len(part) + 1] = counts[part]
+            part_sum = _carried(buf, len(part), part_sum)
+            np.multiply(buf[1:len(part) + 1], buf[1:len(part) + 1], out=buf[1:len(part) + 1])
+            part_squares = _carried(buf, len(part), part_squares)
+        total += part_sum
+        squares += part_squares
     mean = total / len(rows)
     return mean.tolist(), np.sqrt(np.clip(squares / len(rows) - mean * mean, 0, None)).tolist()
+
+
+def _carried(buf: np.ndarray, n: int, running: np.ndarray | None) -> np.ndarray:
+    """The sum of `running` and then the n rows after buf's first, row after row."""
+    if running is None:
+        return buf[1:n + 1].sum(axis=0)
+    buf[0] = running
+    return buf[:n + 1].sum(axis=0)

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from coremax.data.shards import Shards
 from coremax.errors import UserError
 
 
@@ -40,6 +41,8 @@ class Window:
         parts = [x[..., c] for c in self.columns()]
         if len(parts) == 1:
             return parts[0]
+        if isinstance(x, Shards):  # memory-mapped shards stay on disk: only the columns are chosen
+            return x.pick(np.concatenate([np.arange(c.start, c.stop) for c in self.columns()]))
         return torch.cat(parts, dim=-1) if isinstance(x, torch.Tensor) else np.concatenate(parts, axis=-1)
 
     def map_runs(self, x: torch.Tensor, fn: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:

@@ -25,20 +25,25 @@ def model_card(name: str, cfg: dict, targets, dataset: dict, q, tables: dict) ->
     its result tables by name (test-metrics, test-floor, ...)."""
     stage, data = cfg["experiment"]["stage"], cfg["data"]
     level = cfg["eval"]["interval"]
+    size = f"model.size = {cfg.get('model', {}).get('size')}"
     model = f"classical baseline ({cfg.get('baseline', {}).get('method')})" if stage == "baseline" else \
-        (f"fine-tuned MSM transformer (model.size = {cfg.get('model', {}).get('size')}, finetune.mode = "
-         f"{cfg.get('finetune', {}).get('mode')})")
+        (f"fine-tuned MSM transformer ({size}, finetune.mode = {cfg.get('finetune', {}).get('mode')})")
     contents = set(dataset.get("contents", []))
     units = {t: "wt%, bounded to 0-100" if t in contents else "as measured" for t in targets}
     cores = dataset.get("cores", {})
-    lines = [f"# CoreMAX model {name}", "",
-             "## What it predicts", "",
-             f"From raw XRF core-scanner spectra ({dataset['kv']:g} kV tube voltage, channels "
+    reads = (f"From raw XRF core-scanner spectra ({dataset['kv']:g} kV tube voltage, channels "
              f"{data['channels'][0]}-{data['channels'][1]} of {dataset['spectrum_length']}, transform "
-             f"{data.get('transform')!r}), a {model} predicts: "
-             + ", ".join(f"**{t}** ({units[t]})" for t in targets) + ".",
-             f"Each prediction comes with a {level:.0%} split-conformal interval (half-widths calibrated on the "
-             "validation cores: " + ", ".join(f"{t} ±{_num(v)}" for t, v in zip(targets, q)) + ").", "",
+             f"{data.get('transform')!r}), ")
+    if stage == "pretrain":
+        what = [reads + f"an MSM-pretrained transformer encoder ({size}, patch {cfg['model']['patch_size']}) "
+                "gives features. It predicts nothing by itself: calibrate it on your lab samples with "
+                "`finetune.from = \"<this file>\"` (scripts/train.py), or rank depths to sample with "
+                "`scripts/suggest.py --model <this file> --method typical` (or diverse).", ""]
+    else:
+        what = [reads + f"a {model} predicts: " + ", ".join(f"**{t}** ({units[t]})" for t in targets) + ".",
+                f"Each prediction comes with a {level:.0%} split-conformal interval (half-widths calibrated on "
+                "the validation cores: " + ", ".join(f"{t} ±{_num(v)}" for t, v in zip(targets, q)) + ").", ""]
+    lines = [f"# CoreMAX model {name}", "", "## What it predicts", "", *what,
              "## What it was calibrated on", "",
              f"Data set **{dataset['name']}**; scanners: {', '.join(map(str, dataset.get('scanners', []))) or 'n/a'}; "
              f"training cores: {', '.join(map(str, cores.get('train', []))) or 'n/a'}; validation cores: "
@@ -47,7 +52,10 @@ def model_card(name: str, cfg: dict, targets, dataset: dict, q, tables: dict) ->
              "dataset.json, the training's provenance in provenance.toml.", "",
              "## How well it did on the held-out test cores", ""]
     metrics, floor = tables.get("test-metrics"), tables.get("test-floor")
-    if metrics is None:
+    if stage == "pretrain":
+        lines += ["A pretraining is not tested against lab values: its skill is that of the calibrations made on "
+                  "it (their bundles' cards).", ""]
+    elif metrics is None:
         lines += ["Not tested: the experiment had no test results when it was bundled (run scripts/test.py on it "
                   "and bundle it again). Nothing below is a measured skill.", ""]
     else:
@@ -69,5 +77,9 @@ def model_card(name: str, cfg: dict, targets, dataset: dict, q, tables: dict) ->
               "alone skips them and says so). A few lab samples of a new core (predict.py --bulk) recalibrate "
               "it. The model measures neither ages nor porosity, and one spectrum's prediction is noisier than "
               "a profile's trend.", "",
-              "Use: `python scripts/predict.py --model <this file> --raw <folder> --out profiles.csv`.", ""]
+              "Use: " + ("" if stage == "pretrain" else
+                         "`python scripts/predict.py --model <this file> --raw <folder> --out profiles.csv`; ")
+              + "`python scripts/suggest.py --model <this file> --raw <folder> --out next.csv` (depths to sample)"
+              + ("" if stage == "baseline" else "; `finetune.from = \"<this file>\"` (continue training from it)")
+              + ".", ""]
     return "\n".join(lines)

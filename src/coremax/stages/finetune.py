@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from coremax import checkpoint as ckpt
-from coremax.checks import check_parent
+from coremax.bundle import network_state
+from coremax.checks import check_parent, check_parent_state
 from coremax.engine.probe import element_head, fit_ridge_head
 from coremax.engine.trainer import save_untrained
 from coremax.errors import UserError
@@ -19,6 +20,10 @@ from coremax.stages.base import Run, register
 from coremax.stages.network import NetworkStage
 
 
+BUNDLE_SUFFIX = ".coremax"  # finetune.from naming a model bundle file (a path as given, or relative to the cwd)
+PARENT_FILE = "parent.pth"  # a bundle parent's weights as the base checkpoint of a PEFT fine-tune
+
+
 @register("finetune")
 class Finetune(NetworkStage):
     section = "finetune"
@@ -27,7 +32,7 @@ class Finetune(NetworkStage):
         super().__init__(config, data_root, resume)
         self.fine = config["finetune"]
         self.mode = get_mode(self.fine["mode"])
-        self.parent = self.parent_state = None
+        self.parent = self.parent_state = self.bundle = None  # bundle: the record of a .coremax parent
 
     @staticmethod
     def history_metrics(targets):
@@ -44,14 +49,20 @@ class Finetune(NetworkStage):
         check_keys(self.mode, self.fine, from_parent=bool(self.fine["from"]) or self.resume)
         # A resumed fine-tune continues from its own last.pth, which holds every weight: the parent may be gone.
         if self.fine["from"] and not self.resume:
-            self.parent = resolve_parent(self.data_root, self.fine["from"])
-            self.parent_state = check_parent(self.parent[0], self.config)
+            if self.fine["from"].endswith(BUNDLE_SUFFIX):
+                self.parent_state, self.bundle = bundle_parent(self.fine["from"], self.config)
+            else:
+                self.parent = resolve_parent(self.data_root, self.fine["from"])
+                self.parent_state = check_parent(self.parent[0], self.config)
         super().check(data)
 
     def prepare(self, run: Run, model, task, extra: dict) -> None:
         fine, rt, log = self.fine, run.rt, run.log
-        if self.parent is not None:
-            _init_from_parent(model, self.parent, self.parent_state, run.exp, log, rt.main)
+        if self.bundle is not None and self.mode.saves_trained_only:
+            # PEFT checkpoints name a base checkpoint file: the bundle's weights become one in this experiment
+            self.parent = (ckpt.save(run.exp.checkpoints / PARENT_FILE, self.parent_state), "")
+        if self.parent_state is not None:
+            _init_from_parent(model, self.parent, self.parent_state, run.exp, log, rt.main, self.bundle)
         if self.mode.saves_trained_only:
             extra["peft"] = self._attach_peft(model, run)
         else:
@@ -111,13 +122,28 @@ def resolve_parent(data_root, source: str) -> tuple[Path, str]:
     return path, ""
 
 
-def _init_from_parent(model, parent: tuple[Path, str], state: dict, exp: Experiment, log, main: bool) -> None:
-    path, name = parent
+def bundle_parent(source: str, config: dict) -> tuple[dict, dict]:
+    """finetune.from = a model bundle (coremax.bundle, checked on load): its state and record. The bundle fixes
+    the encoder's shapes, so its model.size and model.patch_size replace this run's (frozen as such)."""
+    state, record = network_state(Path(source))
+    theirs = state.get("config", {}).get("model", {})
+    for key in ("size", "patch_size"):
+        if key in theirs:
+            config["model"][key] = theirs[key]
+    return check_parent_state(state, config, f"The bundle {Path(source).name} of finetune.from"), record
+
+
+def _init_from_parent(model, parent: tuple[Path, str] | None, state: dict, exp: Experiment, log, main: bool,
+                      bundle: dict | None = None) -> None:
+    """The encoder of the parent (a checkpoint, or a bundle's weights in `state`), logged and recorded."""
+    path, name = parent or (None, "")
     report = load_encoder(model, state["model"])
-    log.info("encoder_loaded", checkpoint=exp.relpath(path), missing=report["missing"],
-             unexpected=report["unexpected"])
+    log.info("encoder_loaded", checkpoint=exp.relpath(path) if path else bundle["bundle"],
+             missing=report["missing"], unexpected=report["unexpected"])
     parent_transform = state.get("config", {}).get("data", {}).get("transform")
     if parent_transform and parent_transform != exp.config()["data"]["transform"]:
         log.warning("transform_differs", parent=parent_transform, this=exp.config()["data"]["transform"])
-    if main:
+    if main and bundle is not None:  # the bundle's own hash: the file a colleague can compare with theirs
+        exp.record(parent={**bundle, **({"checkpoint": exp.relpath(path)} if path else {})})
+    elif main:
         exp.record(parent={"experiment": name, "checkpoint": exp.relpath(path), "sha256": file_sha256(path)})

@@ -117,8 +117,10 @@ RUNTIME = {
 }
 
 FINETUNE = {
-    "from": Key("", "pretrain experiment name (its best-model.pth) or a checkpoint path under the data root; empty = "
-                "from scratch"),
+    "from": Key("", "pretrain experiment name (its best-model.pth), a checkpoint path under the data root, or a model "
+                "bundle file <name>.coremax (scripts/archive.py bundle of a pretrain or finetune experiment; its path "
+                "as given or relative to the working directory; checked on load; its model.size and "
+                "model.patch_size replace this run's); empty = from scratch"),
     "mode": Key("full", "full (train everything) | linear_probe (frozen encoder, head by SGD) | ridge (frozen "
                 "encoder, closed-form ridge head, strength chosen on val rows and any new-core samples left out) | "
                 "lp_ft (ridge head, then full fine-tuning) | lora (frozen encoder + low-rank updates of its linear "
