@@ -4,14 +4,16 @@ spots missing a run counted, bad runs refused with nothing written, and MSM trai
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from coremax import checkpoint
-from coremax.cli import evaluate_main, preprocess_main, train_main
+from coremax.cli import evaluate_main, predict_main, preprocess_main, suggest_main, train_main
 from coremax.data.dataset import build_dataset, load_arrays, load_info, load_split
 from coremax.data.simulate import simulate_archive
 from coremax.errors import UserError
 from coremax.paths import dataset_dir
+from coremax.suggest import suggest_raw
 
 RUNS = 'data.run_channels=[[0, 512], [0, 1536]]'
 
@@ -90,3 +92,35 @@ def test_msm_pretrains_fine_tunes_and_tests_on_both_runs(two_runs, capsys):
     assert pre["encoder.run_embed.weight"].shape == (2, 192) and pre["decoder_run_embed.weight"].shape == (2, 128)
     evaluate_main(["--data-root", str(two_runs), "--experiment", "f2", "--quiet"])
     assert (two_runs / "experiments" / "f2" / "results").is_dir()
+
+
+def test_suggest_reads_each_spots_runs_for_a_two_run_model(two_runs, tmp_path):
+    raw = two_runs / "datasets" / "external" / "synthetic-2kv" / "raw"
+    if not (two_runs / "experiments" / "f2").is_dir():
+        pytest.skip("needs the two-run experiments of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
+    suggest_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(raw), "--out",
+                  str(tmp_path / "s.csv"), "--n", "4", "--quiet"])
+    chosen = pd.read_csv(tmp_path / "s.csv")
+    assert len(chosen) == 4 and chosen["core"].isin([p.name for p in raw.iterdir()]).all()
+    only_10 = tmp_path / "only10"
+    shutil.copytree(raw, only_10, ignore=shutil.ignore_patterns("Run 2*"))
+    with pytest.raises(UserError, match="reads the 10kV, 30kV runs of each spot, but the folder holds no 30kV"):
+        suggest_raw(two_runs, "f2", only_10, tmp_path / "t.csv", 2)
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_predict_reads_each_spots_runs_and_refuses_a_folder_without_the_models_voltage(two_runs, tmp_path, capsys):
+    raw = two_runs / "datasets" / "external" / "synthetic-2kv" / "raw"
+    if not (two_runs / "experiments" / "f2").is_dir():
+        pytest.skip("needs the two-run experiments of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
+    predict_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(raw), "--out",
+                  str(tmp_path / "p.parquet"), "--quiet"])
+    table = pd.read_parquet(tmp_path / "p.parquet")
+    assert len(table) == sum(1 for _ in raw.glob("*/Run 1*/*.spe"))  # one row per spot, not per spectrum
+    assert {"CaCO3_pred", "Sr_30kV_area", "Ca_10kV_area"} <= set(table.columns)
+    only_30 = tmp_path / "only30"
+    shutil.copytree(raw, only_30, ignore=shutil.ignore_patterns("Run 1*"))
+    with pytest.raises(SystemExit):
+        predict_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(only_30), "--out",
+                      str(tmp_path / "q.parquet"), "--quiet"])
+    assert "holds no 10kV spectra" in capsys.readouterr().err and not (tmp_path / "q.parquet").exists()

@@ -15,7 +15,7 @@ LAYERS = (
     ("engine", "baselines", "bench_elements"),              # training loop and inference; classical calibrations
     ("eval", "modes", "checks", "bundle"),                  # prediction path, tests, shift checks; modes; bundles
     ("stages", "suggest", "study_methods"),                 # pretrain / finetune / baseline; sample suggestion
-    ("bench", "bench_data", "sweep", "analysis"),           # benchmarks, sweeps, notebook helpers
+    ("bench", "bench_data", "bench_predict", "sweep", "analysis"),  # benchmarks, sweeps, notebook helpers
     ("study",),                                             # the label-budget study
     ("demo",),                                              # the whole chain
     ("cli",),                                               # every command line

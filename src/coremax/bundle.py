@@ -25,8 +25,10 @@ from coremax.data.dataset import load_info, load_split
 from coremax.errors import UserError
 from coremax.eval.card import model_card
 from coremax.eval.recalibrate import correction_methods
+from coremax.data.window import data_window
 from coremax.eval.predictor import Predictor, baseline_predictor, check_trained, load_predictor, network_predictor
 from coremax.eval.run import calibrate
+from coremax.eval.shift import check_reference
 from coremax.eval.widths import WidthCalibration
 from coremax.experiment import Experiment
 from coremax.io import atomic_path, parse_toml, utc_now
@@ -35,6 +37,9 @@ FORMAT = "coremax-bundle/1"
 MANIFEST = "MANIFEST.json"
 WEIGHTS = "weights.safetensors"
 WIDTHS = "widths.json"  # suggest.py's normalised conformal widths (coremax.eval.widths)
+# What the scanner, distance and core-shift checks compare new spectra with (coremax.eval.shift.check_reference):
+# embeddings of a few hundred training rows per core and of the validation rows, and those rows' settings.
+CHECKS, CHECK_ROWS = "checks.safetensors", "checks.csv"
 # What models.load needs besides the tensors: everything else of a checkpoint (optimizer, EPO start, the PEFT
 # base's path) belongs to training, not to using the model.
 STATE_KEYS = ("stage", "config", "input_length", "targets", "target_scaler", "channel_stats", "element_head",
@@ -54,6 +59,7 @@ class Bundle:
     corrections: dict
     path: Path
     widths: WidthCalibration | None = None  # suggest.py's per-spectrum interval widths (None: a pretraining's)
+    reference: tuple | None = None  # what the distribution checks compare with (shift.check_reference)
 
 
 def _plain(v):
@@ -93,6 +99,7 @@ def write_bundle(data_root, name: str, out) -> Path:
         members["state.json"] = _json({k: loaded.state[k] for k in STATE_KEYS if k in loaded.state})
     record = {"name": dataset, "kv": info["kv"], "spectrum_length": info["spectrum_length"],
               "original_lengths": info.get("original_lengths", [info["spectrum_length"]]),
+              **({"runs": info["runs"]} if info.get("runs") else {}),  # several tube voltages per spot
               "contents": list(info.get("contents", TARGETS)), "scanners": info.get("scanners", []),
               "cores": info.get("cores", {}), "files_sha256": prov.get("dataset", {}).get("files", {})}
     members["dataset.json"] = _json(record)
@@ -102,8 +109,9 @@ def write_bundle(data_root, name: str, out) -> Path:
                                          "corrections": {t: v if np.isfinite(v) else "inf" for t, v in
                                                          (correction_methods(pred, val) if predicts else {}).items()}})
     if predicts:
-        members[WIDTHS] = _json(WidthCalibration.fit(pred, load_split(data_root, dataset, "train"), val,
-                                                     cfg["eval"]["interval"]).to_json())
+        train = load_split(data_root, dataset, "train")
+        members[WIDTHS] = _json(WidthCalibration.fit(pred, train, val, cfg["eval"]["interval"]).to_json())
+        members[CHECKS], members[CHECK_ROWS] = _checks(pred, train, val)
     tables = {}
     for split in ("test", "val"):
         for kind in ("metrics", "floor"):
@@ -176,7 +184,8 @@ def load_bundle(path, device: str = "cpu", features_only: bool = False) -> Bundl
         contents = tuple(dataset["contents"])
         if BASELINE_FILE in members:
             model = Baseline.from_bytes(members[BASELINE_FILE], where)
-            pred = baseline_predictor(model, config["data"]["channels"], contents)
+            pred = baseline_predictor(model, data_window(config["data"], dataset) if dataset["spectrum_length"]
+                                      else config["data"]["channels"], contents, dataset.get("runs", ()))
         else:
             from safetensors.torch import load
             state = json.loads(members["state.json"])
@@ -190,12 +199,13 @@ def load_bundle(path, device: str = "cpu", features_only: bool = False) -> Bundl
                             "scripts/archive.py bundle.")
         corrections = {t: float(v) for t, v in calib["corrections"].items()}
         widths = WidthCalibration.from_json(json.loads(members[WIDTHS])) if WIDTHS in members else None
+        reference = _reference(members) if CHECKS in members else None
     except UserError:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:  # hashes match, contents do not: foreign
         raise UserError(f"{where} lacks what a bundle holds ({type(e).__name__}: {str(e)[:60]}); write it again "
                         "with scripts/archive.py bundle.") from None
-    return Bundle(pred, q, config, dataset, corrections, Path(path), widths)
+    return Bundle(pred, q, config, dataset, corrections, Path(path), widths, reference)
 
 
 def network_state(path) -> tuple[dict, dict]:
@@ -225,3 +235,27 @@ def network_state(path) -> tuple[dict, dict]:
               "experiment": state.get("config", {}).get("experiment", {}).get("name", ""),
               "stage": state.get("stage", "")}
     return state, record
+
+
+def _checks(pred: Predictor, train, val) -> tuple[bytes, bytes]:
+    """The members the distribution checks need: the reference and validation embeddings (safetensors, their
+    own dtype, so the checks are those of the experiment bit for bit) and the reference rows' settings (CSV)."""
+    import torch
+    from safetensors.torch import save
+
+    e_train, rows, e_val = check_reference(pred.embed, train, val)
+    tensors = {"reference": torch.from_numpy(np.ascontiguousarray(e_train)),
+               "validation": torch.from_numpy(np.ascontiguousarray(e_val))}
+    return save(tensors), rows.to_csv(index=False).encode()
+
+
+def _reference(members: dict) -> tuple:
+    import io
+
+    import pandas as pd
+    from safetensors.torch import load
+
+    tensors = load(members[CHECKS])
+    rows = pd.read_csv(io.BytesIO(members[CHECK_ROWS]), dtype={"core": str, "scanner": str}, keep_default_na=False)
+    # fresh (aligned) copies: numpy's sums take other SIMD paths over unaligned buffers, the last bit differs
+    return tensors["reference"].numpy().copy(), rows, tensors["validation"].numpy().copy()

@@ -16,10 +16,11 @@ from coremax.bundle import load_bundle
 from coremax.data.dataset import load_info, load_split
 from coremax.data.elements import spectra_rows
 from coremax.data.raw import read_folder
+from coremax.data.runs import scanned_rows
 from coremax.engine.labels import labelled
 from coremax.errors import UserError
 from coremax.eval.figures import plot_suggestions
-from coremax.eval.shift import check_rows, shift_warnings
+from coremax.eval.shift import RowChecks, check_rows, shift_warnings
 from coremax.eval.predictor import Predictor, load_predictor
 from coremax.eval.run import core_names
 from coremax.eval.selection import METHODS, MIN_GAP_MM, choose, feature_space
@@ -65,12 +66,16 @@ def experiment_source(data_root, name: str, device: str = "cpu") -> Source:
 
 
 def bundle_source(path, device: str = "cpu") -> Source:
-    """A bundle (checked on load) carries the widths' calibration; the shift checks need the training rows."""
+    """A bundle (checked on load) carries the widths' calibration and what the shift checks compare with."""
     b = load_bundle(path, device, features_only=True)
     length = b.config["data"]["spectrum_length"]
+    checks = None
+    if b.reference is not None:
+        fitted = RowChecks.fit(*b.reference)
+        checks = lambda rows, e: fitted(rows, b.predictor.embed(rows) if e is None else e)  # noqa: E731
     return Source(Path(path).name, b.predictor, float(b.dataset["kv"]),
                   list(b.dataset.get("original_lengths", [length])), length,
-                  (lambda: b.widths) if b.widths is not None else None, None)
+                  (lambda: b.widths) if b.widths is not None else None, checks)
 
 
 def experiment_space(exp, device: str = "cpu"):
@@ -144,6 +149,10 @@ def suggest_raw(data_root, name: str | None, raw, out, n: int = 10, method: str 
                             f"(it holds {', '.join(sorted(meta['core'].astype(str).unique()))}).")
         keep = meta["core"].astype(str).isin(cores).to_numpy()
         meta, counts = meta[keep].reset_index(drop=True), counts[keep]
+    runs, rows = src.pred.runs or (src.kv,), None
+    if len(runs) > 1:  # one row per spot, its runs side by side (a spot lacking a run is left out)
+        rows, _ = scanned_rows(meta, counts, runs, src.name)
+        meta = rows
     off_kv = ~np.isclose(meta["kv"].astype(float), src.kv)
     off_len = ~meta["spectrum_length"].isin(src.lengths)
     for bad, what in ((off_kv, f"were measured at {meta['kv'][off_kv].iloc[0] if off_kv.any() else 0:g} kV, "
@@ -157,7 +166,7 @@ def suggest_raw(data_root, name: str | None, raw, out, n: int = 10, method: str 
         where = f"core {per.idxmin()} has {per.min()}" if per_core else f"the cores read have {len(meta)}"
         raise UserError(f"--n {n} is more than the spectra available ({where}); ask for fewer.")
     width, p, half, features = None, None, None, None
-    rows = spectra_rows(meta, counts)
+    rows = spectra_rows(meta, counts) if rows is None else rows
     if method != "regular" or pred is None:
         features = features_of(rows)
     # A fine-tune's feature space is its predictor's embedding: the spectra are embedded once.

@@ -5,7 +5,7 @@ act on: experiments.py (train, test, predict, suggest, sweeps, the study, the de
 simulate, archive), bench.py (the benchmarks); common.py holds what they share.
 """
 
-from coremax.cli.bench import bench_data_main, bench_train_main
+from coremax.cli.bench import bench_data_main, bench_predict_main, bench_train_main
 from coremax.cli.data import archive_main, preprocess_main, simulate_main
 from coremax.cli.experiments import (demo_main, label_budget_main, predict_main, suggest_main, sweep_main,
                                      evaluate_main, train_main)
@@ -13,6 +13,6 @@ from coremax.cli.experiments import (demo_main, label_budget_main, predict_main,
 # scripts/<name>.py -> the function of this package it calls, where that is not <name>_main
 ENTRY_POINTS = {"test": "evaluate_main"}
 
-__all__ = ["archive_main", "bench_data_main", "bench_train_main", "demo_main", "label_budget_main",
+__all__ = ["archive_main", "bench_data_main", "bench_predict_main", "bench_train_main", "demo_main", "label_budget_main",
            "predict_main", "preprocess_main", "simulate_main", "suggest_main", "sweep_main", "evaluate_main",
            "train_main"]

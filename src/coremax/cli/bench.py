@@ -110,3 +110,21 @@ def bench_data_main(argv=None) -> None:
         against_truth()
         return
     bench_data(sizes, args.workers)
+
+
+@guard
+def bench_predict_main(argv=None) -> None:
+    import torch
+
+    from coremax.bench_predict import bench_predict  # deferred
+
+    p = argparse.ArgumentParser(description="Prediction at archive scale: train a tiny MSM regressor and a PLS "
+                                            "baseline on a small synthetic archive, then predict an unlabelled "
+                                            "archive of N spectra with scripts/predict.py in a process of its own "
+                                            "and report spectra/s and peak RSS per model (on CUDA too when present).")
+    p.add_argument("--spectra", type=int, default=10_000, help="spectra to predict (default: 10000; 100000 for "
+                                                               "the docs' figure)")
+    args = parse(p, argv)
+    if args.spectra < 1:
+        raise UserError("--spectra must be at least 1.")
+    bench_predict(args.spectra, ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))

@@ -93,7 +93,8 @@ def guard(main):
 
 
 
-def new_cores_parser(description: str, experiment: str, bundles: bool = False) -> argparse.ArgumentParser:
+def new_cores_parser(description: str, experiment: str, bundles: bool = False,
+                     out_help: str = "CSV to write (figures go beside it)") -> argparse.ArgumentParser:
     """The flags of the commands that apply an experiment (or, with `bundles`, a model bundle: --model) to newly
     scanned cores (predict, suggest)."""
     p = argparse.ArgumentParser(description=description)
@@ -103,7 +104,7 @@ def new_cores_parser(description: str, experiment: str, bundles: bool = False) -
         which.add_argument("--model", help="a model bundle (.coremax, scripts/archive.py bundle) instead of an "
                                            "experiment: needs neither the data set nor the experiment")
     p.add_argument("--raw", required=True, help="folder of <core>/<run folder>/*.spe, or one core's folder")
-    p.add_argument("--out", required=True, help="CSV to write (figures go beside it)")
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="cpu")
     p.add_argument("--on-error", default="skip", choices=("fail", "skip"), help="what a bad .spe file does")

@@ -68,10 +68,12 @@ def evaluate_main(argv=None) -> None:
 
 @guard
 def predict_main(argv=None) -> None:
-    from coremax.eval.predict import predict_raw  # deferred
+    from coremax.eval.predict_archive import predict_raw  # deferred
 
     p = new_cores_parser("Predict down-core profiles of newly scanned cores with an experiment or a model bundle.",
-                         "fine-tuned or baseline", bundles=True)
+                         "fine-tuned or baseline", bundles=True,
+                         out_help="table to write, one row per spectrum: Parquet, or CSV for a name ending .csv "
+                                  "(figures and <out>-cores.csv beside it); a killed run resumes where it stopped")
     p.add_argument("--allow-changed-data", action="store_true",
                    help="predict although the data set changed since training (said in the warnings)")
     p.add_argument("--bulk", help="CSV of lab values of the predicted cores (core, depth_mm, CaCO3, TOC, ...): each "
@@ -80,12 +82,13 @@ def predict_main(argv=None) -> None:
     p.add_argument("--match-mm", type=float, default=5.0,
                    help="with --bulk: max depth distance of a lab sample from its spectrum (default: 5)")
     args = parse(p, argv)
-    table, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
-                                  allow_changed_data=args.allow_changed_data, bulk=args.bulk,
-                                  match_mm=args.match_mm, model=args.model)
+    done, warnings = predict_raw(args.data_root, args.experiment, args.raw, args.out, args.device, args.on_error,
+                                 allow_changed_data=args.allow_changed_data, bulk=args.bulk,
+                                 match_mm=args.match_mm, model=args.model, progress=not args.quiet)
     for w in warnings:
         print(w, file=sys.stderr)
-    print(f"wrote {len(table)} predictions of {table['core'].nunique()} cores to {args.out}")
+    again = f" ({done['reused']} cores finished by an earlier run were kept)" if done["reused"] else ""
+    print(f"wrote {done['spectra']} predictions of {done['cores']} cores to {args.out}{again}")
 
 
 @guard

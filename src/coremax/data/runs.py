@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from coremax.data.elements import fit_elements
+from coremax.data.elements import fit_elements, spectra_rows
 from coremax.data.raw import run_kv
 from coremax.errors import UserError
 
@@ -133,3 +133,19 @@ def spot_rows(meta: pd.DataFrame, counts, kvs, tolerance_mm: float = PAIR_MM) ->
     rows, dropped = pair_runs(meta, kvs, tolerance_mm)
     first, joined, table = join_runs(meta, counts, rows, kvs)
     return pd.concat([first, pd.DataFrame(joined, columns=list(range(joined.shape[1]))), table], axis=1), dropped
+
+
+def scanned_rows(meta: pd.DataFrame, counts, runs, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Newly read spectra as the rows of a model of `runs` (its voltages per spot; empty: one run) named `what`:
+    one row per spectrum for a one-run model (a spectrum of another voltage is kept, for its caller to flag),
+    one per spot for a model of several runs; and the spectra left out for lack of a run. A folder without any
+    run the model reads is refused."""
+    have = sorted({float(k) for k in meta["kv"].astype(float).round(6)})
+    lacking = [k for k in runs if not np.isclose(have, k).any()]
+    if lacking:
+        raise UserError(f"{what} reads the {', '.join(map(kv_tag, runs))} runs of each spot, but the folder holds no "
+                        f"{kv_tag(lacking[0])} spectra (only {', '.join(map(kv_tag, have))}); scan that run too or use "
+                        "a model of the runs it has.")
+    if len(runs) > 1:
+        return spot_rows(meta, counts, runs)
+    return spectra_rows(meta, counts), pd.DataFrame(columns=["row", "core", "depth_mm", "kv", "lacks"])

@@ -35,6 +35,7 @@ class Predictor:
     contents: tuple = TARGETS                       # targets that are contents in wt%: bounded to 0-100
     features: Callable[[pd.DataFrame], np.ndarray] | None = None  # the model's own description (sample
     # suggestion measures distances in it); None: the same as embed
+    runs: tuple = ()  # the tube voltages of each spot it reads (coremax.data.runs); empty: one run
 
     def __post_init__(self):
         self.features = self.features or self.embed
@@ -112,29 +113,32 @@ def load_predictor(exp: Experiment, device: str = "cpu") -> Predictor:
     contents = tuple(info.get("contents", TARGETS))
     channels = data_window(cfg["data"], info) if info.get("spectrum_length") else cfg["data"]["channels"]
     if stage == "baseline":
-        return baseline_predictor(load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE), channels, contents)
+        return baseline_predictor(load_baseline(exp.data_root, exp.checkpoints / BASELINE_FILE), channels, contents,
+                                  info.get("runs", ()))
     return network_predictor(models.load(exp.checkpoints / "best-model.pth", device), contents)
 
 
-def baseline_predictor(model, channels, contents: tuple = TARGETS) -> Predictor:
+def baseline_predictor(model, channels, contents: tuple = TARGETS, runs=()) -> Predictor:
     """The Predictor of a fitted baseline that reads the energy window `channels` (of an experiment or a bundle)."""
     channels = as_window(channels)
     inputs = baseline_inputs(model, channels)
     own = lambda rows: model.feature_space(inputs(rows))  # noqa: E731
     embed = own if getattr(model, "inputs", "spectra") == "elements" \
         else (lambda rows: _log_total_features(channels(spectra_array(rows))))
-    return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents, own)
+    return Predictor(list(model.targets), lambda rows: model.predict(inputs(rows)), embed, contents, own,
+                     tuple(float(k) for k in runs))
 
 
 def network_predictor(loaded: models.Loaded, contents: tuple = TARGETS) -> Predictor:
     """The Predictor of a rebuilt network (coremax.models.load or from_tensors): a pretraining's gives features
     only."""
     model, transform, scaler = loaded.model, loaded.transform, loaded.scaler
+    runs = tuple(float(k) for k in loaded.state.get("runs_kv", ()))
     if loaded.stage == "pretrain":
         def encode(rows: pd.DataFrame) -> np.ndarray:
             return predict_rows(model, spectra_array(rows), lambda xb: model.encoder(xb)[:, 1:].mean(1), transform,
                                 model.encoder.embed_dim)
-        return Predictor([], None, encode, contents)
+        return Predictor([], None, encode, contents, runs=runs)
     side = element_head(loaded.state.get("element_head"))  # finetune.elements: the head also reads ratios
 
     def normalised(rows: pd.DataFrame) -> np.ndarray:
@@ -143,7 +147,7 @@ def network_predictor(loaded: models.Loaded, contents: tuple = TARGETS) -> Predi
 
     return Predictor(loaded.targets, lambda rows: np.asarray(scaler.inverse(normalised(rows))),
                      lambda rows: predict_rows(model, spectra_array(rows), model.features, transform,
-                                               model.head.in_features), contents)
+                                               model.head.in_features), contents, runs=runs)
 
 
 def baseline_inputs(model, channels) -> Callable[[pd.DataFrame], object]:

@@ -159,46 +159,83 @@ def reference_rows(train: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     return train.iloc[np.sort(np.concatenate(keep))]
 
 
+REFERENCE_COLUMNS = ("core", "scanner", "spectrum_length", *CALIBRATION)  # of the reference rows, for ScannerCheck
+
+
+def check_reference(embed, train: pd.DataFrame, val: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+    """What the checks compare with, and all a model bundle keeps of its training rows for them: (embeddings of
+    the reference rows (reference_rows), those rows' core, scanner, channel count and fitted calibration, the
+    validation rows' embeddings)."""
+    train = reference_rows(train)
+    # C order whatever the embedding gives: the checks then sum the same way here and after a bundle's round trip
+    return np.ascontiguousarray(embed(train)), \
+        train[[c for c in REFERENCE_COLUMNS if c in train.columns]].reset_index(drop=True), \
+        np.ascontiguousarray(embed(val))
+
+
+@dataclass
+class RowChecks:
+    """The three checks, fitted once on the reference (check_reference): `checks(rows, e_rows)` gives (per row:
+    flag_scanner, scanner_reason, ood_distance, flag_ood, core_shift_p, flag_core_shift, interval_calibrated;
+    per core: core_report). A row's interval is calibrated when none of its checks flags it: the validation rows
+    the intervals come from say nothing about another scanner or a shifted core."""
+    scanner: ScannerCheck
+    distance: Distance
+    shift: CoreShift | None
+
+    @classmethod
+    def fit(cls, e_train: np.ndarray, train: pd.DataFrame, e_val: np.ndarray, percentile: float = 99.0
+            ) -> "RowChecks":
+        return cls(ScannerCheck.fit(train), Distance.fit(e_train, e_val, percentile),
+                   CoreShift.fit(e_train, train["core"].astype(str).to_numpy()))
+
+    def __call__(self, rows: pd.DataFrame, e_rows: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        flags = self.scanner(rows).reset_index(drop=True)
+        flags["ood_distance"] = self.distance(e_rows)
+        flags["flag_ood"] = flags["ood_distance"] > self.distance.threshold
+        cores = core_report(rows.reset_index(drop=True), flags, e_rows, self.shift)
+        per_core = cores.set_index("core")
+        core_of = rows["core"].to_numpy()
+        flags["core_shift_p"] = per_core["shift_p"].reindex(core_of).to_numpy()
+        flags["flag_core_shift"] = per_core["flag_core_shift"].reindex(core_of).to_numpy().astype(bool)
+        flags["interval_calibrated"] = ~(flags["flag_scanner"] | flags["flag_ood"] | flags["flag_core_shift"])
+        return flags, cores
+
+
 def check_rows(embed, train: pd.DataFrame, val: pd.DataFrame, rows: pd.DataFrame, percentile: float = 99.0,
                e_rows: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The three checks of `rows` against the training rows, with `embed` (rows -> features, the predictor's):
-    (per row: flag_scanner, scanner_reason, ood_distance, flag_ood, core_shift_p, flag_core_shift,
-    interval_calibrated; per core: core_report). A row's interval is calibrated when none of its checks flags it:
-    the validation rows the intervals come from say nothing about another scanner or a shifted core."""
-    train = reference_rows(train)
-    e_train = embed(train)
-    e_rows = embed(rows) if e_rows is None else e_rows  # the caller's, when it embedded the rows already
-    dist = Distance.fit(e_train, embed(val), percentile)
-    flags = ScannerCheck.fit(train)(rows).reset_index(drop=True)
-    flags["ood_distance"] = dist(e_rows)
-    flags["flag_ood"] = flags["ood_distance"] > dist.threshold
-    cores = core_report(rows.reset_index(drop=True), flags, e_rows,
-                        CoreShift.fit(e_train, train["core"].astype(str).to_numpy()))
-    per_core = cores.set_index("core")
-    core_of = rows["core"].to_numpy()
-    flags["core_shift_p"] = per_core["shift_p"].reindex(core_of).to_numpy()
-    flags["flag_core_shift"] = per_core["flag_core_shift"].reindex(core_of).to_numpy().astype(bool)
-    flags["interval_calibrated"] = ~(flags["flag_scanner"] | flags["flag_ood"] | flags["flag_core_shift"])
-    return flags, cores
+    """The three checks of `rows` against the training rows, with `embed` (rows -> features, the predictor's);
+    `e_rows`: the caller's embeddings of the rows, when it has them already (RowChecks)."""
+    checks = RowChecks.fit(*check_reference(embed, train, val), percentile)
+    return checks(rows, embed(rows) if e_rows is None else e_rows)
 
 
-def shift_warnings(flags: pd.DataFrame, cores: pd.DataFrame, percentile: float = 99.0) -> list[str]:
-    """One line per finding, naming the cores, the check and what to do."""
-    out, n = [], len(flags)
+def flag_counts(flags: pd.DataFrame) -> dict:
+    """What the warnings say of per-row flags: spectra, those flagged by scanner and by distance, the first
+    scanner reason; counts of parts add up (predict_archive keeps these per core, not the rows)."""
+    scanner = flags["flag_scanner"].to_numpy(bool)
+    return {"spectra": len(flags), "flag_scanner": int(scanner.sum()), "flag_ood": int(flags["flag_ood"].sum()),
+            "scanner_reason": str(flags["scanner_reason"][scanner].iloc[0]) if scanner.any() else ""}
+
+
+def shift_warnings(flags: pd.DataFrame | dict, cores: pd.DataFrame, percentile: float = 99.0) -> list[str]:
+    """One line per finding, naming the cores, the check and what to do; `flags` the per-row flags or their
+    flag_counts."""
+    c = flag_counts(flags) if isinstance(flags, pd.DataFrame) else flags
+    out, n = [], c["spectra"]
     todo = ("measure a few lab samples of the core and pass them with --bulk (scripts/predict.py), which "
             "recalibrates the core on them")
-    if flags["flag_scanner"].any():
-        first = flags.loc[flags["flag_scanner"], "scanner_reason"].iloc[0]
+    if c["flag_scanner"]:
         named = ", ".join(cores.loc[cores["flag_scanner_share"] > 0, "core"].astype(str)[:5])
-        out.append(f"warning: {int(flags['flag_scanner'].sum())} of {n} spectra (cores {named}) come from a scanner "
-                   f"the model was not trained on (first: {first}); their intervals are not calibrated: {todo}.")
-    if flags["flag_ood"].any():
-        out.append(f"warning: {int(flags['flag_ood'].sum())} of {n} spectra lie outside the training distribution "
+        out.append(f"warning: {c['flag_scanner']} of {n} spectra (cores {named}) come from a scanner the model was "
+                   f"not trained on (first: {c['scanner_reason']}); their intervals are not calibrated: {todo}.")
+    if c["flag_ood"]:
+        out.append(f"warning: {c['flag_ood']} of {n} spectra lie outside the training distribution "
                    f"(embedding distance above the {percentile:g}th percentile of the validation rows); treat "
                    "their predictions with care.")
-    for c in cores[cores["flag_core_shift"]].itertuples():
-        out.append(f"warning: core {c.core} as a whole differs from the training cores (MMD two-sample test on "
-                   f"the model's features, p = {c.shift_p:.2g}, more than any training core differs from the "
+    for r in cores[cores["flag_core_shift"].astype(bool)].itertuples():
+        out.append(f"warning: core {r.core} as a whole differs from the training cores (MMD two-sample test on "
+                   f"the model's features, p = {r.shift_p:.2g}, more than any training core differs from the "
                    f"others); its intervals are not calibrated: {todo}.")
     return out
 
