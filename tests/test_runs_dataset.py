@@ -124,3 +124,15 @@ def test_predict_reads_each_spots_runs_and_refuses_a_folder_without_the_models_v
         predict_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(only_30), "--out",
                       str(tmp_path / "q.parquet"), "--quiet"])
     assert "holds no 10kV spectra" in capsys.readouterr().err and not (tmp_path / "q.parquet").exists()
+
+
+@pytest.mark.parametrize("mode", ["lora", "lp_ft"])
+def test_peft_and_lp_ft_fine_tune_and_test_on_both_runs(two_runs, mode):
+    if not (two_runs / "experiments" / "p2").is_dir():
+        pytest.skip("needs the two-run pretraining of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
+    name = f"f2-{mode}"
+    train_main(["--config", "configs/smoke-finetune.toml", "--stage", "finetune", "--name", name, "--data-root",
+                str(two_runs), "--quiet", 'data.dataset="synthetic-2kv"', RUNS, "optim.epochs=1",
+                'finetune.from="p2"', f'finetune.mode="{mode}"'])
+    evaluate_main(["--data-root", str(two_runs), "--experiment", name, "--quiet"])
+    assert (two_runs / "experiments" / name / "results").is_dir()
