@@ -123,3 +123,13 @@ def test_a_simulated_two_run_archive_joins_into_spots_with_each_runs_elements(tm
     assert (rows["live_time_s_30kV"] == 20).all() and (rows["kv"] == 10).all()
     # the 30 kV run sees Sr far better than the 10 kV run sees anything of it
     assert rows["Sr_30kV_area"].median() > 10 * max(rows.get("Sr_10kV_area", pd.Series([1.0])).median(), 1.0)
+
+
+def test_relevance_of_two_runs_is_drawn_one_figure_per_run(tmp_path):
+    from coremax.analysis import plot_run_saliency
+
+    w = make_window([0, 64], 128, runs=2, run_channels=[[0, 32], [0, 96]])
+    energy = (np.arange(128) + 0.5) * 0.02 * 4
+    paths = plot_run_saliency({"CaCO3": np.random.default_rng(0).random((3, w.width))}, energy, tmp_path / "r.png",
+                              w, [10.0, 30.0])
+    assert [p.name for p in paths] == ["r-10kV.png", "r-30kV.png"] and all(p.stat().st_size > 0 for p in paths)
