@@ -17,6 +17,7 @@ from coremax.data.elements import fit_elements, spectra_rows
 from coremax.data.raw import run_kv
 from coremax.errors import UserError
 
+PER_RUN = ("source_file", "live_time_s", "current_ma")  # a later run's own settings, beside the first run's
 PAIR_MM = 1.0  # default tolerance: a scanner repeats its positions within a fraction of a millimetre
 
 
@@ -119,7 +120,7 @@ def join_runs(meta: pd.DataFrame, counts, rows: np.ndarray, kvs) -> tuple[pd.Dat
     for r, kv in enumerate(kvs):
         run_meta = meta.iloc[rows[:, r]].reset_index(drop=True)
         if r:
-            for col in ("source_file", "live_time_s", "current_ma"):
+            for col in PER_RUN:
                 first[f"{col}_{kv_tag(kv)}"] = run_meta[col].to_numpy()
         tables.append(tag_columns(fit_elements(counts[rows[:, r]], run_meta, float(kv)), kv))
     joined = np.concatenate([counts[rows[:, r]] for r in range(len(kvs))], axis=1)

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from coremax.data.runs import PAIR_MM, check_run_folders, kv_tag, pair_runs, tag_columns
+from coremax.data.runs import PAIR_MM, PER_RUN, check_run_folders, kv_tag, pair_runs, tag_columns
 from coremax.data.staging import Source, fit_staged
 from coremax.errors import UserError
 
-PER_RUN = ("source_file", "live_time_s", "current_ma")  # a later run's own settings, beside the first run's
 LISTED = 100  # dropped spectra named in info.toml (all are counted)
 
 
@@ -30,18 +29,27 @@ def voltages(kv) -> list[float]:
 
 
 class RunCounts:
-    """Each spot's counts, its runs side by side: rows of `counts` (a RowFile or array) gathered per run."""
+    """Each spot's counts, its runs side by side: one RunRows view per run, joined."""
 
     def __init__(self, counts, rows: np.ndarray):
-        self.counts, self.rows = counts, rows
+        self.runs = [RunRows(counts, rows[:, r]) for r in range(rows.shape[1])]
         self.shape = (len(rows), counts.shape[1] * rows.shape[1])
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return self.shape[0]
 
     def __getitem__(self, idx) -> np.ndarray:
-        pick = self.rows[idx]
-        return np.concatenate([self.counts[pick[:, r]] for r in range(pick.shape[1])], axis=1)
+        return np.concatenate([run[idx] for run in self.runs], axis=1)
+
+
+class RunRows:
+    """The rows `pick` of counts, indexed from 0 (one run's spectra of every spot)."""
+
+    def __init__(self, counts, pick: np.ndarray):
+        self.counts, self.pick, self.shape = counts, pick, (len(pick), counts.shape[1])
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.counts[self.pick[idx]]
 
 
 def _take(meta, rows: np.ndarray) -> pd.DataFrame:
@@ -86,23 +94,13 @@ def fit_runs(source: Source, rows: np.ndarray, kvs: list[float], stage: Path):
     for the run (`Ca_30kV_area`); returns (frame_of(spot rows), columns), like dataset_write.elements_of."""
     fitted = []
     for r, kv in enumerate(kvs):
-        one = _Rows(source.counts, rows[:, r])
+        one = RunRows(source.counts, rows[:, r])
         table, columns = fit_staged(one, source.index.iloc[rows[:, r]].reset_index(drop=True), kv,
                                     stage / f"elements-{kv_tag(kv)}.f64")
         fitted.append((table, list(tag_columns(pd.DataFrame(columns=columns), kv).columns)))
     columns = [c for _, cols in fitted for c in cols]
     return (lambda spots: pd.concat([pd.DataFrame(t[spots], columns=cols, copy=False) for t, cols in fitted],
                                     axis=1)), columns
-
-
-class _Rows:
-    """The rows `pick` of counts, indexed from 0 (one run's spectra of every spot)."""
-
-    def __init__(self, counts, pick: np.ndarray):
-        self.counts, self.pick, self.shape = counts, pick, (len(pick), counts.shape[1])
-
-    def __getitem__(self, idx) -> np.ndarray:
-        return self.counts[self.pick[idx]]
 
 
 def runs_record(kvs: list[float], dropped: pd.DataFrame, tolerance_mm: float, read: int) -> dict:
