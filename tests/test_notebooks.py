@@ -55,12 +55,9 @@ def expected_figures(stem: str, pretrained: str, finetuned: str) -> list[str]:
     }.get(stem, [])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, notebook_root, pretrained, finetuned, monkeypatch):
-    monkeypatch.setenv("COREMAX_DATA_ROOT", str(notebook_root))
-    monkeypatch.setenv("COREMAX_PRETRAIN", pretrained)
-    monkeypatch.setenv("COREMAX_FINETUNE", finetuned)
+def execute(path: Path) -> None:
+    """Run a notebook top to bottom in a kernel of this interpreter (its parameters from the environment); fail
+    on any cell's error, or when the kernel ran another Python."""
     nb = nbformat.read(path, as_version=4)
     # One more cell reports the kernel's interpreter: it must be this virtual environment's.
     nb.cells.append(nbformat.v4.new_code_cell("import json, sys\nprint(json.dumps([sys.prefix, sys.executable]))"))
@@ -73,6 +70,15 @@ def test_notebook_runs(path, notebook_root, pretrained, finetuned, monkeypatch):
     assert Path(prefix).resolve() == Path(sys.prefix).resolve(), f"the kernel ran {executable}"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     assert not errors
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path, notebook_root, pretrained, finetuned, monkeypatch):
+    monkeypatch.setenv("COREMAX_DATA_ROOT", str(notebook_root))
+    monkeypatch.setenv("COREMAX_PRETRAIN", pretrained)
+    monkeypatch.setenv("COREMAX_FINETUNE", finetuned)
+    execute(path)
     for figure in expected_figures(path.stem, pretrained, finetuned):
         assert (notebook_root / figure).read_bytes()[:4] == b"\x89PNG", f"{path.name} did not write {figure}"
     assert not list(notebook_root.glob("**/*.tmp"))

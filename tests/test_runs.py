@@ -1,11 +1,12 @@
 """Several runs (tube voltages) per spot: the window of each run, per-run transforms, and the encoder that reads
-the runs' tokens with a run embedding; a one-run model and window behave exactly as before."""
+the runs' tokens with a run embedding (or as one concatenated spectrum); a one-run model and window behave exactly as before."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from coremax.checks import check_parent_state
 from coremax.data.elements import element_columns
 from coremax.data.raw import read_folder
 from coremax.data.runs import check_run_folders, pair_runs, spot_rows
@@ -15,7 +16,7 @@ from coremax.data.window import Window, data_window, make_window
 from coremax.errors import UserError
 from coremax.models import build_model
 from coremax.models.max import MaX
-from coremax.models.vitx import VitX, sincos_positions
+from coremax.models.vitx import VitX, load_encoder, sincos_positions
 
 
 def test_one_run_window_is_the_old_slice():
@@ -75,6 +76,23 @@ def test_two_run_encoder_tells_the_runs_apart():
     loss, pred, mask = model(torch.rand(2, 96))
     assert pred.shape == (2, 6, 16) and mask.shape == (2, 6) and torch.isfinite(loss)
     assert {"encoder.run_embed.weight", "decoder_run_embed.weight"} <= set(model.state_dict())
+
+
+def test_concatenated_runs_read_as_one_spectrum_and_a_parent_of_the_other_kind_is_refused():
+    enc = VitX((64, 32), 16, embed_dim=32, depth=2, num_heads=2, run_tokens="concatenated")
+    assert torch.equal(enc.pos_embed[0], sincos_positions(6, 32))  # positions run on across the runs
+    assert not any("run_embed" in k for k in enc.state_dict())
+    pre = MaX((64, 32), 16, embed_dim=32, depth=2, num_heads=2, run_tokens="concatenated")
+    assert pre.decoder_run_embed is None and torch.isfinite(pre(torch.rand(2, 96))[0])
+    reg = build_model("finetune", 2, (64, 32), size="tiny", patch_size=16, run_tokens="concatenated")
+    report = load_encoder(reg, MaX((64, 32), 16, run_tokens="concatenated").state_dict())
+    assert report == {"missing": [], "unexpected": []} and reg(torch.rand(2, 96)).shape == (2, 2)
+    parent = {"config": {"data": {"channels": [0, 8]}, "model": {"run_tokens": "concatenated"}}}
+    ours = {"data": {"channels": [0, 8]}, "model": {"size": "tiny", "patch_size": 16, "run_tokens": "embedding"}}
+    with pytest.raises(UserError, match='model.run_tokens = .concatenated.'):
+        check_parent_state(parent, ours, "The parent")
+    with pytest.raises(UserError, match="model.run_tokens = 'joined' is not known"):
+        VitX((64, 32), 16, run_tokens="joined")
 
 
 def test_a_run_width_the_patch_does_not_divide_is_refused():

@@ -80,24 +80,29 @@ def test_a_file_in_the_run_folder_of_another_voltage_is_refused(archive, tmp_pat
     assert not dataset_dir(tmp_path, "two").exists()
 
 
-def test_msm_pretrains_fine_tunes_and_tests_on_both_runs(two_runs, capsys):
+@pytest.fixture(scope="module")
+def trained(two_runs):
+    """A two-run pretraining p2 and its fine-tune f2, tested (built by whichever worker needs them first)."""
     common = ["--data-root", str(two_runs), "--quiet", 'data.dataset="synthetic-2kv"', RUNS, "optim.epochs=2"]
     train_main(["--config", "configs/smoke-pretrain.toml", "--stage", "pretrain", "--name", "p2", *common])
     train_main(["--config", "configs/smoke-finetune.toml", "--stage", "finetune", "--name", "f2", *common,
                 'finetune.from="p2"'])
-    state = checkpoint.load(two_runs / "experiments" / "f2" / "checkpoints" / "best-model.pth")
+    evaluate_main(["--data-root", str(two_runs), "--experiment", "f2", "--quiet"])
+    return two_runs
+
+
+def test_msm_pretrains_fine_tunes_and_tests_on_both_runs(trained):
+    state = checkpoint.load(trained / "experiments" / "f2" / "checkpoints" / "best-model.pth")
     assert state["window"] == {"spans": [[0, 512], [0, 1536]], "length": 2048} and state["runs_kv"] == [10.0, 30.0]
     assert state["model"]["encoder.run_embed.weight"].shape == (2, 192)
-    pre = checkpoint.load(two_runs / "experiments" / "p2" / "checkpoints" / "best-model.pth")["model"]
+    pre = checkpoint.load(trained / "experiments" / "p2" / "checkpoints" / "best-model.pth")["model"]
     assert pre["encoder.run_embed.weight"].shape == (2, 192) and pre["decoder_run_embed.weight"].shape == (2, 128)
-    evaluate_main(["--data-root", str(two_runs), "--experiment", "f2", "--quiet"])
-    assert (two_runs / "experiments" / "f2" / "results").is_dir()
+    assert (trained / "experiments" / "f2" / "results" / "test-metrics.pkl").is_file()
 
 
-def test_suggest_reads_each_spots_runs_for_a_two_run_model(two_runs, tmp_path):
+def test_suggest_reads_each_spots_runs_for_a_two_run_model(trained, tmp_path):
+    two_runs = trained
     raw = two_runs / "datasets" / "external" / "synthetic-2kv" / "raw"
-    if not (two_runs / "experiments" / "f2").is_dir():
-        pytest.skip("needs the two-run experiments of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
     suggest_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(raw), "--out",
                   str(tmp_path / "s.csv"), "--n", "4", "--quiet"])
     chosen = pd.read_csv(tmp_path / "s.csv")
@@ -109,10 +114,9 @@ def test_suggest_reads_each_spots_runs_for_a_two_run_model(two_runs, tmp_path):
     assert not (tmp_path / "t.csv").exists()
 
 
-def test_predict_reads_each_spots_runs_and_refuses_a_folder_without_the_models_voltage(two_runs, tmp_path, capsys):
+def test_predict_reads_each_spots_runs_and_refuses_a_folder_without_the_models_voltage(trained, tmp_path, capsys):
+    two_runs = trained
     raw = two_runs / "datasets" / "external" / "synthetic-2kv" / "raw"
-    if not (two_runs / "experiments" / "f2").is_dir():
-        pytest.skip("needs the two-run experiments of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
     predict_main(["--data-root", str(two_runs), "--experiment", "f2", "--raw", str(raw), "--out",
                   str(tmp_path / "p.parquet"), "--quiet"])
     table = pd.read_parquet(tmp_path / "p.parquet")
@@ -127,12 +131,29 @@ def test_predict_reads_each_spots_runs_and_refuses_a_folder_without_the_models_v
 
 
 @pytest.mark.parametrize("mode", ["lora", "lp_ft"])
-def test_peft_and_lp_ft_fine_tune_and_test_on_both_runs(two_runs, mode):
-    if not (two_runs / "experiments" / "p2").is_dir():
-        pytest.skip("needs the two-run pretraining of test_msm_pretrains_fine_tunes_and_tests_on_both_runs")
+def test_peft_and_lp_ft_fine_tune_and_test_on_both_runs(trained, mode):
+    two_runs = trained
     name = f"f2-{mode}"
     train_main(["--config", "configs/smoke-finetune.toml", "--stage", "finetune", "--name", name, "--data-root",
                 str(two_runs), "--quiet", 'data.dataset="synthetic-2kv"', RUNS, "optim.epochs=1",
                 'finetune.from="p2"', f'finetune.mode="{mode}"'])
     evaluate_main(["--data-root", str(two_runs), "--experiment", name, "--quiet"])
     assert (two_runs / "experiments" / name / "results").is_dir()
+
+
+@pytest.mark.parametrize("notebook, figures", [
+    ("data-overview", ["datasets/synthetic-2kv/figures/spectra-10kV.png",
+                       "datasets/synthetic-2kv/figures/spectra-30kV.png", "datasets/synthetic-2kv/figures/downcore.png"]),
+    ("saliency", [f"experiments/f2/results/{f}-{kv}.png" for f in ("relevance", "saliency-integrated_gradients")
+                  for kv in ("10kV", "30kV")]),
+    ("latent", ["experiments/p2/results/latent-pca.png"]),
+])
+def test_the_notebooks_read_two_run_data_and_models(trained, notebook, figures, monkeypatch):
+    from test_notebooks import ANALYSIS, execute
+
+    for var, value in {"COREMAX_DATA_ROOT": str(trained), "COREMAX_DATASET": "synthetic-2kv",
+                       "COREMAX_PRETRAIN": "p2", "COREMAX_FINETUNE": "f2"}.items():
+        monkeypatch.setenv(var, value)
+    execute(ANALYSIS / f"{notebook}.ipynb")
+    for figure in figures:
+        assert (trained / figure).read_bytes()[:4] == b"\x89PNG", f"{notebook} did not write {figure}"

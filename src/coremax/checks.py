@@ -35,6 +35,10 @@ def check_resumable(data_root, config: dict) -> None:
         ckpt.load(last)  # a truncated or foreign file is refused here, before config or status change
 
 
+# The model keys that fix an encoder's weights and their meaning: a fine-tune takes them from its parent.
+ENCODER_MODEL_KEYS = ("size", "patch_size", "run_tokens")
+
+
 def check_parent(path: Path, config: dict) -> dict:
     """The parent checkpoint's state, read once, after checking that it has this run's energy window (another
     window means other channels under the same position embeddings) and encoder shapes: refused before
@@ -58,9 +62,9 @@ def check_parent_state(state: dict, config: dict, what: str) -> dict:
     if theirs != ours:
         raise UserError(f"{what} was pretrained on the energy window data.channels = {theirs}, this run asks for "
                         f"{ours}; set data.channels = {theirs}.")
-    for key in ("size", "patch_size"):  # the encoder's shapes: checked here, before any folder exists
+    for key in ENCODER_MODEL_KEYS:  # checked here, before any folder exists
         if key in parent.get("model", {}) and parent["model"][key] != config["model"][key]:
             raise UserError(f"{what} has model.{key} = {parent['model'][key]!r}, this run asks "
-                            f"for {config['model'][key]!r}; the encoder's shapes must match: set model.{key} = "
+                            f"for {config['model'][key]!r}; the encoder must be the parent's: set model.{key} = "
                             f"{parent['model'][key]!r}.")
     return state

@@ -19,11 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from coremax.data.runs import kv_tag
 from coremax.engine.inference import run_batches
-
 from coremax.plotting import new_figure, save
-from coremax.analysis.spectra import emission_lines, label_lines
+from coremax.analysis.spectra import emission_lines, label_lines, run_suffix
 from coremax.errors import UserError
 
 METHODS = ("input_x_gradient", "integrated_gradients")
@@ -149,14 +147,15 @@ def plot_saliency(attributions: dict, energy, path, lines: pd.DataFrame | None =
 
 
 def plot_run_saliency(attributions: dict, energy, path, window, kvs, mean_spectrum=None, **kw) -> list[Path]:
-    """plot_saliency for a model of several runs per spot: one figure per run (`<path stem>-30kV.png`), each
-    with its part of the attributions (n, window.width), its energy window, its voltage's lines."""
+    """plot_saliency of attributions over a model's window (n, window.width): one figure per run
+    (`<path stem>-30kV.png`), each with its part, its energy window and its voltage's lines; a model of one run
+    gets one figure at `path`."""
     path, energy, out, start = Path(path), np.asarray(energy, dtype=np.float64), [], 0
     for (first, end), kv in zip(window.spans, kvs):
         cols = slice(start, start + end - first)
         part = {t: np.atleast_2d(a)[:, cols] for t, a in attributions.items()}
         mean = None if mean_spectrum is None else np.asarray(mean_spectrum, dtype=float)[cols]
-        out.append(plot_saliency(part, energy[first:end], path.with_name(f"{path.stem}-{kv_tag(kv)}{path.suffix}"),
-                                 kv=float(kv), mean_spectrum=mean, **kw))
+        named = path.with_name(f"{path.stem}{run_suffix(kv, kvs)}{path.suffix}")
+        out.append(plot_saliency(part, energy[first:end], named, kv=float(kv), mean_spectrum=mean, **kw))
         start = cols.stop
     return out

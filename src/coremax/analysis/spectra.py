@@ -15,6 +15,7 @@ import pandas as pd
 import xraylib as xrl
 
 from coremax.plotting import new_figure, save
+from coremax.data.runs import kv_tag
 from coremax.data.simulate import SCANNERS
 from coremax.errors import UserError
 
@@ -74,6 +75,28 @@ def energy_axis(source=None, length: int | None = None, gain_kev: float | None =
     offset = offset if offset_kev is None else offset_kev
     n = n if length is None else int(length)
     return offset + gain * (np.arange(n) + 0.5)
+
+
+def run_kvs(info: dict) -> list[float]:
+    """The tube voltages of a data set's runs in stored order (info["runs"]), or its one run's info["kv"]."""
+    return [float(k) for k in info.get("runs") or [info["kv"]]]
+
+
+def run_spectra(info: dict, spectra) -> dict[float, np.ndarray]:
+    """A data set's spectra per run, {kV: (n, spectrum_length)}: several runs lie side by side in each row."""
+    kvs = run_kvs(info)
+    return dict(zip(kvs, np.split(np.atleast_2d(np.asarray(spectra)), len(kvs), axis=1)))
+
+
+def run_suffix(kv: float, kvs) -> str:
+    """The file-name suffix of one run's figure: "-30kV" among several runs, nothing for a data set of one."""
+    return f"-{kv_tag(kv)}" if len(kvs) > 1 else ""
+
+
+def window_energy(window, energy) -> np.ndarray:
+    """The energy (keV) of each column a model reads: its window's spans of the axis, run after run."""
+    energy = np.asarray(energy, dtype=np.float64)
+    return np.concatenate([energy[first:end] for first, end in window.spans])
 
 
 def peak_areas(spectra, energy, elements=MAIN_ELEMENTS, half_width_kev: float = 0.1, kv: float = 10.0

@@ -17,7 +17,7 @@ from coremax.errors import UserError
 from coremax.models import peft
 from coremax.models.max import MaX
 from coremax.models.regressor import Regressor, masked_mse
-from coremax.models.vitx import VitX, load_encoder
+from coremax.models.vitx import RUN_TOKENS, VitX, load_encoder
 from coremax.models.vsc import latent_code
 
 SIZES = {
@@ -30,6 +30,7 @@ SIZES = {
               "decoder_heads": 16},
 }
 register_choices("model.size", SIZES)  # the words of model.size are these, whatever is added later
+register_choices("model.run_tokens", dict.fromkeys(RUN_TOKENS))
 ENCODER_KEYS = ("embed_dim", "depth", "num_heads")
 
 
@@ -43,7 +44,7 @@ def _size(size: str) -> dict:
 def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *, size: str, patch_size: int,
                 mask_ratio: float, loss_on: str, norm_pix_loss: bool, global_pool: bool, drop_path: float,
                 head_layers: int, latent: str, vsc_dim: int, vsc_beta: float, vsc_alpha: float,
-                aux_elements: float) -> nn.Module:
+                aux_elements: float, run_tokens: str) -> nn.Module:
     """Consumes the [model] section: the MSM autoencoder for pretraining (with a spike-and-slab code when
     latent = "vsc"; with `aux_elements` > 0 its mean visible token also predicts `num_targets` element
     log-ratios), the regressor otherwise."""
@@ -52,9 +53,9 @@ def build_model(stage: str, num_targets: int = 0, input_channels: int = 2048, *,
         return MaX(input_channels, patch_size, **dims, mask_ratio=mask_ratio, loss_on=loss_on,
                    norm_pix_loss=norm_pix_loss, drop_path=drop_path,
                    code=latent_code(latent, vsc_dim, vsc_beta, vsc_alpha), aux_dim=num_targets,
-                   aux_weight=aux_elements)
+                   aux_weight=aux_elements, run_tokens=run_tokens)
     return Regressor(num_targets, input_channels, patch_size, **{k: dims[k] for k in ENCODER_KEYS},
-                     global_pool=global_pool, drop_path=drop_path, head_layers=head_layers)
+                     global_pool=global_pool, drop_path=drop_path, head_layers=head_layers, run_tokens=run_tokens)
 
 
 def _block_flops(tokens: int, dim: int, mlp_ratio: float = 4.0) -> float:

@@ -13,7 +13,7 @@ from torch import nn
 
 from coremax.config.ranges import RANGES, in_range
 from coremax.errors import UserError
-from coremax.models.vitx import Block, RunEmbedding, VitX, init_weights, run_positions
+from coremax.models.vitx import Block, VitX, init_weights, run_embedding, run_positions
 from coremax.models.vsc import SpikeSlab
 
 
@@ -30,17 +30,18 @@ class MaX(nn.Module):
                  num_heads: int = 3, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
                  norm_pix_loss: bool = False, drop_path: float = 0.0,
-                 code: Callable[[int, int], SpikeSlab] | None = None, aux_dim: int = 0, aux_weight: float = 0.0):
+                 code: Callable[[int, int], SpikeSlab] | None = None, aux_dim: int = 0, aux_weight: float = 0.0,
+                 run_tokens: str = "embedding"):
         super().__init__()
         if loss_on not in ("masked", "all"):
             raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")
         check_ratio(mask_ratio)
         self.mask_ratio, self.loss_on, self.norm_pix_loss = mask_ratio, loss_on, norm_pix_loss
-        self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path, run_tokens)
         runs = self.encoder.run_patches
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", run_positions(runs, decoder_dim)[None], persistent=True)
+        self.register_buffer("decoder_pos_embed", run_positions(runs, decoder_dim, run_tokens)[None], persistent=True)
         self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, mlp_ratio) for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_dim, patch_size)
@@ -57,7 +58,7 @@ class MaX(nn.Module):
         if self.aux is not None:
             self.aux.apply(init_weights)
         # several runs: the decoder's mask tokens say which run they stand in for (built last, as above)
-        self.decoder_run_embed = RunEmbedding(runs, decoder_dim) if len(runs) > 1 else None
+        self.decoder_run_embed = run_embedding(runs, decoder_dim, run_tokens)
 
     def random_masking(self, batch: int, mask_ratio: float, device, generator=None):
         """Per-sample random subset of patches to keep: (ids_keep, ids_restore, mask with 1 = hidden)."""

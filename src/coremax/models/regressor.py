@@ -12,13 +12,13 @@ from coremax.models.vitx import VitX, init_weights
 class Regressor(nn.Module):
     def __init__(self, num_targets: int, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192,
                  depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, global_pool: bool = True,
-                 drop_path: float = 0.0, head_layers: int = 1):
+                 drop_path: float = 0.0, head_layers: int = 1, run_tokens: str = "embedding"):
         super().__init__()
         if not 1 <= head_layers <= depth or (head_layers > 1 and not global_pool):
             raise UserError(f"model.head_layers = {head_layers} must be between 1 and the encoder's depth {depth}, "
                             "and above 1 only with model.global_pool = true.")
         self.global_pool, self.head_layers = global_pool, head_layers
-        self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        self.encoder = VitX(input_channels, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path, run_tokens)
         # The mean of normalised tokens is not itself normalised: fc_norm puts it back on the head's scale.
         self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6) if global_pool else nn.Identity()
         self.head = nn.Linear(embed_dim * head_layers, num_targets)

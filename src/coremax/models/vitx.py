@@ -20,11 +20,24 @@ def sincos_positions(num: int, dim: int, cls_token: bool = True) -> torch.Tensor
     return torch.cat([torch.zeros(1, dim), emb]) if cls_token else emb
 
 
-def run_positions(run_patches: tuple[int, ...], dim: int) -> torch.Tensor:
-    """Positions of the tokens of several runs joined, (1 + sum, dim): each run's patches counted from 0 (a
-    position says where in its own window a patch lies; the run embedding says which run). One run:
-    sincos_positions."""
+RUN_TOKENS = ("embedding", "concatenated")  # how the tokens of several runs tell their run (model.run_tokens)
+
+
+def run_positions(run_patches: tuple[int, ...], dim: int, run_tokens: str = "embedding") -> torch.Tensor:
+    """Positions of the tokens of several runs joined, (1 + sum, dim). "embedding": each run's patches counted
+    from 0 (a position says where in its own window a patch lies; the run embedding says which run).
+    "concatenated": the windows as one long spectrum, positions running on across runs, no run embedding. One
+    run: sincos_positions either way."""
+    if run_tokens not in RUN_TOKENS:
+        raise UserError(f"model.run_tokens = {run_tokens!r} is not known; use one of {', '.join(RUN_TOKENS)}.")
+    if run_tokens == "concatenated":
+        return sincos_positions(sum(run_patches), dim)
     return torch.cat([torch.zeros(1, dim)] + [sincos_positions(n, dim, cls_token=False) for n in run_patches])
+
+
+def run_embedding(run_patches: tuple[int, ...], dim: int, run_tokens: str) -> nn.Module | None:
+    """The learned run embedding of a model of several runs read as "embedding"; None otherwise."""
+    return RunEmbedding(run_patches, dim) if len(run_patches) > 1 and run_tokens == "embedding" else None
 
 
 class RunEmbedding(nn.Module):
@@ -113,8 +126,10 @@ class VitX(nn.Module):
     """Patch embedding of a (B, L) spectrum, class token, fixed positions, transformer blocks, final norm."""
 
     def __init__(self, input_channels: int | tuple[int, ...] = 2048, patch_size: int = 16, embed_dim: int = 192,
-                 depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0):
-        """`input_channels`: the window's width, or the widths of the runs of a spot (their windows joined)."""
+                 depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0,
+                 run_tokens: str = "embedding"):
+        """`input_channels`: the window's width, or the widths of the runs of a spot (their windows joined, read
+        as `run_tokens` says: run_positions)."""
         super().__init__()
         widths = (input_channels,) if isinstance(input_channels, int) else tuple(int(w) for w in input_channels)
         for w in widths:
@@ -127,14 +142,15 @@ class VitX(nn.Module):
         self.embed_dim, self.depth = embed_dim, depth
         self.patch_embed = nn.Linear(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos_embed", run_positions(self.run_patches, embed_dim)[None], persistent=True)
+        self.register_buffer("pos_embed", run_positions(self.run_patches, embed_dim, run_tokens)[None],
+                             persistent=True)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.apply(init_weights)
         nn.init.normal_(self.cls_token, std=0.02)
         # last: a one-run model keeps its parameters, state_dict keys and random draws
-        self.run_embed = RunEmbedding(self.run_patches, embed_dim) if len(widths) > 1 else nn.Identity()
+        self.run_embed = run_embedding(self.run_patches, embed_dim, run_tokens) or nn.Identity()
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, N, P)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from coremax import checkpoint as ckpt
 from coremax.bundle import network_state
-from coremax.checks import check_parent, check_parent_state
+from coremax.checks import ENCODER_MODEL_KEYS, check_parent, check_parent_state
 from coremax.engine.probe import element_head, fit_ridge_head
 from coremax.engine.trainer import save_untrained
 from coremax.errors import UserError
@@ -124,10 +124,10 @@ def resolve_parent(data_root, source: str) -> tuple[Path, str]:
 
 def bundle_parent(source: str, config: dict) -> tuple[dict, dict]:
     """finetune.from = a model bundle (coremax.bundle, checked on load): its state and record. The bundle fixes
-    the encoder's shapes, so its model.size and model.patch_size replace this run's (frozen as such)."""
+    the encoder, so its model.size, model.patch_size and model.run_tokens replace this run's (frozen as such)."""
     state, record = network_state(Path(source))
     theirs = state.get("config", {}).get("model", {})
-    for key in ("size", "patch_size"):
+    for key in ENCODER_MODEL_KEYS:
         if key in theirs:
             config["model"][key] = theirs[key]
     return check_parent_state(state, config, f"The bundle {Path(source).name} of finetune.from"), record
