@@ -33,6 +33,13 @@ def resolved(*overrides, config_file=None) -> dict:
     return configlib.resolve(config_file, list(FAST) + list(overrides)).to_dict()
 
 
+def history(root, name):
+    """The per-epoch history table of an experiment."""
+    from coremax.experiment import Experiment
+
+    return Experiment.open(root, name).read_result("history")
+
+
 def train(data_root, name, stage, *overrides, resume=False):
     from coremax.stages import run_stage
 
@@ -59,7 +66,7 @@ def interrupted(data_root, name, stage, *overrides, monkeypatch, at: int = 3):
     with pytest.raises(KeyboardInterrupt):
         train(data_root, name, stage, *overrides)
     assert Experiment.open(data_root, name).provenance()["status"] == "interrupted"
-    assert len(Experiment.open(data_root, name).read_result("history")) == at - 1
+    assert len(history(data_root, name)) == at - 1
     monkeypatch.setattr(task, "validate", original)
 
 

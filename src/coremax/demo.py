@@ -13,7 +13,8 @@ from coremax.eval.run import evaluate_experiment
 from coremax.experiment import Experiment
 from coremax.paths import dataset_dir
 from coremax.stages import run_stage
-from coremax.study import STUDY_DEFAULTS, pretrain_name, run_study, summarise
+from coremax.study import STUDY_DEFAULTS, pretrain_name, run_study
+from coremax.study_tables import summarise
 
 DEMO_DOC = """The whole chain on the embedded synthetic data (what `make demo` runs):
 synthetic scanner -> preprocess (labelled set + unlabelled pool) -> tiny MSM pretrain on the pool -> fine-tune

@@ -31,14 +31,11 @@ from coremax.eval import figures
 from coremax.stats.metrics import FLAG_SCOPES
 from coremax.experiment import Experiment
 from coremax.io import atomic_path
-from coremax.study_methods import baseline_methods, methods, neural_methods
+from coremax.study_methods import PROTOCOLS, SELECTIONS, baseline_methods, methods, neural_methods
+from coremax.study_tables import markdown_table, standing_table
 from coremax.sweep import SWEEP_DEFAULTS, run_sweep, runs, tested_metrics
 
 STUDY_DEFAULTS = Path(configlib.__file__).with_name("label-budget.toml")
-# protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
-PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
-             "new-cores-labels": ("-labels", True, True)}
-SELECTIONS = ("random", *suggest.METHODS)  # how new-cores-labels picks the k lab samples of each test core
 
 
 def selection_files(study: dict) -> dict[str, str]:
@@ -155,7 +152,8 @@ def run_study(data_root, study: dict, jobs: int = 1, log=print) -> pd.DataFrame:
         Experiment.open(data_root, study["name"])
     with out.run() if created else contextlib.nullcontext():
         with atomic_path(out.results / "label-budget.md") as tmp:
-            tmp.write_text("\n".join(markdown_table(summary[summary["protocol"] == p], p) for p in chosen))
+            tmp.write_text("\n".join(markdown_table(summary[summary["protocol"] == p], p) + "\n" +
+                                     standing_table(summary, p) for p in chosen))
         out.write_result("label-budget", summary)
         with atomic_path(out.results / "label-budget.csv") as tmp:
             summary.to_csv(tmp, index=False)
@@ -233,67 +231,3 @@ def protocol_rows(data_root, study: dict, protocol: str, sweep: dict, shared: li
                 rows.append({**common, "method": "floor", "scope": m.scope, "target": m.target, "n_test": m.n,
                              "r2": m.r2, "rmse": m.rmse, "mae": m.mae, "bias": m.bias, "experiment": ""})
     return pd.DataFrame(rows)
-
-
-def summarise(summary: pd.DataFrame, scope: str = "all") -> pd.DataFrame:
-    """Mean (and spread over seeds) of test R^2 and RMSE per protocol, method, label count and target, over all
-    test cores (scope "all") or one test core (scope = its name)."""
-    if "scope" in summary.columns:
-        summary = summary[summary["scope"] == scope]
-    used = [k for k in summary.columns if k != "selection" or summary[k].ne("").any()]  # blank off new-cores-labels
-    keys = [k for k in ("protocol", "target", "k_per_core", "selection", "n_labels", "method") if k in used]
-    g = summary.groupby(keys)
-    return g.agg(r2=("r2", "mean"), r2_sd=("r2", "std"), rmse=("rmse", "mean"), rmse_sd=("rmse", "std"),
-                 seeds=("seed", "nunique")).reset_index()
-
-
-def _cell(r) -> str:
-    return f"{r.rmse:.2f} ± {0 if pd.isna(r.rmse_sd) else r.rmse_sd:.2f} (R² {r.r2:.3f})"
-
-
-def markdown_table(summary: pd.DataFrame, protocol: str = "new-cores") -> str:
-    """The results table of one protocol (docs/results/label-budget.md): per target and label count (and, for new-cores-labels, way the k samples
-    were chosen), each method's mean test RMSE +- sd over seeds and mean R^2, the best in bold, and the floor on
-    the same rows; then R^2 per test core at the largest label count (first selection of the study)."""
-    s = summarise(summary)
-    labels = PROTOCOLS[protocol][2]
-    row_key = "k_per_core" if labels else "n_labels"
-    keys = ["target", row_key] + (["selection"] if labels and "selection" in s.columns else [])
-    shown = [m for m in methods() if m in set(s["method"])]
-    has_floor = "floor" in set(s["method"])
-    head = "k per test core" + (" | chosen by" if len(keys) > 2 else "") if labels else "labels"
-    lines = [f"Protocol `{protocol}`: test RMSE (wt%), mean ± sd over seeds (mean R²)", "",
-             f"| target | {head} | " + " | ".join(shown) + (" | floor |" if has_floor else " |"),
-             "|---|---|" + "---|" * (len(keys) - 2 + len(shown) + has_floor)]
-    order = {m: i for i, m in enumerate(SELECTIONS)}
-    groups = sorted(s.groupby(keys), key=lambda g: tuple(order.get(v, v) if i == 2 else v
-                                                         for i, v in enumerate(g[0])))
-    for key, part in groups:
-        part = part.set_index("method")
-        best = part.loc[shown, "rmse"].idxmin()
-        cells = [f"**{_cell(part.loc[m])}**" if m == best else _cell(part.loc[m]) for m in shown]
-        if has_floor:
-            cells.append(f"{part.loc['floor'].rmse:.2f} (R² {part.loc['floor'].r2:.3f})")
-        lines.append("| " + " | ".join(str(v) for v in key) + " | " + " | ".join(cells) + " |")
-    cores = sorted(set(summary.get("scope", pd.Series(dtype=str))) - {"all"})
-    if cores:  # R^2 per test core: where a target transfers and where it does not
-        first = summary[summary["selection"] == summary["selection"].iloc[0]] if "selection" in summary else summary
-        # The largest label count; with samples of the test cores, every k (each core's own calibration).
-        counts = sorted(first[row_key].unique()) if labels else [first[row_key].max()]
-        by_k = len(counts) > 1  # a k column
-        what = "each k per test core" if by_k else f"{head.split(' |')[0]} = {counts[0]}"
-        lines += ["", f"R² per test core with {what} (mean over seeds):", "",
-                  "| target | core | " + ("k | " if by_k else "") + " | ".join(shown) + " |",
-                  "|---|---|" + "---|" * (len(shown) + by_k)]
-        unscored = False
-        for core in cores:
-            per = summarise(first, core)
-            for (target, count), part in per[per[row_key].isin(counts)].groupby(["target", row_key]):
-                part = part.set_index("method")
-                r2 = [part.loc[m].r2 if m in part.index else None for m in shown]
-                unscored |= any(v is not None and pd.isna(v) for v in r2)
-                lines.append(f"| {target} | {core} | " + (f"{count} | " if by_k else "") + " | ".join(
-                    "" if v is None else "–" if pd.isna(v) else f"{v:.3f}" for v in r2) + " |")
-        if unscored:
-            lines += ["", "–: no lab sample of that core left to score (it has at most k of them, all trained on)."]
-    return "\n".join(lines) + "\n"

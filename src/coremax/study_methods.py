@@ -1,10 +1,17 @@
-"""The label-budget study's methods (coremax.study): the neural ones (a fine-tuning mode, from the pretraining
-or not) and every registered baseline, each with the overrides that make it."""
+"""What a label-budget study (coremax.study) is made of: its protocols, the ways new-cores-labels picks the test
+cores' lab samples, and its methods: the neural ones (a fine-tuning mode, from the pretraining or not) and every
+registered baseline, each with the overrides that make it."""
 
 from __future__ import annotations
 
+from coremax import suggest
 from coremax.baselines import METHODS as BASELINES
 from coremax.modes import MODES
+
+# protocol: (sweep name suffix, reads the test cores' spectra, k test labels per core)
+PROTOCOLS = {"new-cores": ("", False, False), "new-cores-spectra": ("-spectra", True, False),
+             "new-cores-labels": ("-labels", True, True)}
+SELECTIONS = ("random", *suggest.METHODS)  # how new-cores-labels picks the k lab samples of each test core
 
 # The study's neural methods: (finetune.mode, starts from the pretraining); every registered baseline
 # (coremax.baselines) is a method too, under its baseline.method. A new method is one line here.
