@@ -72,7 +72,7 @@ def test_two_run_encoder_tells_the_runs_apart():
     assert not torch.allclose(tokens[0, 4], tokens[0, 0])  # same position, other run: the run embedding differs
     model = build_model("pretrain", 0, (64, 32), size="tiny", patch_size=16, mask_ratio=0.5, loss_on="masked",
                         norm_pix_loss=False, global_pool=True, drop_path=0.0, head_layers=1, latent="plain",
-                        vsc_dim=8, vsc_beta=0.0, vsc_alpha=0.5, aux_elements=0.0)
+                        vsc_dim=8, vsc_beta=0.0, vsc_alpha=0.5, aux_elements=0.0, run_tokens="embedding")
     loss, pred, mask = model(torch.rand(2, 96))
     assert pred.shape == (2, 6, 16) and mask.shape == (2, 6) and torch.isfinite(loss)
     assert {"encoder.run_embed.weight", "decoder_run_embed.weight"} <= set(model.state_dict())

@@ -94,9 +94,11 @@ def trained(two_runs):
 def test_msm_pretrains_fine_tunes_and_tests_on_both_runs(trained):
     state = checkpoint.load(trained / "experiments" / "f2" / "checkpoints" / "best-model.pth")
     assert state["window"] == {"spans": [[0, 512], [0, 1536]], "length": 2048} and state["runs_kv"] == [10.0, 30.0]
-    assert state["model"]["encoder.run_embed.weight"].shape == (2, 192)
+    # the default reading: the two windows as one spectrum, positions running on (32 + 96 patches), no run embedding
+    assert state["config"]["model"]["run_tokens"] == "concatenated" and state["model"]["encoder.pos_embed"].shape == \
+        (1, 1 + 128, 192) and not any("run_embed" in k for k in state["model"])
     pre = checkpoint.load(trained / "experiments" / "p2" / "checkpoints" / "best-model.pth")["model"]
-    assert pre["encoder.run_embed.weight"].shape == (2, 192) and pre["decoder_run_embed.weight"].shape == (2, 128)
+    assert pre["decoder_pos_embed"].shape == (1, 1 + 128, 128) and not any("run_embed" in k for k in pre)
     assert (trained / "experiments" / "f2" / "results" / "test-metrics.pkl").is_file()
 
 

@@ -79,9 +79,10 @@ MODEL = {
                     range="[0, inf)"),
     "vsc_alpha": Key(0.1, 'latent = "vsc": prior probability that a code dimension is active (the prior\'s sparsity)',
                      range="(0, 1)"),
-    "run_tokens": Key("embedding", "several runs per spot: embedding (each run's patches positioned in its own "
-                      "window, plus a learned run embedding) | concatenated (the windows as one spectrum, positions "
-                      "running on, no run embedding); a one-run model ignores it", registry="coremax.models"),
+    "run_tokens": Key("concatenated", "several runs per spot: concatenated (the windows as one spectrum, positions "
+                      "running on, no run embedding; chosen on validation cores, docs/concepts/runs.md) | embedding "
+                      "(each run's patches positioned in its own window, plus a learned run embedding); a one-run "
+                      "model ignores it", registry="coremax.models"),
     "aux_elements": Key(0.0, "pretraining: weight of an auxiliary loss, the mean visible token predicting the "
                         "spectrum's standardised element log-ratios (MSM taught what the lab's ratios carry); 0 = "
                         "off", range="[0, inf)"),
