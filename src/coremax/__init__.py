@@ -14,7 +14,7 @@ LAYERS = (
     ("models",),                                            # the vitx encoder, MSM, the regressor, PEFT weights
     ("engine", "baselines", "bench_elements"),              # training loop and inference; classical calibrations
     ("eval", "modes", "checks", "bundle"),                  # prediction path, tests, shift checks; modes; bundles
-    ("stages", "suggest", "study_methods"),                 # pretrain / finetune / baseline; sample suggestion
+    ("stages", "suggest", "study_methods", "study_tables"),  # pretrain / finetune / baseline; sample suggestion
     ("bench", "bench_data", "bench_predict", "sweep", "analysis"),  # benchmarks, sweeps, notebook helpers
     ("study",),                                             # the label-budget study
     ("demo",),                                              # the whole chain

@@ -169,7 +169,7 @@ def sweep_main(argv=None) -> None:
 @guard
 def label_budget_main(argv=None) -> None:
     from coremax.study import STUDY_DEFAULTS, run_study  # deferred
-    from coremax.study_tables import summarise
+    from coremax.study_tables import summarise  # deferred: as above
 
     _sweep_command(argv, "Label-budget study: fine-tuning vs from scratch vs baselines (a sweep).", "study",
                    STUDY_DEFAULTS, run_study, lambda summary: summarise(summary).round(3), docs=True)
