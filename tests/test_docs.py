@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -60,3 +61,21 @@ def test_the_figure_script_still_imports():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert callable(module.main)
+
+
+def test_the_mlc_search_chooses_as_mlc_does_and_prints_its_tables(data_root, capsys):
+    """docs/mlc_search.py's 'validation cores' rule is mlc's own choice: its test RMSE is the fitted baseline's."""
+    import mlc_search
+    from coremax.baselines.mlc import Mlc
+    from coremax.stats.metrics import rmse
+
+    lab = mlc_search.labelled(data_root, "synthetic")
+    y = {s: f[mlc_search.TARGETS].to_numpy(float) for s, f in lab.items()}
+    pred = Mlc(cv_folds=5).fit(lab["train"], y["train"], lab["val"], y["val"], mlc_search.TARGETS).predict(lab["test"])
+    ok = ~np.isnan(y["test"])
+    shipped = [rmse(y["test"][ok[:, j], j], pred[ok[:, j], j]) for j in range(2)]
+    rules = mlc_search._both_rules(lab["train"], lab)
+    np.testing.assert_allclose(rules["validation cores"], shipped)
+    mlc_search.main(["--data-root", str(data_root)])
+    out = capsys.readouterr().out
+    assert sum(line.startswith("|---") for line in out.splitlines()) == 3 and "| mlc (closed alr), TOC alpha 1 |" in out and "nan" not in out

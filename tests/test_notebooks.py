@@ -13,6 +13,7 @@ from nbclient.exceptions import CellExecutionError
 ANALYSIS = Path(__file__).resolve().parents[1] / "analysis"
 NOTEBOOKS = sorted(ANALYSIS.glob("*.ipynb"))
 ENV_VARS = ("COREMAX_DATA_ROOT", "COREMAX_PRETRAIN", "COREMAX_FINETUNE")
+QUICK = {"COREMAX_STEPS": "4", "COREMAX_N_SPECTRA": "8"}  # saliency: fewer integration steps and spectra
 
 
 def test_the_four_notebooks_are_there_and_saved_clean():
@@ -78,6 +79,8 @@ def test_notebook_runs(path, notebook_root, pretrained, finetuned, monkeypatch):
     monkeypatch.setenv("COREMAX_DATA_ROOT", str(notebook_root))
     monkeypatch.setenv("COREMAX_PRETRAIN", pretrained)
     monkeypatch.setenv("COREMAX_FINETUNE", finetuned)
+    for var, value in QUICK.items():
+        monkeypatch.setenv(var, value)
     execute(path)
     for figure in expected_figures(path.stem, pretrained, finetuned):
         assert (notebook_root / figure).read_bytes()[:4] == b"\x89PNG", f"{path.name} did not write {figure}"

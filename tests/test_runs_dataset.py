@@ -151,10 +151,10 @@ def test_peft_and_lp_ft_fine_tune_and_test_on_both_runs(trained, mode):
     ("latent", ["experiments/p2/results/latent-pca.png"]),
 ])
 def test_the_notebooks_read_two_run_data_and_models(trained, notebook, figures, monkeypatch):
-    from test_notebooks import ANALYSIS, execute
+    from test_notebooks import ANALYSIS, QUICK, execute
 
     for var, value in {"COREMAX_DATA_ROOT": str(trained), "COREMAX_DATASET": "synthetic-2kv",
-                       "COREMAX_PRETRAIN": "p2", "COREMAX_FINETUNE": "f2"}.items():
+                       "COREMAX_PRETRAIN": "p2", "COREMAX_FINETUNE": "f2", **QUICK}.items():
         monkeypatch.setenv(var, value)
     execute(ANALYSIS / f"{notebook}.ipynb")
     for figure in figures:
