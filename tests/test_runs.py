@@ -65,7 +65,7 @@ def test_one_run_model_keeps_its_weights_keys_and_draws():
 
 
 def test_two_run_encoder_tells_the_runs_apart():
-    enc = VitX((64, 32), 16, embed_dim=32, depth=2, num_heads=2)
+    enc = VitX((64, 32), 16, embed_dim=32, depth=2, num_heads=2, run_tokens="embedding")
     assert enc.run_patches == (4, 2) and enc.num_patches == 6
     assert torch.equal(enc.pos_embed[0, 5], enc.pos_embed[0, 1])  # each run's positions start again
     tokens = enc.embed(torch.zeros(1, 96))

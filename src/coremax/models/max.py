@@ -31,7 +31,7 @@ class MaX(nn.Module):
                  mlp_ratio: float = 4.0, mask_ratio: float = 0.4, loss_on: str = "masked",
                  norm_pix_loss: bool = False, drop_path: float = 0.0,
                  code: Callable[[int, int], SpikeSlab] | None = None, aux_dim: int = 0, aux_weight: float = 0.0,
-                 run_tokens: str = "embedding"):
+                 run_tokens: str = "concatenated"):
         super().__init__()
         if loss_on not in ("masked", "all"):
             raise UserError(f"model.loss_on = {loss_on!r} is not known; use \"masked\" or \"all\".")

@@ -12,7 +12,7 @@ from coremax.models.vitx import VitX, init_weights
 class Regressor(nn.Module):
     def __init__(self, num_targets: int, input_channels: int = 2048, patch_size: int = 16, embed_dim: int = 192,
                  depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, global_pool: bool = True,
-                 drop_path: float = 0.0, head_layers: int = 1, run_tokens: str = "embedding"):
+                 drop_path: float = 0.0, head_layers: int = 1, run_tokens: str = "concatenated"):
         super().__init__()
         if not 1 <= head_layers <= depth or (head_layers > 1 and not global_pool):
             raise UserError(f"model.head_layers = {head_layers} must be between 1 and the encoder's depth {depth}, "

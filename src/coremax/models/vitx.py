@@ -23,7 +23,7 @@ def sincos_positions(num: int, dim: int, cls_token: bool = True) -> torch.Tensor
 RUN_TOKENS = ("embedding", "concatenated")  # how the tokens of several runs tell their run (model.run_tokens)
 
 
-def run_positions(run_patches: tuple[int, ...], dim: int, run_tokens: str = "embedding") -> torch.Tensor:
+def run_positions(run_patches: tuple[int, ...], dim: int, run_tokens: str = "concatenated") -> torch.Tensor:
     """Positions of the tokens of several runs joined, (1 + sum, dim). "embedding": each run's patches counted
     from 0 (a position says where in its own window a patch lies; the run embedding says which run).
     "concatenated": the windows as one long spectrum, positions running on across runs, no run embedding. One
@@ -127,7 +127,7 @@ class VitX(nn.Module):
 
     def __init__(self, input_channels: int | tuple[int, ...] = 2048, patch_size: int = 16, embed_dim: int = 192,
                  depth: int = 6, num_heads: int = 3, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 run_tokens: str = "embedding"):
+                 run_tokens: str = "concatenated"):
         """`input_channels`: the window's width, or the widths of the runs of a spot (their windows joined, read
         as `run_tokens` says: run_positions)."""
         super().__init__()
