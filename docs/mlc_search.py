@@ -43,22 +43,16 @@ def _y(frame) -> np.ndarray:
     return frame[TARGETS].to_numpy(np.float64)
 
 
-def _content(mlc: Mlc, z: np.ndarray, measured: np.ndarray, j: int) -> np.ndarray:
-    """Content j in wt% of its coordinate z, closed with the other parts as measured (as mlc chooses)."""
-    filled = mlc._filled(measured)
-    rest = np.maximum(100.0 - filled.sum(axis=1), REPLACE * mlc.rest_limit)
-    e = np.exp(np.clip(z, -50, 50))
-    return 100.0 * e / (1.0 + e + np.delete(filled, j, axis=1).sum(axis=1) / rest)
-
-
 def grid_on_validation(lab) -> list[tuple[str, float]]:
     """mlc's TOC coordinate at each grid point (all labels): validation RMSE in wt%."""
     mlc = Mlc(cv_folds=5).fit(lab["train"], _y(lab["train"]), lab["val"], _y(lab["val"]), TARGETS)
     z, f, f_va, y_va = mlc._coordinates(_y(lab["train"])), mlc.feature_space(lab["train"]), \
         mlc.feature_space(lab["val"]), _y(lab["val"])
     tr, va = ~np.isnan(z[:, 1]), ~np.isnan(y_va[:, 1])
-    return [(_name(p), rmse(y_va[va, 1], _content(mlc, np.ravel(mlc._fit_one(f[tr], z[tr, 1], p).predict(f_va[va])),
-                                                    y_va[va], 1))) for p in GRID]
+    def score(p):
+        z_va = np.ravel(mlc._fit_one(f[tr], z[tr, 1], p).predict(f_va[va]))
+        return rmse(y_va[va, 1], mlc.content_closed_as_measured(z_va, y_va[va], 1))
+    return [(_name(p), score(p)) for p in GRID]
 
 
 def window_clr(frame) -> np.ndarray:
@@ -132,14 +126,14 @@ def _both_rules(train, lab) -> dict[str, np.ndarray]:
         tr, va = ~np.isnan(z[:, j]), ~np.isnan(y_va[:, j])
         grid, val_sq, all_sq = mlc._grid(int(tr.sum()), f.shape[1]), [], []
         for p in grid:
-            val = (y_va[va, j] - _content(mlc, np.ravel(mlc._fit_one(f[tr], z[tr, j], p).predict(f_va[va])),
-                                          y_va[va], j)) ** 2
+            z_va = np.ravel(mlc._fit_one(f[tr], z[tr, j], p).predict(f_va[va]))
+            val = (y_va[va, j] - mlc.content_closed_as_measured(z_va, y_va[va], j)) ** 2
             held = [val]
             for core in np.unique(cores[tr]):
                 keep, out = tr & (cores != core), tr & (cores == core)
                 if keep.sum() >= 3 and p.get("n_components", 0) < keep.sum() - 1:
                     z_out = np.ravel(mlc._fit_one(f[keep], z[keep, j], p).predict(f[out]))
-                    held.append((y_tr[out, j] - _content(mlc, z_out, y_tr[out], j)) ** 2)
+                    held.append((y_tr[out, j] - mlc.content_closed_as_measured(z_out, y_tr[out], j)) ** 2)
             val_sq.append(val.mean())
             all_sq.append(np.concatenate(held).mean())
         chosen["validation cores"].append(grid[int(np.argmin(val_sq))])

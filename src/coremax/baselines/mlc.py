@@ -102,17 +102,22 @@ class Mlc(LogRatioBaseline):
         """(validation RMSE in wt%, hyperparameters, model) of the grid point that predicts content j best on the
         validation rows, its coordinate closed with the other parts as measured there: an error in log-ratio
         units would let a coordinate that is good on average blow up where exp() magnifies it."""
-        filled = self._filled(y_va)
-        rest = np.maximum(100.0 - filled.sum(axis=1), REPLACE * self.rest_limit)
-        others = (np.delete(filled, j, axis=1).sum(axis=1)) / rest  # sum over k != j of exp(z_k)
         best = None
         for params in self._grid(len(z), f.shape[1]):
             model = self._fit_one(f, z, params, w)
-            e = np.exp(np.clip(np.ravel(model.predict(f_va)), -50, 50))
-            score = rmse(y_va[:, j], 100.0 * e / (1.0 + e + others))
+            score = rmse(y_va[:, j], self.content_closed_as_measured(np.ravel(model.predict(f_va)), y_va, j))
             if best is None or score < best[0]:
                 best = (score, params, model)
         return best
+
+    def content_closed_as_measured(self, z: np.ndarray, measured: np.ndarray, j: int) -> np.ndarray:
+        """Content j in wt% of its coordinate z on rows whose contents were `measured`: closed with the other
+        parts as measured there, not as predicted, so a coordinate is judged alone."""
+        filled = self._filled(measured)
+        rest = np.maximum(100.0 - filled.sum(axis=1), REPLACE * self.rest_limit)
+        others = (np.delete(filled, j, axis=1).sum(axis=1)) / rest  # sum over k != j of exp(z_k)
+        e = np.exp(np.clip(z, -50, 50))
+        return 100.0 * e / (1.0 + e + others)
 
     def _coordinates(self, Y: np.ndarray) -> np.ndarray:
         """z_j = ln(x_j / r) per row (NaN where part j is not measured)."""
