@@ -1,10 +1,11 @@
 """The search behind issue 39's mlc targets, on the cores that are not test cores: how mlc's TOC coordinate scores
 on the validation cores over its grid, how every linear log-ratio model of TOC scores on each non-test core held
-out in turn, and what the field's own selection (cross-validation across cores, as MLC software does) would give.
+out in turn, what the field's own selection (cross-validation across cores, as MLC software does) would give, and
+how mlc fares on gross window counts (the crude probe's input) instead of the element table's fitted areas.
 
     python docs/mlc_search.py --data-root data --dataset synthetic     # prints the Markdown tables (seconds)
 
-Test RMSE appears only in the last table, for both selection rules, after each rule made its choice without it.
+Test RMSE appears only in the last two tables, after each rule or input made its choices without it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.linear_model import Ridge
 from coremax.baselines.logratio import closed
 from coremax.baselines.mlc import Mlc
 from coremax.data.dataset import load_split, spectra_array
+from coremax.data.elements import peak_groups
 from coremax.data.ratios import REPLACE
 from coremax.stats.metrics import rmse
 
@@ -55,11 +57,19 @@ def grid_on_validation(lab) -> list[tuple[str, float]]:
     return [(_name(p), score(p)) for p in GRID]
 
 
-def window_clr(frame) -> np.ndarray:
-    """The centred log-ratios of the crude probe's gross window counts, each row on its own energy calibration."""
+def every_fitted_line() -> dict[str, float]:
+    """The strongest line (keV) of every part the element fit reports at 10 kV (coh: the tube's Rh L lines)."""
+    peaks = peak_groups(10.0)
+    return {name: max(group, key=lambda line: line[1])[0] for name, group in zip(peaks.names, peaks.lines)}
+
+
+def window_clr(frame, lines: dict | None = None) -> np.ndarray:
+    """The centred log-ratios of gross window counts (+-0.09 keV around `lines`, default the crude probe's, and
+    the scatter window), each row on its own energy calibration."""
     counts = spectra_array(frame)
     energy = frame["offset_kev"].to_numpy()[:, None] + frame["gain_kev"].to_numpy()[:, None] * np.arange(counts.shape[1])
-    windows = [np.abs(energy - e) <= 0.09 for e in WINDOW_LINES.values()] + [(energy >= 8.0) & (energy <= 9.5)]
+    windows = [np.abs(energy - e) <= 0.09 for e in (lines or WINDOW_LINES).values()] + \
+        [(energy >= 8.0) & (energy <= 9.5)]
     logs = np.log(np.maximum(np.column_stack([np.where(w, counts, 0).sum(axis=1) for w in windows]), 1.0))
     return logs - logs.mean(axis=1, keepdims=True)
 
@@ -148,6 +158,39 @@ def _both_rules(train, lab) -> dict[str, np.ndarray]:
     return out
 
 
+def window_inputs(lab, budgets=(10, 50, 100, 0), seeds=(0, 1, 2)) -> list[tuple]:
+    """mlc as shipped (every coordinate chosen on the validation cores) on three inputs: the element table's
+    fitted areas, the gross counts of the crude probe's windows, and a window at every fitted line. Per budget
+    and input: (labels, input, validation RMSE CaCO3, TOC, test RMSE CaCO3, TOC), means over the study's draws."""
+    inputs = {"fitted areas": None, "crude probe's windows": WINDOW_LINES, "a window at every fitted line":
+              every_fitted_line()}
+    out = []
+    for k in budgets:
+        for label, lines in inputs.items():
+            scores = []
+            for seed in seeds if k else seeds[:1]:
+                keep = np.sort(np.random.default_rng(seed).choice(len(lab["train"]), size=k, replace=False)) \
+                    if k and k < len(lab["train"]) else np.arange(len(lab["train"]))
+                train = lab["train"].iloc[keep].reset_index(drop=True)
+                mlc = Mlc(cv_folds=5) if lines is None else _on_windows(lines)
+                mlc.fit(train, _y(train), lab["val"], _y(lab["val"]), TARGETS)
+                scores.append([_rmse_each(lab[s], mlc.predict(lab[s])) for s in ("val", "test")])
+            out.append((k or len(lab["train"]), label, *np.mean(scores, axis=0).ravel()))
+    return out
+
+
+def _on_windows(lines: dict) -> Mlc:
+    """An mlc whose intensity parts are gross window counts instead of the element table's areas."""
+    mlc = Mlc(cv_folds=5)
+    mlc.feature_space = lambda frame: window_clr(frame, lines)
+    return mlc
+
+
+def _rmse_each(frame, pred) -> list[float]:
+    y = _y(frame)
+    return [rmse(y[~np.isnan(y[:, j]), j], pred[~np.isnan(y[:, j]), j]) for j in range(len(TARGETS))]
+
+
 def _name(p: dict) -> str:
     return f"ridge, alpha {p['alpha']:g}" if p["model"] == "ridge" else f"PLS, {p['n_components']} components"
 
@@ -164,6 +207,8 @@ def main(argv=None) -> None:
     print("\n".join(f"| {n} | {a:.3f} | {b:.3f} |" for n, a, b in held_out_cores(lab)))
     print("\n| labels | test RMSE CaCO3, TOC: chosen on validation cores | chosen on every non-test core |\n|---|---|---|")
     print("\n".join(f"| {k} | {a[0]:.2f}, {a[1]:.3f} | {b[0]:.2f}, {b[1]:.3f} |" for k, a, b in selection_rules(lab)))
+    print("\n| labels | mlc's intensities | validation RMSE CaCO3, TOC | test RMSE CaCO3, TOC |\n|---|---|---|---|")
+    print("\n".join(f"| {k} | {n} | {a:.2f}, {b:.3f} | {c:.2f}, {d:.3f} |" for k, n, a, b, c, d in window_inputs(lab)))
 
 
 if __name__ == "__main__":

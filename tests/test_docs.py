@@ -78,4 +78,5 @@ def test_the_mlc_search_chooses_as_mlc_does_and_prints_its_tables(data_root, cap
     np.testing.assert_allclose(rules["validation cores"], shipped)
     mlc_search.main(["--data-root", str(data_root)])
     out = capsys.readouterr().out
-    assert sum(line.startswith("|---") for line in out.splitlines()) == 3 and "| mlc (closed alr), TOC alpha 1 |" in out and "nan" not in out
+    assert sum(line.startswith("|---") for line in out.splitlines()) == 4 and "| mlc (closed alr), TOC alpha 1 |" in out and "nan" not in out
+    assert all(f"| {k} | crude probe's windows |" in out for k in (10, 50, 100))

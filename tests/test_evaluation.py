@@ -55,6 +55,7 @@ def test_copied_data_root(tmp_path, data_root, finetuned, pretrained):
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "test.py"), "--experiment", finetuned,
                           "--data-root", str(other)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+    evaluate_experiment(data_root, finetuned)  # here too: no other test need have run first (pytest -n)
     here = Experiment.open(data_root, finetuned).read_result("test-metrics")
     there = Experiment.open(other, finetuned).read_result("test-metrics")
     pd.testing.assert_frame_equal(here, there)

@@ -114,6 +114,13 @@ def lrce_data(n, seed):
     return x, np.column_stack([w_ti * np.exp(y["Ca"]), w_ti * np.exp(y["Fe"]), w_ti * np.exp(y["K"]), w_ti])
 
 
+def test_mlc_cross_validates_a_pls_of_as_many_components_as_its_rows_allow():
+    rng = np.random.default_rng(0)
+    f, z = rng.normal(size=(10, 11)), rng.normal(size=10)  # 10 labels: the grid goes up to 9 components
+    res = Mlc(cv_folds=5)._cv_residuals(f, z, {"model": "pls", "n_components": 9}, None)
+    assert np.isfinite(res).all()  # each fold (8 rows) fits at most 7
+
+
 def test_lrce_recovers_the_equations_and_chooses_the_reference():
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = lrce_data(150, 0), lrce_data(60, 1), lrce_data(80, 2)
     m = make_baseline("lrce", {"lrce": {"reference": ""}}).fit(x_tr, y_tr, x_va, y_va, LRCE_TARGETS)

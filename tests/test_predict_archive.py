@@ -111,3 +111,15 @@ def test_a_core_of_unreadable_files_is_skipped_and_a_folder_may_hold_spaces(data
     assert "1 files could not be read" in err and "broken core" in err
     # the lab samples are those of the cores the files name, whatever their folder is called
     assert table.groupby("core")["used_for_recalibration"].any().all() and "recalibrated on" in err
+
+
+def test_freed_memory_goes_back_on_glibc_and_nothing_happens_elsewhere(monkeypatch):
+    import ctypes.util
+    import platform
+
+    from coremax.engine import runtime
+
+    if platform.libc_ver()[0] == "glibc":  # predict.py's setting took: mallopt answers 1 when it accepts a value
+        assert runtime.freed_memory_returned() is True
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: "libno-such-c.so")
+    assert runtime.freed_memory_returned() is False  # another C library: no error, the run goes on

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from coremax.data import dataset_write, raw, shards, staging
@@ -90,7 +91,8 @@ def test_parquet_written_in_row_groups_is_the_file_to_parquet_writes():
                        "core": pd.array(np.where(np.arange(n) % 2, "A", "B-1"), dtype="str"),
                        "n": np.arange(n)})
     whole = io.BytesIO()
-    df.to_parquet(whole, index=False)
+    df.to_parquet(whole, index=False, row_group_size=dataset_write.ROW_GROUP)
+    assert pq.ParquetFile(io.BytesIO(whole.getvalue())).num_row_groups == 2
     blocks = io.BytesIO()
     dataset_write.write_parquet(blocks, np.arange(n), lambda r: df.iloc[r].reset_index(drop=True))
     assert blocks.getvalue() == whole.getvalue()

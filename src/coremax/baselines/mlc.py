@@ -129,7 +129,9 @@ class Mlc(LogRatioBaseline):
         out = np.empty(len(z))
         folds = KFold(n_splits=min(self.cv_folds, len(z)), shuffle=True, random_state=0)
         for keep, held in folds.split(f):
-            model = self._fit_one(f[keep], z[keep], params, None if w is None else w[keep])
+            fold = params if params["model"] != "pls" else \
+                {**params, "n_components": min(params["n_components"], len(keep) - 1)}  # a fold has fewer rows
+            model = self._fit_one(f[keep], z[keep], fold, None if w is None else w[keep])
             out[held] = z[held] - np.ravel(model.predict(f[held]))
         return out
 

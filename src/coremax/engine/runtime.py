@@ -119,6 +119,26 @@ def peak_flops(rt: Runtime) -> float | None:
     return next((v for k, v in BF16_PEAK.items() if k in name), None)
 
 
+M_MMAP_THRESHOLD = -3      # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 1 << 20   # bytes: blocks this large are mapped apart and go back to the system when freed
+
+
+def freed_memory_returned() -> bool:
+    """Make glibc map every block of MMAP_THRESHOLD bytes or more on its own, so that freeing it gives the memory
+    back at once. Left to itself glibc raises that threshold as blocks are freed and serves a network's batches
+    from a heap that grows with each core's differently sized ones: prediction over an archive crept from 1.1 to
+    1.5 GB over 48 cores, and stays at 1.1 GB with this (docs/results/benchmarks.md). False (nothing done) where
+    the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):  # macOS, musl without mallopt, Windows
+        return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -8,7 +8,7 @@ import torch
 
 from coremax.data.transforms import jitter_absorption, jitter_calibration, poisson_resample
 from coremax.engine.data import ArrayData, Prepared
-from coremax.engine.inference import PRED_BATCH, predict_rows
+from coremax.engine.inference import predict_rows
 from coremax.engine.runtime import Runtime
 from coremax.models.regressor import masked_mse
 from coremax.stats.epo import mean_spread
@@ -39,7 +39,7 @@ class Task:
             x = poisson_resample(x, self.data.augment_min_fraction, generator=generator)
         return self.transform(x)
 
-    def outputs(self, model, rows: ArrayData, batch_size: int = PRED_BATCH, features: bool = False) -> torch.Tensor:
+    def outputs(self, model, rows: ArrayData, batch_size: int | None = None, features: bool = False) -> torch.Tensor:
         """What `model` gives (its pooled embeddings with `features`) for the clean inputs of `rows`, on the CPU."""
         width = model.head.in_features if features else len(self.data.targets)
         out = torch.from_numpy(predict_rows(model, rows, model.features if features else model,

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from coremax.data.bulk import read_bulk
 from coremax.data.raw import find_runs, no_files
+from coremax.engine.runtime import freed_memory_returned
 from coremax.errors import UserError
 from coremax.eval.predict import Model, open_model, predict_core
 from coremax.eval.shift import shift_warnings
@@ -73,6 +74,7 @@ def predict_raw(data_root, name: str | None, raw, out, device: str = "cpu", on_e
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):  # say so before the work, not after it
         raise UserError(f"Cannot write {out}: its folder is not writable; choose another --out.")
+    freed_memory_returned()  # each core's buffers go back when it is done: a fixed memory over any archive
     m = open_model(data_root, name, model, device, percentile, allow_changed_data)
     lab = read_bulk(bulk) if bulk is not None else None  # a bad table is refused before the work
     folders = core_folders(raw)
