@@ -21,18 +21,30 @@ from coremax.data.simulate import simulate_archive
 SPECTRA_PER_CORE = 300  # a simulated core scanned at 1 cm holds ~300 spectra on average (39,623 in 133 cores)
 FIT_SAMPLE_CORES = 10   # the element fit's own speed is timed on this many cores' spectra (they fit in memory)
 
-# Run in the child: build_dataset, then its wall time and peak RSS (ru_maxrss: KiB on Linux), and the largest
-# reading worker's (RUSAGE_CHILDREN: the pool's processes, each its own memory).
+# Run in the child: build_dataset, then its wall time, its own peak RSS and the largest reading worker's
+# (RUSAGE_CHILDREN: the pool's processes, each its own memory).
 _CHILD = """
 import json, resource, sys, time
+from coremax.bench_data import peak_rss_mib
 from coremax.data.dataset import build_dataset
 root, workers = sys.argv[1], int(sys.argv[2])
 t0 = time.perf_counter()
 build_dataset(root, "pool", raw=root + "/datasets/external/pool/raw", workers=workers)
-print(json.dumps({"seconds": time.perf_counter() - t0,
-                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": time.perf_counter() - t0, "rss_mib": peak_rss_mib(),
                   "workers_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: VmHWM, which exec starts afresh. Not ru_maxrss where VmHWM can
+    be read: Linux carries ru_maxrss over fork and exec, so a child would report its parent's (larger) resident
+    memory at the fork, here the simulator's."""
+    try:
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):  # not Linux: ru_maxrss (KiB on Linux, bytes on macOS)
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def preprocess_in_child(root: Path, workers: int) -> dict:

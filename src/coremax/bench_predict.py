@@ -17,19 +17,14 @@ from coremax.data.dataset import build_dataset
 from coremax.data.simulate import simulate_archive
 from coremax.stages import run_stage
 
-# the child: predict.py's entry point, then its wall time and peak RSS. VmHWM, not ru_maxrss: Linux carries
-# ru_maxrss over fork and exec, so a child would report the (larger) peak of this process that trained the models.
+# the child: predict.py's entry point, then its wall time and its own peak RSS (bench_data.peak_rss_mib).
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
+from coremax.bench_data import peak_rss_mib
 from coremax.cli import predict_main
 t0 = time.perf_counter()
 predict_main(sys.argv[1:] + ["--quiet"])
-seconds = time.perf_counter() - t0
-try:
-    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-except OSError:
-    hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "rss_mib": hwm / 1024}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "rss_mib": peak_rss_mib()}))
 """
 
 

@@ -10,8 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Spectra per forward pass. On a CPU, batches of 64 predicted an archive faster than batches of 256 (180 s against
-# 233 s over 48 cores, a tiny encoder on 2,048 channels) with a quarter of the activations (~160 MB against ~440);
+# Spectra per forward pass. On a CPU, batches of 64 predict an archive at least as fast as batches of 256 with a
+# quarter of the activations (a tiny encoder on 2,048 channels: ~160 MB against ~440; docs/results/benchmarks.md);
 # a GPU wants the larger batches.
 PRED_BATCH = {"cpu": 64, "cuda": 256}
 

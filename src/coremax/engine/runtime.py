@@ -126,9 +126,9 @@ MMAP_THRESHOLD = 1 << 20   # bytes: blocks this large are mapped apart and go ba
 def freed_memory_returned() -> bool:
     """Make glibc map every block of MMAP_THRESHOLD bytes or more on its own, so that freeing it gives the memory
     back at once. Left to itself glibc raises that threshold as blocks are freed and serves a network's batches
-    from a heap that grows with each core's differently sized ones: prediction over an archive crept from 1.1 to
-    1.5 GB over 48 cores, and stays at 1.1 GB with this (docs/results/benchmarks.md). False (nothing done) where
-    the C library is not glibc."""
+    from a heap that grows with each core's differently sized ones: prediction over 10^5 spectra peaked at 2.3 GB,
+    at 0.7 GB with this and smaller CPU batches (docs/results/benchmarks.md). False (nothing done) where the C
+    library is not glibc."""
     import ctypes
     import ctypes.util
 
