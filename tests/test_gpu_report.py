@@ -22,7 +22,13 @@ def test_without_cuda_the_report_says_so_in_one_sentence_and_exits_2(tmp_path, c
 
 def test_prediction_throughput_runs_the_prediction_path():
     out = bench.predict_throughput(100, device="cpu")
-    assert out["spectra"] == 100 and out["spectra_per_s"] > 0 and out["batch"] == 256
+    assert out["spectra"] == 100 and out["spectra_per_s"] > 0 and out["batch"] == 64  # a CPU's batch
+
+
+def test_a_cpu_predicts_in_smaller_batches_than_a_gpu():
+    from coremax.engine.inference import pred_batch
+
+    assert pred_batch("cpu") == 64 and pred_batch("cuda:0") == pred_batch(torch.device("cuda")) == 256
 
 
 def test_the_report_is_a_dated_section_that_replaces_its_predecessor(tmp_path):
