@@ -117,17 +117,21 @@ def selection_rules(lab, budgets=(10, 50, 100, 0), seeds=(0, 1, 2)) -> list[tupl
     for k in budgets:
         scores = {"validation cores": [], "every non-test core": []}
         for seed in seeds if k else seeds[:1]:
-            train = lab["train"]
-            if k and k < len(train):
-                train = train.iloc[np.sort(np.random.default_rng(seed).choice(len(train), size=k, replace=False))]
-            for rule, score in _both_rules(train.reset_index(drop=True), lab).items():
+            for rule, score in _both_rules(drawn(lab["train"], k, seed), lab).items():
                 scores[rule].append(score)
         out.append((k or len(lab["train"]), *(np.mean(scores[r], axis=0) for r in scores)))
     return out
 
 
+def drawn(train, k: int, seed: int):
+    """The training rows a budget of `k` labels keeps (0: all), drawn as data.max_labels draws them."""
+    if k and k < len(train):
+        train = train.iloc[np.sort(np.random.default_rng(seed).choice(len(train), size=k, replace=False))]
+    return train.reset_index(drop=True)
+
+
 def _both_rules(train, lab) -> dict[str, np.ndarray]:
-    y_tr, y_va, y_te = _y(train), _y(lab["val"]), _y(lab["test"])
+    y_tr, y_va = _y(train), _y(lab["val"])
     mlc = Mlc(cv_folds=5).fit(train, y_tr, lab["val"], y_va, TARGETS)
     f, f_va, f_te = (mlc.feature_space(x) for x in (train, lab["val"], lab["test"]))
     z, cores = mlc._coordinates(y_tr), train["core"].to_numpy()
@@ -153,8 +157,7 @@ def _both_rules(train, lab) -> dict[str, np.ndarray]:
         zs = [np.ravel(mlc._fit_one(f[~np.isnan(z[:, j])], z[~np.isnan(z[:, j]), j], p).predict(f_te))
               for j, p in enumerate(params)]
         pred = closed(np.column_stack(zs))[0]
-        out[rule] = np.array([rmse(y_te[~np.isnan(y_te[:, j]), j], pred[~np.isnan(y_te[:, j]), j])
-                              for j in range(len(TARGETS))])
+        out[rule] = np.array(_rmse_each(lab["test"], pred))
     return out
 
 
@@ -169,9 +172,7 @@ def window_inputs(lab, budgets=(10, 50, 100, 0), seeds=(0, 1, 2)) -> list[tuple]
         for label, lines in inputs.items():
             scores = []
             for seed in seeds if k else seeds[:1]:
-                keep = np.sort(np.random.default_rng(seed).choice(len(lab["train"]), size=k, replace=False)) \
-                    if k and k < len(lab["train"]) else np.arange(len(lab["train"]))
-                train = lab["train"].iloc[keep].reset_index(drop=True)
+                train = drawn(lab["train"], k, seed)
                 mlc = Mlc(cv_folds=5) if lines is None else _on_windows(lines)
                 mlc.fit(train, _y(train), lab["val"], _y(lab["val"]), TARGETS)
                 scores.append([_rmse_each(lab[s], mlc.predict(lab[s])) for s in ("val", "test")])
@@ -187,6 +188,7 @@ def _on_windows(lines: dict) -> Mlc:
 
 
 def _rmse_each(frame, pred) -> list[float]:
+    """Per target, the RMSE on the rows of `frame` where it was measured."""
     y = _y(frame)
     return [rmse(y[~np.isnan(y[:, j]), j], pred[~np.isnan(y[:, j]), j]) for j in range(len(TARGETS))]
 

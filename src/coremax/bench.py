@@ -173,9 +173,9 @@ def report_cases(device: str = "cuda") -> list[dict]:
 
 
 def predict_throughput(spectra: int, device: str = "cuda", size: str = "tiny") -> dict:
-    """Spectra/s of the prediction path (engine.inference.predict_rows, as predict.py runs it: fp32, batches of
-    the device's pred_batch, outputs back on the CPU) of a `size` regressor over `spectra` synthetic count spectra in host
-    memory; one warm-up pass over the first batches first."""
+    """Spectra/s of the prediction path (engine.inference.predict_rows, as predict.py runs it: fp32, the device's
+    batches, outputs back on the CPU) of a `size` regressor over `spectra` synthetic count spectra in host memory;
+    one warm-up pass over the first batches first."""
     cfg = configlib.resolve(None, ['experiment.stage="finetune"', f'model.size="{size}"',
                                    "data.channels=[0, 2048]"]).to_dict()
     torch.manual_seed(0)
@@ -183,13 +183,14 @@ def predict_throughput(spectra: int, device: str = "cuda", size: str = "tiny") -
     model = build_model("finetune", len(cfg["data"]["targets"]), width, **cfg["model"]).to(device)
     transform = make_transform(cfg["data"]["transform"])
     x = torch.poisson(torch.full((spectra, width), 50.0) * torch.linspace(4, 0.2, width)).numpy()
-    predict_rows(model, x[: 4 * pred_batch(device)], transform=transform)  # warm-up: kernels chosen, memory pooled
+    batch = pred_batch(device)
+    predict_rows(model, x[: 4 * batch], transform=transform)  # warm-up: kernels chosen, memory pooled
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     out = predict_rows(model, x, transform=transform)
     seconds = time.perf_counter() - t0
-    return {"size": size, "device": device, "spectra": len(out), "batch": pred_batch(device),
+    return {"size": size, "device": device, "spectra": len(out), "batch": batch,
             "spectra_per_s": round(len(out) / seconds, 1)}
 
 
